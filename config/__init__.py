@@ -1,19 +1,18 @@
 """Shared configuration: the lowest layer, imported by data, model, training, evaluation and inference."""
 from config.loading import ConfigError, apply_overrides, from_dict, load_json, save_json, to_dict
-from config.settings import (
+from config.modes import (
+    MAX_TILES,
     RESOLUTION_MODES,
     TILE_SIZE,
-    GenerationSettings,
-    LoraConfig,
-    OptimizerConfig,
-    RenderConfig,
     ResolutionMode,
-    TrainingConfig,
+    tile_grid,
+    valid_vision_tokens,
     vision_tokens_per_view,
 )
+from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
 
 __all__ = [
     "ConfigError", "apply_overrides", "from_dict", "load_json", "save_json", "to_dict",
-    "RESOLUTION_MODES", "TILE_SIZE", "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig",
+    "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_grid", "valid_vision_tokens", "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig",
     "ResolutionMode", "TrainingConfig", "vision_tokens_per_view",
 ]

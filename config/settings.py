@@ -11,34 +11,7 @@ from typing import Literal, Optional
 
 from config.loading import ConfigError
 
-# DeepSeek-OCR's resolution modes. Every 16x16 pixel patch is compressed 16x by the DeepEncoder, so a square view
-# of side S yields (S/64)^2 vision tokens. Gundam renders one 1024 global view plus 640x640 tiles of the page.
-# "page" is the reference README's 1800x2400 portrait page, which the model reads in gundam (tiled) mode.
-ModeName = Literal["tiny", "small", "base", "large", "gundam", "page"]
-
-
-@dataclass(frozen=True)
-class ResolutionMode:
-    page_width: int  # pixels of the rendered page
-    page_height: int
-    base_size: int  # side of the global view the encoder sees
-    crop_mode: bool  # True: the page is also cut into 640x640 tiles (gundam)
-
-
-TILE_SIZE = 640
-RESOLUTION_MODES: dict[str, ResolutionMode] = {
-    "tiny": ResolutionMode(512, 512, 512, False),
-    "small": ResolutionMode(640, 640, 640, False),
-    "base": ResolutionMode(1024, 1024, 1024, False),
-    "large": ResolutionMode(1280, 1280, 1280, False),
-    "gundam": ResolutionMode(1280, 1920, 1024, True),
-    "page": ResolutionMode(1800, 2400, 1024, True),
-}
-
-
-def vision_tokens_per_view(side: int) -> int:
-    """Valid vision tokens (without newline/separator positions) of one square view: 64/100/256/400."""
-    return (side // 64) ** 2
+from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 
 
 @dataclass

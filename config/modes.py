@@ -1,0 +1,77 @@
+"""DeepSeek-OCR's resolution modes and tiling geometry: facts of the model that rendering and the model share.
+
+Every 16x16 pixel patch goes through SAM, then two stride-2 convolutions (16x fewer tokens), so a square view of
+side S gives (S/64)^2 vision tokens. Gundam mode adds 640x640 tiles of the page to one global view; the tile grid
+is the one the official `dynamic_preprocess` picks for the page's aspect ratio.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ModeName = Literal["tiny", "small", "base", "large", "gundam", "page"]
+TILE_SIZE = 640
+MAX_TILES = 9  # official HF infer(); the official vLLM path uses 6
+MIN_TILES = 2
+
+
+@dataclass(frozen=True)
+class ResolutionMode:
+    page_width: int  # pixels of a rendered page
+    page_height: int
+    base_size: int  # side of the global view the encoder sees
+    crop_mode: bool  # True: the page is also cut into TILE_SIZE tiles (gundam)
+
+
+RESOLUTION_MODES: dict[str, ResolutionMode] = {
+    "tiny": ResolutionMode(512, 512, 512, False),
+    "small": ResolutionMode(640, 640, 640, False),
+    "base": ResolutionMode(1024, 1024, 1024, False),
+    "large": ResolutionMode(1280, 1280, 1280, False),
+    # A 2x3-tile portrait page: 6 tiles + the global view.
+    "gundam": ResolutionMode(1280, 1920, 1024, True),
+    # The reference README's 1800x2400 portrait page, read in gundam (tiled) mode.
+    "page": ResolutionMode(1800, 2400, 1024, True),
+}
+
+
+def vision_tokens_per_view(side: int) -> int:
+    """Valid vision tokens of one square view (without newline/separator positions): 64, 100, 256, 400."""
+    return (side // 64) ** 2
+
+
+def tile_grid(width: int, height: int, min_tiles: int = MIN_TILES, max_tiles: int = MAX_TILES,
+              tile_size: int = TILE_SIZE) -> tuple[int, int]:
+    """(columns, rows) of tiles for an image, as the official `dynamic_preprocess` chooses them.
+
+    Images no larger than one tile on both sides get no tiles: (1, 1). Otherwise the grid with
+    min_tiles <= columns*rows <= max_tiles whose aspect ratio is closest to the image's wins; on a tie, a larger
+    grid is taken only when the image has more than half the pixels of that grid.
+    """
+    if width <= tile_size and height <= tile_size:
+        return (1, 1)
+    aspect = width / height
+    grids = sorted(
+        {(i, j) for n in range(min_tiles, max_tiles + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+         if min_tiles <= i * j <= max_tiles},
+        key=lambda g: g[0] * g[1],
+    )
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in grids:
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and width * height > 0.5 * tile_size * tile_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def valid_vision_tokens(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
+    """Vision tokens (the paper's count, without layout positions) that one page of this size costs in `mode`."""
+    geometry = RESOLUTION_MODES[mode]
+    tokens = vision_tokens_per_view(geometry.base_size)
+    if geometry.crop_mode:
+        cols, rows = tile_grid(width, height, max_tiles=max_tiles)
+        if cols * rows > 1:
+            tokens += cols * rows * vision_tokens_per_view(TILE_SIZE)
+    return tokens
