@@ -1,0 +1,31 @@
+"""Data layer: rendering text to page images, loading and preparing datasets, publishing them.
+
+Names are imported on first use so that `from data import TextToImageConverter` (and rendering worker
+processes) do not pay for importing `datasets`.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "TextToImageConverter": "data.text_to_image",
+    "RenderedDocument": "data.text_to_image",
+    "RenderError": "data.text_to_image",
+    "DatasetError": "data.dataset_loader",
+    "DatasetLoader": "data.dataset_loader",
+    "load_records": "data.dataset_loader",
+    "JsonlError": "data.jsonl",
+    "read_jsonl": "data.jsonl",
+    "iter_jsonl": "data.jsonl",
+    "write_jsonl_atomic": "data.jsonl",
+    "prepare_dataset": "data.prepare_datasets",
+    "build_dataset_dict": "data.publish_hf_datasets",
+    "publish_dataset": "data.publish_hf_datasets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'data' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

@@ -1,0 +1,260 @@
+"""Summarization datasets as one stream of normalised records, from the hub, local files or the bundled sample.
+
+Every record becomes ``{"id", "text", "summary", "references"}``. Sources are streamed (``datasets`` with
+``streaming=True``) so memory stays flat on CNN/DailyMail-sized sets. A source without a validation or test split
+gets one carved out of train by a seeded hash of the record id: each record's split depends on nothing but its
+id and the seed, which works on a stream and gives the same split on every run.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+SPLITS = ("train", "val", "test")
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "scitldr-a"
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# File stems accepted for each split in a local directory (SciTLDR calls its validation split "dev").
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "dev"), "test": ("test",)}
+HUB_SPLIT_ALIASES = {"train": ("train",), "val": ("validation", "val", "dev"), "test": ("test",)}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded as asked; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Where a source keeps its document, its reference summary (or list of them) and, if any, its ids."""
+
+    text: str
+    summary: str
+    id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class HubSource:
+    fields: FieldMap
+    subset: Optional[str] = None
+
+
+HUB_SOURCES: dict[str, HubSource] = {
+    "ccdv/cnn_dailymail": HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0"),
+    "EdinburghNLP/xsum": HubSource(FieldMap("document", "summary", "id")),
+    "ccdv/arxiv-summarization": HubSource(FieldMap("article", "abstract")),
+    "gigaword": HubSource(FieldMap("document", "summary")),
+}
+# Known column layouts, tried in order on local files when no field is given. SciTLDR (the bundled sample)
+# keeps a list of sentences in `source` and a list of references in `target`.
+KNOWN_FIELDS = (
+    FieldMap("source", "target", "paper_id"),
+    *(hub.fields for hub in HUB_SOURCES.values()),
+    FieldMap("text", "summary"),
+)
+
+
+def _as_text(value: Any) -> str:
+    """A field's value as stripped text: sentence lists are joined with spaces, missing values are ''."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""  # CSV readers give NaN for empty cells
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value if _as_text(v))
+    return str(value).strip()
+
+
+def _as_references(value: Any) -> list[str]:
+    """Every non-empty reference summary: a list field keeps all of them, a plain field is the only one."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [text for text in (_as_text(v) for v in items) if text]
+
+
+def stable_id(text: str, summary: str) -> str:
+    """An id for sources without one: the same document and summary always get the same id."""
+    return hashlib.sha256(f"{text}\0{summary}".encode()).hexdigest()[:16]
+
+
+def carve_split(record_id: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """The split a train record goes to when the source lacks val/test: a hash of (seed, id) in [0, 1)."""
+    digest = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    if position < val_fraction:
+        return "val"
+    if position < val_fraction + test_fraction:
+        return "test"
+    return "train"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+class DatasetLoader:
+    """Streams normalised records of one source, split by split, counting what it skips and why.
+
+    `source` is a hub id, a local JSONL/JSON/CSV/Parquet file, a directory of train/val/test files, or
+    "bundled" (the SciTLDR-A sample shipped in data/bundled). `max_samples` caps the records kept per split.
+    """
+
+    def __init__(self, source: str, subset: Optional[str] = None, text_field: Optional[str] = None,
+                 summary_field: Optional[str] = None, max_samples: Optional[int] = None, seed: int = 42,
+                 val_fraction: float = 0.05, test_fraction: float = 0.05, token: Optional[str] = None):
+        if max_samples is not None and max_samples < 1:
+            raise DatasetError(f"max_samples must be at least 1, got {max_samples}")
+        if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise DatasetError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+        self.source = source
+        self.subset = subset
+        self.text_field, self.summary_field = text_field, summary_field
+        self.max_samples = max_samples
+        self.seed = seed
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.token = token
+        self.kept: Counter[str] = Counter()
+        self.skipped: Counter[tuple[str, str]] = Counter()  # (split, reason) -> records
+        self.fields: Optional[FieldMap] = None  # resolved on the first row
+        self._raw_splits = self._open()
+
+    # -- opening ---------------------------------------------------------------------------------------
+    def _open(self) -> dict[str, Any]:
+        """Raw streaming splits keyed by our split names; missing val/test are carved from train later."""
+        path = BUNDLED_DIR if self.source == "bundled" else Path(self.source)
+        if path.exists():
+            return self._open_local(path)
+        if path.suffix.lower() in LOCAL_FORMATS or self.source.startswith((".", "/", "~")):
+            raise DatasetError(f"file not found: {self.source}")
+        return self._open_hub()
+
+    def _open_local(self, path: Path) -> dict[str, Any]:
+        if path.is_file():
+            files = {"train": path}
+        else:
+            files = {}
+            for split, stems in SPLIT_ALIASES.items():
+                found = [p for stem in stems for p in sorted(path.glob(f"{stem}.*")) if p.suffix.lower() in LOCAL_FORMATS]
+                if found:
+                    files[split] = found[0]
+            if "train" not in files:
+                raise DatasetError(f"no train file ({', '.join(f'train{s}' for s in LOCAL_FORMATS)}) in {path}")
+        formats = {LOCAL_FORMATS.get(p.suffix.lower()) for p in files.values()}
+        if None in formats:
+            raise DatasetError(f"unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
+        if len(formats) > 1:
+            raise DatasetError(f"mixed file types in {path}; use one format for all splits")
+        import datasets
+
+        try:
+            loaded = datasets.load_dataset(formats.pop(), data_files={s: str(p) for s, p in files.items()},
+                                           streaming=True)
+        except Exception as err:  # the reader's own errors, e.g. a malformed file
+            raise DatasetError(f"cannot read {path}: {_first_line(err)}") from None
+        return {split: loaded[split] for split in files}
+
+    def _open_hub(self) -> dict[str, Any]:
+        import datasets
+
+        known = HUB_SOURCES.get(self.source)
+        subset = self.subset or (known.subset if known else None)
+        try:
+            loaded = datasets.load_dataset(self.source, subset, streaming=True, token=self.token)
+        except Exception as err:  # offline, unknown id, gated set: all surface as one clear line
+            raise DatasetError(
+                f"cannot load {self.source!r} from the Hugging Face hub ({_first_line(err)}); "
+                "check the id, --subset and your network, or pass a local file"
+            ) from None
+        splits = {}
+        for split, names in HUB_SPLIT_ALIASES.items():
+            name = next((n for n in names if n in loaded), None)
+            if name:
+                splits[split] = loaded[name]
+        if "train" not in splits:
+            raise DatasetError(f"{self.source!r} has no train split (splits: {', '.join(loaded)})")
+        return splits
+
+    # -- fields ----------------------------------------------------------------------------------------
+    def _resolve_fields(self, columns: list[str], split: str) -> FieldMap:
+        known = HUB_SOURCES.get(self.source)
+        guess = known.fields if known else next(
+            (f for f in KNOWN_FIELDS if f.text in columns and f.summary in columns), None)
+        text = self.text_field or (guess.text if guess else None)
+        summary = self.summary_field or (guess.summary if guess else None)
+        available = ", ".join(columns)
+        if text is None or summary is None:
+            raise DatasetError(f"cannot tell the text and summary columns of {self.source}; "
+                               f"pass --text-field and --summary-field (available columns: {available})")
+        for flag, name in (("text", text), ("summary", summary)):
+            if name not in columns:
+                raise DatasetError(f"{flag} field {name!r} not found in {self.source} ({split}); "
+                                   f"available columns: {available}")
+        id_field = guess.id if guess and guess.id in columns else ("id" if "id" in columns else None)
+        return FieldMap(text, summary, id_field)
+
+    def normalise(self, row: dict[str, Any], split: str) -> Optional[dict[str, Any]]:
+        """The record for one raw row, or None (counted under `split`) when its text or summary is empty."""
+        if self.fields is None:
+            self.fields = self._resolve_fields(list(row), split)
+        text = _as_text(row.get(self.fields.text))
+        references = _as_references(row.get(self.fields.summary))
+        if not text:
+            self.skipped[(split, "empty text")] += 1
+            return None
+        if not references:
+            self.skipped[(split, "empty summary")] += 1
+            return None
+        raw_id = _as_text(row.get(self.fields.id)) if self.fields.id else ""
+        record_id = raw_id or stable_id(text, references[0])
+        return {"id": record_id, "text": text, "summary": references[0], "references": references}
+
+    # -- streaming -------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(split, record) pairs in source order: train (with carved-out val/test), then val, then test."""
+        carve = {s: s not in self._raw_splits for s in ("val", "test")}
+        fractions = (self.val_fraction if carve["val"] else 0.0, self.test_fraction if carve["test"] else 0.0)
+        for source_split, stream in self._raw_splits.items():
+            targets = {source_split} | ({s for s in carve if carve[s]} if source_split == "train" else set())
+            for row in self._rows(stream, source_split):
+                if all(self._full(s) for s in targets):
+                    break
+                record = self.normalise(row, source_split)
+                if record is None:
+                    continue
+                split = carve_split(record["id"], self.seed, *fractions) if source_split == "train" else source_split
+                if self._full(split):
+                    continue
+                self.kept[split] += 1
+                yield split, record
+
+    def _full(self, split: str) -> bool:
+        return self.max_samples is not None and self.kept[split] >= self.max_samples
+
+    def _rows(self, stream: Any, split: str) -> Iterator[dict[str, Any]]:
+        """Rows of one raw split; reader and network errors mid-stream become a DatasetError."""
+        iterator = iter(stream)
+        while True:
+            try:
+                row = next(iterator)
+            except StopIteration:
+                return
+            except Exception as err:
+                raise DatasetError(f"error while reading {self.source} ({split}): {_first_line(err)}") from None
+            yield row
+
+
+def load_records(source: str, **options: Any) -> dict[str, list[dict[str, Any]]]:
+    """All records of a (small) source in memory, by split: a convenience over `DatasetLoader`."""
+    splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    for split, record in DatasetLoader(source, **options):
+        splits[split].append(record)
+    return splits
+
+
+_SAFE_STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+
+
+def file_stem(record_id: str) -> str:
+    """A file-name-safe stem for a record id: the id itself when safe, otherwise a hash of it."""
+    return record_id if _SAFE_STEM.match(record_id) else hashlib.sha256(record_id.encode()).hexdigest()[:16]
