@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Creates the virtual environment .venv and installs everything, idempotently: a second run with unchanged
+# requirements only checks a stamp and exits.
+#   bash setup.sh          runtime dependencies (CPU torch without CUDA; CUDA torch + optional flash-attn with it)
+#   bash setup.sh --dev    also the system packages the tests use (tesseract OCR, via apt-get, needs root)
+# Environment: VENV (default .venv), PYTHON (default python3), SKIP_FLASH_ATTN=1 to never try flash-attn.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+TORCH_VERSION=$(sed -n 's/^torch==//p' requirements.txt)
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  DEVICE=cuda
+else
+  DEVICE=cpu
+fi
+
+if [ "$DEV" = 1 ] && ! command -v tesseract >/dev/null 2>&1; then
+  echo "[setup] installing tesseract-ocr (used by the rendering legibility tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+stamp="$VENV/.setup-stamp"
+want="$DEVICE $(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] $VENV is up to date ($DEVICE); nothing to do"
+  exit 0
+fi
+
+"$PY" -m pip install -q --upgrade pip
+if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  if [ "$DEVICE" = cuda ]; then
+    echo "[setup] installing torch $TORCH_VERSION (CUDA build)"
+    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+  else
+    # Never pull the multi-GB CUDA build onto a machine without a GPU: ask for the +cpu wheel explicitly.
+    echo "[setup] installing torch $TORCH_VERSION (CPU build)"
+    "$PY" -m pip install -q --retries 1 --timeout 30 "torch==$TORCH_VERSION+cpu" \
+      --extra-index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+echo "[setup] installing requirements.txt"
+"$PY" -m pip install -q -r requirements.txt
+"$PY" -m pip check
+
+if [ "$DEVICE" = cuda ] && [ "${SKIP_FLASH_ATTN:-0}" != 1 ]; then
+  # Optional: every model path also runs with PyTorch SDPA or eager attention.
+  "$PY" -m pip install -q flash-attn --no-build-isolation \
+    || echo "[setup] flash-attn could not be installed; SDPA attention will be used (this is fine)"
+fi
+
+echo "$want" > "$stamp"
+echo "[setup] done: activate with 'source $VENV/bin/activate' ($DEVICE, torch $("$PY" -c 'import torch; print(torch.__version__)'))"
