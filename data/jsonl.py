@@ -19,26 +19,54 @@ def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n"
 
 
-def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    """Write `records` to `path` through a temporary file in the same directory; return the count.
+class AtomicJsonlWriter:
+    """Streams records into a temporary file next to `path`; `commit()` renames it into place.
 
     A reader (or a killed writer) never sees a half-written file: the old content stays until `os.replace`.
+    Leaving the `with` block without `commit()` (an error) deletes the temporary file.
     """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.count = 0
+        self._handle = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(dumps_record(record))
+        self.count += 1
+
+    def commit(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self.tmp, self.path)
+
+    def __enter__(self) -> "AtomicJsonlWriter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Write `records` to `path` atomically (see `AtomicJsonlWriter`); return how many were written."""
+    with AtomicJsonlWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+        writer.commit()
+    return writer.count
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """A small JSON document (report, sidecar) written through a temporary name in the same directory."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(dumps_record(record))
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
