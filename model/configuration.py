@@ -1,0 +1,138 @@
+"""`DeepseekOCRConfig`: one flat config for the whole model (DeepEncoder + projector + MoE decoder).
+
+The text fields keep the names of the official `config.json` (`DeepseekV2Config` with `use_mla=False`), so the
+decoder layers borrowed from transformers' DeepSeek-OCR-2 read them directly from this object; the vision side is
+stored as the dict of the colleague's `VisionConfig` so it round-trips through `config.json` unchanged.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import PretrainedConfig
+
+OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR"
+TINY_PRESET = "tiny-random"
+
+# Official language fields copied verbatim by `from_official_config` (top level or under "language_config").
+_OFFICIAL_TEXT_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+    "first_k_dense_replace", "moe_layer_freq", "n_group", "topk_group", "topk_method", "norm_topk_prob",
+    "scoring_func", "routed_scaling_factor", "aux_loss_alpha", "seq_aux", "max_position_embeddings",
+    "rms_norm_eps", "rope_theta", "hidden_act", "attention_bias", "attention_dropout", "initializer_range",
+    "bos_token_id", "eos_token_id", "tie_word_embeddings",
+)
+
+
+def _vision_config_cls():
+    # Imported lazily: the vision module imports nothing from here, but keeps this module light to import.
+    from model.deep_encoder import VisionConfig
+
+    return VisionConfig
+
+
+class DeepseekOCRConfig(PretrainedConfig):
+    """Config of `DeepseekOCRForConditionalGeneration`; defaults are the real DeepSeek-OCR sizes."""
+
+    model_type = "deepseek_ocr_summarizer"
+    # transformers' MoE modules read `num_experts`.
+    attribute_map = {"num_experts": "n_routed_experts"}
+
+    vocab_size: int = 129280
+    hidden_size: int = 1280
+    intermediate_size: int = 6848
+    moe_intermediate_size: int = 896
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 10
+    num_key_value_heads: int = 10
+    n_routed_experts: int = 64
+    num_experts_per_tok: int = 6
+    n_shared_experts: int = 2
+    first_k_dense_replace: int = 1
+    moe_layer_freq: int = 1
+    n_group: int = 1
+    topk_group: int = 1
+    topk_method: str = "greedy"
+    norm_topk_prob: bool = False
+    scoring_func: str = "softmax"
+    routed_scaling_factor: float = 1.0
+    aux_loss_alpha: float = 0.001
+    seq_aux: bool = True
+    max_position_embeddings: int = 8192
+    rms_norm_eps: float = 1e-6
+    rope_parameters: dict | None = None
+    hidden_act: str = "silu"
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    bos_token_id: int = 0
+    eos_token_id: int = 1
+    pad_token_id: int = 2
+    image_token_id: int = 128815
+    tie_word_embeddings: bool = False
+    head_dim: int | None = None
+    # Per-layer "dense"/"sparse", derived from first_k_dense_replace/moe_layer_freq as the official code does.
+    mlp_layer_types: list | None = None
+    vision_config: dict | None = None
+    projector_input_dim: int = 2048
+
+    def __post_init__(self, **kwargs):
+        self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.mlp_layer_types is None:
+            self.mlp_layer_types = [
+                "sparse" if i >= self.first_k_dense_replace and i % self.moe_layer_freq == 0 else "dense"
+                for i in range(self.num_hidden_layers)
+            ]
+        if self.vision_config is None:
+            self.vision_config = _vision_config_cls()().to_dict()
+        kwargs.setdefault("rope_theta", 10000.0)
+        super().__post_init__(**kwargs)
+        if self.scoring_func != "softmax" or self.topk_method != "greedy" or self.norm_topk_prob:
+            raise ValueError("only the DeepSeek-OCR router (softmax scores, greedy top-k, no renormalisation) is supported")
+
+    @property
+    def vision(self):
+        """The vision side as the encoder's `VisionConfig` object."""
+        return _vision_config_cls().from_dict(self.vision_config)
+
+    @classmethod
+    def from_official_config(cls, official: dict[str, Any], **overrides) -> "DeepseekOCRConfig":
+        """Read an official `config.json` (model_type deepseek_vl_v2) as a dict.
+
+        The official code hard-codes its vision tower and ignores `vision_config`, so the real `VisionConfig`
+        defaults are used; the projector width must equal the decoder width.
+        """
+        language = {**official, **official.get("language_config", {})}
+        fields = {key: language[key] for key in _OFFICIAL_TEXT_FIELDS if key in language}
+        if language.get("use_mla"):
+            raise ValueError("the official config uses MLA attention; DeepSeek-OCR's decoder does not")
+        if language.get("rope_scaling"):
+            raise ValueError("rope_scaling is not supported (DeepSeek-OCR has none)")
+        projector = official.get("projector_config", {})
+        if projector.get("n_embed", fields.get("hidden_size")) != fields.get("hidden_size"):
+            raise ValueError("projector_config.n_embed must equal the decoder hidden_size")
+        if "input_dim" in projector:
+            fields["projector_input_dim"] = projector["input_dim"]
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def preset(cls, name: str) -> "DeepseekOCRConfig":
+        """`"deepseek-ai/DeepSeek-OCR"` (real sizes) or `"tiny-random"` (same structure, tiny widths)."""
+        if name == OFFICIAL_HUB_ID:
+            return cls()
+        if name == TINY_PRESET:
+            # Vocabulary kept at full size so the real tokenizer's ids (incl. <image> 128815) stay valid.
+            return cls(
+                hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2,
+                n_shared_experts=1, max_position_embeddings=4096,
+                vision_config=_vision_config_cls().tiny().to_dict(),
+            )
+        raise ValueError(f"unknown preset {name!r}; choose {OFFICIAL_HUB_ID!r} or {TINY_PRESET!r}")
+
+    def copy(self) -> "DeepseekOCRConfig":
+        return copy.deepcopy(self)
