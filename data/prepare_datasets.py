@@ -105,6 +105,7 @@ def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data"
                            max_samples=max_samples, seed=seed, token=os.environ.get("HF_TOKEN"))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     save_json(render_config, out / "render_config.json")
     fingerprint = _config_fingerprint(render_config)
     render_failed: Counter[str] = Counter()
@@ -155,6 +156,13 @@ def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data"
     }
     write_json_atomic(out / "prepare_report.json", report)
     return report
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left behind (ours and save_pages' are all hidden `.*.tmp`)."""
+    for folder in [out, *sorted(p for p in (out / IMAGES_DIR).glob("*") if p.is_dir())]:
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _skipped(loader: DatasetLoader, render_failed: Counter, split: str) -> dict[str, int]:
