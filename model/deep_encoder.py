@@ -329,6 +329,15 @@ class DeepEncoder(nn.Module):
         clip_tokens = self.vision_model(sam_map)[:, 1:]
         return torch.cat([clip_tokens, sam_map.flatten(2).transpose(1, 2)], dim=-1)
 
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch every attention between PyTorch SDPA and the eager (explicit softmax) path."""
+        if name not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}")
+        self.config.attn_implementation = name
+        for block in self.sam_model.blocks:
+            block.attn.attn_implementation = name
+        self.vision_model.transformer.config._attn_implementation = name
+
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in backward (only matters when the encoder is trained)."""
         self.sam_model.gradient_checkpointing = enabled
