@@ -1,0 +1,150 @@
+"""The one prompt builder and the processor that turns documents (lists of page images) into model inputs.
+
+Prompt layout (the official "plain" template of `infer()`: no role tags, content stripped):
+
+    BOS, <image> x n_1, <image> x n_2, ..., <image> x n_P, tokens of "\\n" + instruction
+
+Each page's `<image>` (id 128815) is expanded to that page's placeholder count (73 for a 512 view, 893 for a
+3x2-tile gundam page...); pages follow each other with nothing in between, as the official code does for a
+prompt holding several `<image>` tags back to back. Training, evaluation and inference all call
+`build_prompt_ids`, so the layout cannot drift between them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from PIL import Image
+from transformers import BatchFeature
+
+from model.image_processing import DeepseekOCRImageProcessor
+from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
+
+IGNORE_INDEX = -100
+DEFAULT_INSTRUCTION = "Summarize the document."
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+
+
+def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instruction: str) -> list[int]:
+    """BOS + every page's expanded `<image>` placeholders + the tokens of "\\n" + instruction (right-stripped)."""
+    if not placeholders_per_page:
+        raise ValueError("a document needs at least one page")
+    ids = [tokenizer.bos_token_id]
+    for count in placeholders_per_page:
+        ids.extend([IMAGE_TOKEN_ID] * count)
+    # The official template strips the whole "<image>...\n{instruction}" content: only the end can lose spaces.
+    text = ("\n" + instruction).rstrip()
+    if text:
+        ids.extend(tokenizer.encode(text, add_special_tokens=False))
+    return ids
+
+
+class DeepseekOCRProcessor:
+    """Documents (lists of page images) and optional target summaries -> padded model inputs.
+
+    Targets longer than `max_target_length` tokens (EOS included) are cut, never the prompt or its image
+    placeholders. Each call returns `target_truncated [B]` (reliable inside DataLoader workers) and adds the
+    number of cut targets to `self.truncated_targets`, a running count for this process.
+    """
+
+    def __init__(self, tokenizer, image_processor: DeepseekOCRImageProcessor,
+                 instruction: str = DEFAULT_INSTRUCTION):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.instruction = instruction
+        self.truncated_targets = 0
+
+    def __call__(
+        self,
+        documents: Sequence[Sequence[Image.Image]],
+        targets: Sequence[str] | None = None,
+        max_target_length: int | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> BatchFeature:
+        """Model inputs for a batch; padding is left without targets (generation) and right with them (training)."""
+        if targets is not None and len(targets) != len(documents):
+            raise ValueError(f"{len(documents)} documents but {len(targets)} targets")
+        if max_target_length is not None and max_target_length < 1:
+            raise ValueError("max_target_length counts the EOS token, so it must be at least 1")
+        padding_side = padding_side or ("left" if targets is None else "right")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+
+        sequences, label_rows, truncated = [], [], []
+        global_views, tiles, crops, num_pages, num_image_tokens = [], [], [], [], []
+        for index, pages in enumerate(documents):
+            counts = []
+            for image in pages:
+                page = self.image_processor(image)
+                global_views.append(page.global_view)
+                tiles.append(page.tiles)
+                crops.append(page.crop_grid)
+                counts.append(page.num_placeholders)
+            prompt = build_prompt_ids(self.tokenizer, counts, self.instruction)
+            num_pages.append(len(counts))
+            num_image_tokens.append(sum(counts))
+            if targets is None:
+                sequences.append(prompt)
+                continue
+            answer, was_cut = self._target_ids(targets[index], max_target_length)
+            sequences.append(prompt + answer)
+            label_rows.append([IGNORE_INDEX] * len(prompt) + answer)
+            truncated.append(was_cut)
+
+        batch = self._pad(sequences, label_rows if targets is not None else None, padding_side)
+        batch["pixel_values"] = torch.cat(global_views)
+        batch["pixel_values_tiles"] = torch.cat(tiles)
+        batch["images_spatial_crop"] = torch.tensor(crops, dtype=torch.long)
+        batch["num_pages"] = torch.tensor(num_pages, dtype=torch.long)
+        batch["num_image_tokens"] = torch.tensor(num_image_tokens, dtype=torch.long)
+        if targets is not None:
+            batch["target_truncated"] = torch.tensor(truncated, dtype=torch.bool)
+            self.truncated_targets += sum(truncated)
+        return BatchFeature(batch)
+
+    def _target_ids(self, target: str, max_target_length: int | None) -> tuple[list[int], bool]:
+        ids = self.tokenizer.encode(target.strip(), add_special_tokens=False)
+        cut = max_target_length is not None and len(ids) + 1 > max_target_length
+        if cut:
+            ids = ids[: max_target_length - 1]
+        return ids + [self.tokenizer.eos_token_id], cut
+
+    def _pad(self, sequences: list[list[int]], label_rows: list[list[int]] | None, side: str) -> dict:
+        length = max(len(ids) for ids in sequences)
+        pad_id = self.tokenizer.pad_token_id
+
+        def padded(row: list[int], value: int) -> list[int]:
+            filler = [value] * (length - len(row))
+            return filler + row if side == "left" else row + filler
+
+        batch = {
+            "input_ids": torch.tensor([padded(ids, pad_id) for ids in sequences], dtype=torch.long),
+            "attention_mask": torch.tensor([padded([1] * len(ids), 0) for ids in sequences], dtype=torch.long),
+        }
+        if label_rows is not None:
+            batch["labels"] = torch.tensor([padded(row, IGNORE_INDEX) for row in label_rows], dtype=torch.long)
+        return batch
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `processor_config.json` (image settings, instruction) and the tokenizer files into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"image_processor": self.image_processor.to_dict(), "instruction": self.instruction}
+        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "DeepseekOCRProcessor":
+        """The processor saved in `directory` by `save_pretrained` (a trained model folder)."""
+        directory = Path(directory)
+        config = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text(encoding="utf-8"))
+        return cls(load_tokenizer(str(directory)), DeepseekOCRImageProcessor.from_dict(config["image_processor"]),
+                   instruction=config["instruction"])
