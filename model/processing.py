@@ -25,6 +25,8 @@ from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 IGNORE_INDEX = -100
 DEFAULT_INSTRUCTION = "Summarize the document."
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+# Batch keys for logging and reports, not model inputs: drop them before `model(**batch)`.
+REPORTING_KEYS = ("num_pages", "num_image_tokens", "target_truncated")
 
 
 def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instruction: str) -> list[int]:

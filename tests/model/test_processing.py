@@ -1,13 +1,15 @@
-"""The prompt builder and the processor, checked against the official reference fixture (cases A, B, C)."""
+"""The prompt builder and the processor, checked against the official reference fixture (cases A, B, C).
+
+The fixture's tensors come from the shared `reference_tensors` fixture (tests/model/conftest.py).
+"""
 import json
 
 import pytest
 import torch
-from official_weights import reference_tensors
 from PIL import Image
 
 from model.image_processing import DeepseekOCRImageProcessor, normalize_pixels, num_image_placeholders
-from model.processing import IGNORE_INDEX, DeepseekOCRProcessor, build_prompt_ids
+from model.processing import IGNORE_INDEX, REPORTING_KEYS, DeepseekOCRProcessor, build_prompt_ids
 from model.tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, IMAGE_TOKEN_ID, PAD_TOKEN_ID, load_tokenizer
 
 INSTRUCTION = "Summarize the document."
@@ -38,13 +40,8 @@ def tokenizer():
     return load_tokenizer()
 
 
-@pytest.fixture(scope="module")
-def reference():
-    return reference_tensors()
-
-
-def raw_image(reference, case):
-    return Image.fromarray(reference[f"{case}_raw_image_rgb_u8"].numpy())
+def raw_image(tensors, case):
+    return Image.fromarray(tensors[f"{case}_raw_image_rgb_u8"].numpy())
 
 
 def page(width, height, shade=255):
@@ -58,9 +55,9 @@ def tiny(tokenizer, **kwargs):
 # --- the prompt builder -------------------------------------------------------------------------------------
 
 
-def test_build_prompt_ids_reproduces_case_a(tokenizer, reference):
+def test_build_prompt_ids_reproduces_case_a(tokenizer, reference_tensors):
     ids = build_prompt_ids(FixtureTokenizer(tokenizer), [73], INSTRUCTION)
-    assert ids == reference["a_input_ids"][0].tolist()
+    assert ids == reference_tensors["a_input_ids"][0].tolist()
 
 
 def test_build_prompt_ids_real_tokenizer_layout(tokenizer):
@@ -79,32 +76,35 @@ def test_build_prompt_ids_several_pages_back_to_back(tokenizer):
 # --- the processor against the fixture ----------------------------------------------------------------------
 
 
-def test_case_a_generation_inputs(tokenizer, reference):
-    batch = tiny(FixtureTokenizer(tokenizer))([[raw_image(reference, "a")]])
-    assert torch.equal(batch["input_ids"], reference["a_input_ids"])
+def test_case_a_generation_inputs(tokenizer, reference_tensors):
+    batch = tiny(FixtureTokenizer(tokenizer))([[raw_image(reference_tensors, "a")]])
+    assert torch.equal(batch["input_ids"], reference_tensors["a_input_ids"])
     assert torch.equal(batch["attention_mask"], torch.ones(1, 80, dtype=torch.long))
-    assert torch.equal(batch["pixel_values"], reference["a_pixel_values"])
+    assert torch.equal(batch["pixel_values"], reference_tensors["a_pixel_values"])
     assert batch["pixel_values_tiles"].shape[0] == 0
-    assert torch.equal(batch["images_spatial_crop"], reference["a_images_spatial_crop"])
-    assert batch["num_image_tokens"].tolist() == [int(reference["a_num_image_tokens"])]
+    assert torch.equal(batch["images_spatial_crop"], reference_tensors["a_images_spatial_crop"])
+    assert batch["num_image_tokens"].tolist() == [int(reference_tensors["a_num_image_tokens"])]
     assert batch["num_pages"].tolist() == [1] and "labels" not in batch
 
 
-def test_case_c_training_inputs_and_labels(tokenizer, reference):
-    batch = tiny(FixtureTokenizer(tokenizer))([[raw_image(reference, "a")]], targets=["A short summary."])
-    assert torch.equal(batch["input_ids"], reference["c_input_ids"])
-    assert torch.equal(batch["labels"], reference["c_labels"])
-    assert torch.equal(batch["attention_mask"], reference["c_attention_mask"])
+def test_case_c_training_inputs_and_labels(tokenizer, reference_tensors):
+    batch = tiny(FixtureTokenizer(tokenizer))([[raw_image(reference_tensors, "a")]], targets=["A short summary."])
+    assert torch.equal(batch["input_ids"], reference_tensors["c_input_ids"])
+    assert torch.equal(batch["labels"], reference_tensors["c_labels"])
+    assert torch.equal(batch["attention_mask"], reference_tensors["c_attention_mask"])
     assert batch["target_truncated"].tolist() == [False]
+    model_inputs = set(batch) - set(REPORTING_KEYS)
+    assert model_inputs == {"input_ids", "attention_mask", "labels", "pixel_values", "pixel_values_tiles",
+                            "images_spatial_crop"}
 
 
-def test_case_b_gundam_inputs(tokenizer, reference):
+def test_case_b_gundam_inputs(tokenizer, reference_tensors):
     processor = DeepseekOCRProcessor(FixtureTokenizer(tokenizer), DeepseekOCRImageProcessor.from_mode("gundam"))
-    batch = processor([[raw_image(reference, "b")]])
-    assert torch.equal(batch["input_ids"], reference["b_input_ids"])
-    assert torch.equal(batch["images_spatial_crop"], reference["b_images_spatial_crop"])
-    assert torch.equal(batch["pixel_values"], normalize_pixels(reference["b_global_pixel_values_u8"]))
-    assert torch.equal(batch["pixel_values_tiles"], normalize_pixels(reference["b_tile_pixel_values_u8"]))
+    batch = processor([[raw_image(reference_tensors, "b")]])
+    assert torch.equal(batch["input_ids"], reference_tensors["b_input_ids"])
+    assert torch.equal(batch["images_spatial_crop"], reference_tensors["b_images_spatial_crop"])
+    assert torch.equal(batch["pixel_values"], normalize_pixels(reference_tensors["b_global_pixel_values_u8"]))
+    assert torch.equal(batch["pixel_values_tiles"], normalize_pixels(reference_tensors["b_tile_pixel_values_u8"]))
     assert batch["num_image_tokens"].tolist() == [893]
 
 
