@@ -1,0 +1,132 @@
+"""evaluate_pairs against rouge-score called directly with the stated settings, bootstrap, Lead-N, statistics."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pysbd
+import pytest
+from rouge_score import rouge_scorer
+
+from evaluation.metrics import (ROUGE_TYPES, bootstrap_intervals, compression_stats, evaluate_pairs, lead_n,
+                                length_stats)
+
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "bundled" / "scitldr-a" / "test.jsonl"
+SEGMENTER = pysbd.Segmenter(language="en", clean=False)
+SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+def one_sentence_per_line(text):
+    return text if "\n" in text else "\n".join(s.strip() for s in SEGMENTER.segment(text) if s.strip())
+
+
+def direct(predictions, references):
+    """Mean F1 x100 per metric straight from rouge-score, written independently of evaluation.metrics."""
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, refs in zip(predictions, references):
+        refs = [refs] if isinstance(refs, str) else refs
+        best = SCORER.score_multi([one_sentence_per_line(r) for r in refs], one_sentence_per_line(prediction))
+        for metric in ROUGE_TYPES:
+            totals[metric] += best[metric].fmeasure
+    return {m: 100 * v / len(predictions) for m, v in totals.items()}
+
+
+@pytest.fixture(scope="module")
+def scitldr():
+    records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()[:16]]
+    # Two source sentences joined by a space: multi-sentence predictions with no newline, so pysbd matters.
+    predictions = [" ".join(s.strip() for s in r["source"][:2]) for r in records]
+    return predictions, [r["target"] for r in records], [" ".join(r["source"]) for r in records]
+
+
+@pytest.fixture(scope="module")
+def scitldr_result(scitldr):
+    predictions, references, _ = scitldr
+    return evaluate_pairs(predictions, references, workers=1, bootstrap=200, seed=3, return_per_example=True)
+
+
+def test_scores_equal_direct_rouge_score(scitldr, scitldr_result):
+    expected = direct(*scitldr[:2])
+    for metric in ROUGE_TYPES:
+        assert scitldr_result["scores"][metric] == pytest.approx(expected[metric], abs=1e-3)
+    assert scitldr_result["settings"]["use_stemmer"] is True
+    assert "pysbd" in scitldr_result["settings"]["sentence_split"]
+
+
+def test_newline_references_kept_and_rougeL_differs_from_rougeLsum():
+    highlights = ["Police arrest a man after a chase.\nThe suspect was armed.\nNo one was hurt in the incident.",
+                  "Storm hits the coast on Monday.\nThousands lose power.\nSchools closed."]
+    predictions = ["No one was hurt. Police arrested the armed suspect after a long chase.",
+                   "Schools are closed. A storm hit the coast and thousands lost power on Monday."]
+    result = evaluate_pairs(predictions, highlights, workers=1, bootstrap=0)
+    expected = direct(predictions, highlights)
+    for metric in ROUGE_TYPES:
+        assert result["scores"][metric] == pytest.approx(expected[metric], abs=1e-3)
+    assert abs(result["scores"]["rougeL"] - result["scores"]["rougeLsum"]) > 1
+    assert "intervals" not in result
+
+
+def test_multi_reference_takes_best_per_metric():
+    prediction = "the cat sat on the mat near the door"
+    refs = ["a dog barked loudly at night", "the cat sat on the mat", "cat mat door near"]
+    multi = evaluate_pairs([prediction], [refs], workers=1, bootstrap=0)["scores"]
+    singles = [evaluate_pairs([prediction], [r], workers=1, bootstrap=0)["scores"] for r in refs]
+    for metric in ROUGE_TYPES:
+        assert multi[metric] == pytest.approx(max(s[metric] for s in singles))
+
+
+def test_parallel_equals_serial(scitldr, scitldr_result):
+    predictions, references, _ = scitldr
+    parallel = evaluate_pairs(predictions, references, workers=2, bootstrap=200, seed=3, return_per_example=True)
+    assert parallel == scitldr_result
+
+
+def test_bootstrap_interval_contains_estimate_and_is_deterministic(scitldr_result):
+    for metric in ROUGE_TYPES:
+        low, high = scitldr_result["intervals"][metric]
+        assert low <= scitldr_result["scores"][metric] <= high
+        assert low < high
+    values = np.random.default_rng(1).random((500, 3))
+    first, again = bootstrap_intervals(values, 300, seed=7), bootstrap_intervals(values, 300, seed=7)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, bootstrap_intervals(values, 300, seed=8))
+    assert np.all((first[:, 0] <= values.mean(axis=0)) & (values.mean(axis=0) <= first[:, 1]))
+
+
+def test_precision_recall_and_empty_predictions():
+    result = evaluate_pairs(["the cat sat", "", "   "], ["the cat sat on the mat", "a b", "c d"], workers=1,
+                            bootstrap=50, with_precision_recall=True)
+    assert result["precision"]["rouge1"] == pytest.approx(100 / 3, abs=1e-3)  # 3/3 for one example of three
+    assert result["recall"]["rouge1"] == pytest.approx(50 / 3, abs=1e-3)
+    assert set(result["precision_intervals"]) == set(ROUGE_TYPES)
+    assert result["counts"]["empty_predictions"] == 2
+    with pytest.raises(ValueError):
+        evaluate_pairs(["a"], ["a", "b"])
+    with pytest.raises(ValueError):
+        evaluate_pairs(["a"], [[]])
+
+
+def test_lead_n_is_first_sentences_of_the_splitter(scitldr):
+    _, _, sources = scitldr
+    long_text = " ".join(sources[:6])  # several thousand characters: the prefix search must not change sentences
+    for text in [*sources[:4], long_text, "One sentence only."]:
+        sentences = [s.strip() for s in SEGMENTER.segment(text) if s.strip()]
+        assert lead_n(text) == "\n".join(" ".join(s.split()) for s in sentences[:3])
+    assert lead_n("") == ""
+    assert lead_n(long_text, n=1).count("\n") == 0
+
+
+def test_length_and_compression_stats():
+    lengths = length_stats(["one two three", "four five"], count_tokens=lambda t: 2 * len(t.split()))
+    assert lengths["words"]["mean"] == 2.5 and lengths["tokens"]["max"] == 6
+    stats = compression_stats([1000, 600, 300], [100, 200, None], [1, 2, None])
+    assert stats["overall_ratio"] == pytest.approx(1600 / 300, abs=1e-3)
+    assert stats["ratio_per_document"]["median"] == pytest.approx(6.5)
+    assert stats["documents_with_vision_tokens"] == 2 and stats["pages"]["count"] == 2
+
+
+def test_package_import_stays_light():
+    code = ("import sys, evaluation; evaluation.evaluate_pairs; "
+            "assert not any(m in sys.modules for m in ('torch', 'transformers')), 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
