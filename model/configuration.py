@@ -88,6 +88,8 @@ class DeepseekOCRConfig(PretrainedConfig):
             ]
         if self.vision_config is None:
             self.vision_config = _vision_config_cls()().to_dict()
+        if self.vision_config and self.projector_input_dim != self.vision.out_dim:
+            raise ValueError(f"projector_input_dim {self.projector_input_dim} != vision out_dim {self.vision.out_dim}")
         kwargs.setdefault("rope_theta", 10000.0)
         super().__post_init__(**kwargs)
         if self.scoring_func != "softmax" or self.topk_method != "greedy" or self.norm_topk_prob:
@@ -125,12 +127,13 @@ class DeepseekOCRConfig(PretrainedConfig):
         if name == OFFICIAL_HUB_ID:
             return cls()
         if name == TINY_PRESET:
+            tiny_vision = _vision_config_cls().tiny()
             # Vocabulary kept at full size so the real tokenizer's ids (incl. <image> 128815) stay valid.
             return cls(
                 hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=3,
                 num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2,
                 n_shared_experts=1, max_position_embeddings=4096,
-                vision_config=_vision_config_cls().tiny().to_dict(),
+                vision_config=tiny_vision.to_dict(), projector_input_dim=tiny_vision.out_dim,
             )
         raise ValueError(f"unknown preset {name!r}; choose {OFFICIAL_HUB_ID!r} or {TINY_PRESET!r}")
 
