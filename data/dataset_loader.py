@@ -116,8 +116,10 @@ class DatasetLoader:
         self.token = token
         self.kept: Counter[str] = Counter()
         self.skipped: Counter[tuple[str, str]] = Counter()  # (split, reason) -> records
-        self.fields: Optional[FieldMap] = None  # resolved on the first row
         self._raw_splits = self._open()
+        # Resolve the columns from the first row now, so a wrong field fails before anything is written.
+        first = next(self._rows(self._raw_splits["train"], "train"), None)
+        self.fields = self._resolve_fields(list(first), "train") if first is not None else None
 
     # -- opening ---------------------------------------------------------------------------------------
     def _open(self) -> dict[str, Any]:
@@ -183,19 +185,19 @@ class DatasetLoader:
         text = self.text_field or (guess.text if guess else None)
         summary = self.summary_field or (guess.summary if guess else None)
         available = ", ".join(columns)
+        for flag, name in (("text", text), ("summary", summary)):
+            if name is not None and name not in columns:
+                raise DatasetError(f"{flag} field {name!r} not found in {self.source} ({split}); "
+                                   f"available columns: {available}")
         if text is None or summary is None:
             raise DatasetError(f"cannot tell the text and summary columns of {self.source}; "
                                f"pass --text-field and --summary-field (available columns: {available})")
-        for flag, name in (("text", text), ("summary", summary)):
-            if name not in columns:
-                raise DatasetError(f"{flag} field {name!r} not found in {self.source} ({split}); "
-                                   f"available columns: {available}")
         id_field = guess.id if guess and guess.id in columns else ("id" if "id" in columns else None)
         return FieldMap(text, summary, id_field)
 
     def normalise(self, row: dict[str, Any], split: str) -> Optional[dict[str, Any]]:
         """The record for one raw row, or None (counted under `split`) when its text or summary is empty."""
-        if self.fields is None:
+        if self.fields is None:  # the train split was empty; this is the first row of another split
             self.fields = self._resolve_fields(list(row), split)
         text = _as_text(row.get(self.fields.text))
         references = _as_references(row.get(self.fields.summary))

@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # Streaming `datasets` imports torch (seconds) only to share a counter with DataLoader workers; this
+    # command never uses torch, so it opts out before `datasets` is first imported.
+    os.environ.setdefault("USE_TORCH", "0")
     try:
         render_config = apply_overrides(RenderConfig(), {"mode": args.mode, "font_size": args.font_size,
                                                           "overflow": args.overflow})

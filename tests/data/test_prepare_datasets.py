@@ -1,0 +1,132 @@
+"""The prepare CLI end to end: outputs, page images, skipped records, resume after a kill, clean errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from config import RenderConfig
+from data.jsonl import read_jsonl
+from data.prepare_datasets import main, prepare_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "data.prepare_datasets"]
+ARGS = ["bundled", "--max-samples", "3", "--generate-images", "--mode", "tiny"]
+
+
+def _run(args, **kwargs):
+    return subprocess.run(CLI + args, cwd=ROOT, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """One uninterrupted CLI run (two workers): the reference every other run must match."""
+    out = tmp_path_factory.mktemp("prepared") / "out"
+    result = _run(ARGS + ["--workers", "2", "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def _snapshot(out: Path) -> dict:
+    """Every output file's bytes; the report without its run-dependent timing and location."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    report = json.loads(files.pop("prepare_report.json"))
+    del report["throughput"], report["output_dir"]
+    return {"files": files, "report": report}
+
+
+def test_cli_writes_splits_images_config_and_report(prepared):
+    out, result = prepared
+    assert "records/s" in result.stdout and str(out) in result.stdout
+    for split in ("train", "val", "test"):
+        records = read_jsonl(out / f"{split}.jsonl")
+        assert len(records) == 3
+        for record in records:
+            assert set(record) == {"id", "text", "summary", "references", "images", "render"}
+            assert record["render"]["mode"] == "tiny" and record["render"]["pages"] == len(record["images"]) >= 1
+            assert set(record["render"]) == {"pages", "text_tokens", "vision_tokens", "compression_ratio", "mode"}
+            for image in record["images"]:
+                assert image.startswith(f"images/{split}/")
+                assert Image.open(out / image).size == (512, 512)
+    assert json.loads((out / "render_config.json").read_text())["mode"] == "tiny"
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert report["splits"]["val"] == {"written": 3, "skipped": {}} and report["throughput"]["records_per_s"] > 0
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_after_kill_gives_identical_outputs(prepared, tmp_path):
+    reference, _ = prepared
+    out = tmp_path / "out"
+    # A real kill: stop the whole process group as soon as the first page is complete.
+    process = subprocess.Popen(CLI + ARGS + ["--workers", "2", "--output-dir", str(out)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not list(out.glob("images/*/*.json")):
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    # Whatever the kill left, make it worse the ways a kill can: lost outputs and stray temporaries.
+    out.mkdir(exist_ok=True)
+    shutil.copytree(reference / "images", out / "images", dirs_exist_ok=True)
+    (out / "val.jsonl").unlink(missing_ok=True)
+    for sidecar in sorted((out / "images" / "train").glob("*.json"))[:2]:
+        sidecar.unlink()
+    next((out / "images" / "test").glob("*.png")).unlink()
+    (out / ".train.jsonl.tmp").write_text('{"half": ')
+    (out / "images" / "val" / ".x_p000.png.abc123.tmp").write_bytes(b"\x89PNG")
+
+    report = prepare_dataset("bundled", out, max_samples=3, generate_images=True,
+                             render_config=RenderConfig(mode="tiny"), workers=1, progress=False)
+    assert report["throughput"]["reused"] >= 1 and report["throughput"]["rendered"] >= 3
+    assert _snapshot(out) == _snapshot(reference)
+
+
+def test_render_failures_are_skipped_and_counted(tmp_path):
+    source = tmp_path / "docs.jsonl"
+    rows = [{"id": "short", "text": "A short document.", "summary": "Short."},
+            {"id": "long", "text": "A much longer document. " * 400, "summary": "Long."},
+            {"id": "empty", "text": "  ", "summary": "Nothing."}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    report = prepare_dataset(str(source), out, generate_images=True, workers=1, progress=False,
+                             render_config=RenderConfig(mode="tiny", overflow="error"))
+    written = {split: read_jsonl(out / f"{split}.jsonl") for split in ("train", "val", "test")}
+    assert [r["id"] for recs in written.values() for r in recs] == ["short"]
+    skipped = {reason: n for counts in report["splits"].values() for reason, n in counts["skipped"].items()}
+    assert skipped == {"render error": 1, "empty text": 1}
+    assert not list(out.glob("images/*/long*"))
+
+
+def test_wrong_field_is_one_line_error(tmp_path, capsys):
+    source = tmp_path / "docs.csv"
+    source.write_text("body,tldr\nSome text.,Short.\n")
+    assert main([str(source), "--text-field", "nope", "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'nope'" in err and "available columns: body, tldr" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.jsonl"], "file not found"),
+    (["bundled", "--max-samples", "0"], "--max-samples"),
+    (["bundled", "--mode", "huge"], "mode"),
+    (["bundled", "--workers", "many"], "--workers"),
+])
+def test_cli_errors_are_one_line_without_traceback(args, message, tmp_path):
+    result = _run(args + ["--output-dir", str(tmp_path / "out")])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+
+
+def test_help_describes_the_options():
+    result = _run(["--help"])
+    assert result.returncode == 0
+    for flag in ("--generate-images", "--max-samples", "--workers", "--overflow", "bundled"):
+        assert flag in result.stdout
