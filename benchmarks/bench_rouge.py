@@ -1,0 +1,66 @@
+"""ROUGE scoring throughput (examples/s): evaluate_pairs serial against parallel worker processes.
+
+Both score the same pairs, Lead-3 of bundled SciTLDR-A abstracts against their references (2,000 pairs, or 300
+with --quick); Lead-3 is computed once beforehand and not timed. Wall-clock time, median of repeats; every repeat
+starts with cold caches (the parallel run's fresh workers always do), and the parallel time includes starting
+the workers.
+
+    python -m benchmarks.bench_rouge [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from evaluation.metrics import clear_caches, evaluate_pairs, lead_n, parallel_map
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "bundled" / "scitldr-a"
+
+
+def load_pairs(count: int) -> tuple[list[str], list[list[str]]]:
+    """Lead-3 predictions and reference lists for the first `count` bundled records (test, dev, train)."""
+    records = [json.loads(line) for split in ("test", "dev", "train")
+               for line in (BUNDLED / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = records[:count]
+    leads = parallel_map(lead_n, [" ".join(r["source"]) for r in records], progress=False,
+                         workers=os.cpu_count() if len(records) >= 200 else 1)
+    return leads, [r["target"] for r in records]
+
+
+def _time(predictions: list[str], references: list[list[str]], workers: int) -> float:
+    clear_caches()
+    start = time.perf_counter()
+    evaluate_pairs(predictions, references, workers=workers, bootstrap=1000)
+    return time.perf_counter() - start
+
+
+def run(quick: bool = False) -> list[dict]:
+    count, repeats = (300, 1) if quick else (2000, 3)
+    predictions, references = load_pairs(count)
+    cores = os.cpu_count() or 1
+    rows = []
+    for label, workers in (("serial", 1), (f"parallel ({cores} processes)", cores)):
+        seconds = statistics.median(_time(predictions, references, workers) for _ in range(repeats))
+        rows.append({"mode": label, "workers": workers, "examples": len(predictions), "repeats": repeats,
+                     "seconds": round(seconds, 2), "examples_per_s": round(len(predictions) / seconds, 1)})
+    for row in rows:
+        row["speedup_vs_serial"] = round(rows[0]["seconds"] / row["seconds"], 2)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_rouge", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 pairs, one repeat")
+    rows = run(parser.parse_args().quick)
+    print(f"{'mode':<26}{'examples':>9}{'seconds':>9}{'examples/s':>12}{'speed-up':>10}")
+    for row in rows:
+        print(f"{row['mode']:<26}{row['examples']:>9}{row['seconds']:>9}{row['examples_per_s']:>12}"
+              f"{row['speedup_vs_serial']:>9}x")
+
+
+if __name__ == "__main__":
+    main()
