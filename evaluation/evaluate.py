@@ -145,6 +145,28 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _score_systems(inputs: Inputs, args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """evaluate_pairs per system (model, baseline) on the same examples; returns results and the texts scored."""
+    references = [e["references"] for e in inputs.examples]
+    options = dict(workers=args.workers, bootstrap=args.bootstrap, seed=args.seed, progress=None,
+                   with_precision_recall=args.precision_recall, return_per_example=True)
+    texts: dict[str, list[str]] = {}
+    if inputs.predictions is not None:
+        found = [inputs.predictions.get(e["id"]) for e in inputs.examples]
+        texts["model"] = [p["prediction"] if p else "" for p in found]
+        inputs.counts["missing_predictions"] = sum(p is None for p in found)
+        inputs.counts["empty_predictions"] = sum(p is not None and not p["prediction"].strip() for p in found)
+    if args.baseline == "lead-3":
+        texts["lead-3"] = parallel_map(lead_n, [e["text"] for e in inputs.examples], workers=args.workers,
+                                       desc="lead-3")
+    return {name: evaluate_pairs(t, references, **options) for name, t in texts.items()}, texts
+
+
+def _status(inputs: Inputs, example_id: str) -> str:
+    found = inputs.predictions.get(example_id)
+    return "missing" if found is None else "empty" if not found["prediction"].strip() else "ok"
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Read, score, write metrics.json (and the optional per-example file and plot); return the metrics."""
     inputs = read_inputs(Path(args.references), Path(args.predictions) if args.predictions else None)
@@ -152,32 +174,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError(f"no usable reference records in {args.references}")
     if inputs.predictions is not None and not inputs.predictions:
         raise EvaluationError(f"no prediction id in {args.predictions} matches a reference id in {args.references}")
-    references = [e["references"] for e in inputs.examples]
-    options = dict(workers=args.workers, bootstrap=args.bootstrap, seed=args.seed, progress=None,
-                   with_precision_recall=args.precision_recall, return_per_example=True)
-    systems: dict[str, dict[str, Any]] = {}
-    texts: dict[str, list[str]] = {}
-    if inputs.predictions is not None:
-        found = [inputs.predictions.get(e["id"]) for e in inputs.examples]
-        texts["model"] = [p["prediction"] if p else "" for p in found]
-        inputs.counts["missing_predictions"] = sum(p is None for p in found)
-        inputs.counts["empty_predictions"] = sum(p is not None and not p["prediction"].strip() for p in found)
-        systems["model"] = evaluate_pairs(texts["model"], references, **options)
-    if args.baseline == "lead-3":
-        texts["lead-3"] = parallel_map(lead_n, [e["text"] for e in inputs.examples], workers=args.workers,
-                                       desc="lead-3")
-        systems["lead-3"] = evaluate_pairs(texts["lead-3"], references, **options)
+    systems, texts = _score_systems(inputs, args)
     documents = _document_stats(inputs, args.workers)
     per_example = {name: result.pop("per_example") for name, result in systems.items()}
-    settings = next(iter(systems.values()))["settings"]
-    for result in systems.values():
-        del result["settings"]  # identical for every system: stated once below
+    settings = [result.pop("settings") for result in systems.values()][0]  # identical for every system
     metrics: dict[str, Any] = {
         "systems": systems,
         "counts": {"examples": len(inputs.examples), **inputs.counts},
         "compression": compression_stats(*zip(*((d["text_tokens"], d["vision_tokens"], d["pages"])
                                                  for d in documents))),
-        "lengths": {"references (first)": length_stats([r[0] for r in references]),
+        "lengths": {"references (first)": length_stats([e["references"][0] for e in inputs.examples]),
                     **{name: length_stats(t) for name, t in texts.items()}},
         "settings": {**settings, "examples": "every valid reference record, in file order",
                      "missing_predictions": "scored as an empty summary (F1 0) and counted",
@@ -192,12 +198,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                                       if (v := _number(p.get(field))) is not None])
                                  for field in ("generated_tokens", "seconds")}
     write_json_atomic(args.output, metrics)
-    rows = [{"id": e["id"], **d, **{name: scores[i] for name, scores in per_example.items()}}
+    rows = [{"id": e["id"], **d, **{name: scores[i] for name, scores in per_example.items()},
+             **({"status": _status(inputs, e["id"])} if inputs.predictions is not None else {})}
             for i, (e, d) in enumerate(zip(inputs.examples, documents))]
-    if inputs.predictions is not None:
-        for row in rows:
-            found = inputs.predictions.get(row["id"])
-            row["status"] = "missing" if found is None else "empty" if not found["prediction"].strip() else "ok"
     if args.per_example:
         write_jsonl_atomic(args.per_example, rows)
     if args.plot:
