@@ -233,24 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="python -m evaluation.evaluate",
         description="ROUGE-1/2/L/Lsum (rouge-score, Porter stemming, F1 x100) of predictions against a prepared "
-                    "dataset, with bootstrap 95%% intervals, an optional Lead-3 baseline on the same examples, "
+                    "dataset, with bootstrap 95% intervals, an optional Lead-3 baseline on the same examples, "
                     "and compression statistics (text tokens / vision tokens).",
         epilog="References missing a prediction are scored as empty summaries and counted.")
     parser.add_argument("references", help="prepared JSONL (id, text, summary, references, optional render)")
     parser.add_argument("predictions", nargs="?",
                         help="JSONL of {id, prediction[, pages, vision_tokens, generated_tokens, seconds]}; "
                              "may be omitted with --baseline")
-    parser.add_argument("--output", default="metrics.json", help="metrics JSON, written atomically "
+    parser.add_argument("--output", metavar="JSON", default="metrics.json", help="metrics JSON, written atomically "
                                                                  "(default: %(default)s)")
     parser.add_argument("--baseline", choices=BASELINES, help="also score an extractive baseline without a model")
     parser.add_argument("--per-example", metavar="JSONL", help="write per-example scores and document stats")
     parser.add_argument("--plot", metavar="PNG", help="plot ROUGE against compression ratio by document length")
-    parser.add_argument("--workers", type=_count(1), default=None,
+    parser.add_argument("--workers", metavar="N", type=_count(1), default=None,
                         help="scoring processes (default: all cores for 1000+ examples, else 1)")
-    parser.add_argument("--bootstrap", type=_count(0), default=1000,
+    parser.add_argument("--bootstrap", metavar="N", type=_count(0), default=1000,
                         help="bootstrap resamples for the intervals, 0 for none (default: %(default)s)")
     parser.add_argument("--precision-recall", action="store_true", help="also report precision and recall")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--seed", metavar="S", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     return parser
 
 
