@@ -44,6 +44,8 @@ class HubSource:
 
 HUB_SOURCES: dict[str, HubSource] = {
     "ccdv/cnn_dailymail": HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0"),
+    # The same data as plain Parquet, for `datasets` versions that no longer run hub loading scripts.
+    "abisee/cnn_dailymail": HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0"),
     "EdinburghNLP/xsum": HubSource(FieldMap("document", "summary", "id")),
     "ccdv/arxiv-summarization": HubSource(FieldMap("article", "abstract")),
     "gigaword": HubSource(FieldMap("document", "summary")),
