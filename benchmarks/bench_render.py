@@ -74,7 +74,7 @@ def run(quick: bool = False) -> list[dict]:
         # About two pages of text per document at the default font (roughly 7 px per character).
         capacity = (geometry.page_width - 2 * config.margin) * (geometry.page_height - 2 * config.margin)
         documents = load_documents(int(2 * capacity / (7 * config.font_size * config.line_spacing)),
-                                   2 if quick else 4)
+                                   3 if quick else 10)
         pages = sum(TextToImageConverter(config).render(d).num_pages for d in documents)
         naive_pages = sum(len(naive_render(d, config)) for d in documents)
         times = {"fast": [], "naive": [], "fast+png": [], "naive+png": []}

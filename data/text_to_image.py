@@ -95,6 +95,8 @@ class TextToImageConverter:
         self._words: dict[str, _Bitmap] = {}
         self._word_bytes = 0
         self._notdef: Optional[tuple] = None
+        self._font = _font(self.config.font_size)
+        self._band = sum(self._font.getmetrics())  # rows of one line of text: ascent + descent
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches instead of receiving them
         return {"config": self.config}
@@ -103,21 +105,11 @@ class TextToImageConverter:
         self.__init__(state["config"])
 
     # Geometry.
-    @property
-    def _font(self) -> ImageFont.FreeTypeFont:
-        return _font(self.config.font_size)
-
-    @property
-    def _band(self) -> int:
-        """Rows of one line of text: ascent + descent."""
-        return sum(self._font.getmetrics())
-
     def _text_width(self) -> int:
         return self.config.geometry.page_width - 2 * self.config.margin
 
     def _lines_per_page(self) -> int:
-        ascent, descent = self._font.getmetrics()
-        free = self.config.geometry.page_height - 2 * self.config.margin - (ascent + descent)
+        free = self.config.geometry.page_height - 2 * self.config.margin - self._band
         if free < 0:
             raise RenderError(f"font_size {self.config.font_size} is too large for a {self.config.mode} page")
         return 1 + int(free // (self.config.font_size * self.config.line_spacing))
@@ -305,7 +297,8 @@ def _join_columns(placed: list[tuple[int, _Bitmap]], band: int) -> tuple[int, in
     for x, bitmap in placed:
         if bitmap.columns is None or x < cursor:
             return start, cursor, None
-        chunks.append(bytes((x - cursor) * band))
+        if x > cursor:
+            chunks.append(bytes((x - cursor) * band))
         chunks.append(bitmap.columns)
         cursor = x + bitmap.right - bitmap.left
     return start, cursor, b"".join(chunks)
