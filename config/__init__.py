@@ -1,4 +1,11 @@
 """Shared configuration: the lowest layer, imported by data, model, training, evaluation and inference."""
+from config.artifacts import (
+    GENERATION_SETTINGS_FILE,
+    RENDER_CONFIG_FILE,
+    TRAINING_CONFIG_FILE,
+    load_run_settings,
+    save_run_settings,
+)
 from config.loading import ConfigError, apply_overrides, from_dict, load_json, save_json, to_dict
 from config.modes import (
     MAX_TILES,
@@ -12,6 +19,7 @@ from config.modes import (
 from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
 
 __all__ = [
+    "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
     "ConfigError", "apply_overrides", "from_dict", "load_json", "save_json", "to_dict",
     "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_grid", "valid_vision_tokens", "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig",
     "ResolutionMode", "TrainingConfig", "vision_tokens_per_view",

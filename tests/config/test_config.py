@@ -127,3 +127,12 @@ def test_vision_tokens_per_mode():
     assert [valid_vision_tokens(m, 100, 100) for m in ("tiny", "small", "base", "large")] == [64, 100, 256, 400]
     # Gundam: the 1024 global view (256) plus six 640 tiles (100 each).
     assert valid_vision_tokens("gundam", 1280, 1920) == 256 + 6 * 100
+
+
+def test_run_settings_round_trip_and_defaults(tmp_path):
+    from config import load_run_settings, save_run_settings
+
+    assert load_run_settings(tmp_path) == (RenderConfig(), GenerationSettings())
+    render, generation = RenderConfig(mode="tiny", font_size=10), GenerationSettings(num_beams=4)
+    save_run_settings(tmp_path / "model", render, generation)
+    assert load_run_settings(tmp_path / "model") == (render, generation)
