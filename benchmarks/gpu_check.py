@@ -1,0 +1,171 @@
+"""Real-size DeepSeek-OCR on one CUDA GPU with random weights: what only a GPU can show.
+
+Builds the real architecture (3.34B parameters) in bfloat16, freezes the DeepEncoder, and measures a training step
+(full decoder fine-tuning and LoRA) with its peak memory, the encoder's time per page, SDPA against eager
+attention, and generation throughput with KV cache and batching against one document at a time.
+Writes a JSON report. `--preset tiny-random --device cpu` runs the same code path quickly on a CPU.
+
+    python -m benchmarks.gpu_check --output gpu_report.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from config import RenderConfig
+from data.text_to_image import TextToImageConverter
+from model.configuration import DeepseekOCRConfig
+from model.image_processing import DeepseekOCRImageProcessor
+from model.modeling import DeepseekOCRForConditionalGeneration
+from model.params import freeze_vision_encoder, parameter_counts
+from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.tokenizer import load_tokenizer
+
+ARTICLE = ("The committee published its annual report on regional water supplies on Tuesday. It found that "
+           "reservoir levels had recovered after two dry years, but warned that ageing pipes still lose about a "
+           "fifth of treated water before it reaches homes. ") * 12
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device, repeats):
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _peak_reset(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device):
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+
+
+def build_batch(processor, mode, batch_size, device, summary_words=90):
+    pages = TextToImageConverter(RenderConfig(mode=mode)).render(ARTICLE).pages[:1]
+    target = " ".join(["summary"] * summary_words)
+    batch = processor([[p.convert("RGB") for p in pages]] * batch_size, targets=[target] * batch_size)
+    return {k: v.to(device) for k, v in batch.items() if k not in REPORTING_KEYS}
+
+
+def train_steps(model, batch, device, repeats):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    model.train()
+
+    def step():
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up, allocates optimizer state
+    seconds = _timed(step, device, repeats)
+    del optimizer
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="deepseek-ai/DeepSeek-OCR")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--mode", default="base")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--output", default="gpu_report.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    report: dict = {"preset": args.preset, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                    "dtype": str(dtype), "mode": args.mode, "batch_size": args.batch_size, "torch": torch.__version__}
+
+    def save():
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+        print(json.dumps(report, indent=2), flush=True)
+
+    config = DeepseekOCRConfig.preset(args.preset)
+    config._attn_implementation = "sdpa"
+    start = time.perf_counter()
+    with torch.device(device):
+        model = DeepseekOCRForConditionalGeneration(config).to(dtype)
+    report["build_seconds"] = round(time.perf_counter() - start, 1)
+    report["parameters"] = parameter_counts(model)
+    processor = DeepseekOCRProcessor(load_tokenizer(), DeepseekOCRImageProcessor.from_mode(args.mode))
+    batch = build_batch(processor, args.mode, args.batch_size, device)
+    report["sequence_length"] = int(batch["input_ids"].shape[1])
+    save()
+
+    # Encoder: seconds per page, SDPA against eager.
+    with torch.no_grad():
+        pixels = batch["pixel_values"]
+        for impl in ("sdpa", "eager"):
+            model.set_attn_implementation(impl) if hasattr(model, "set_attn_implementation") else None
+            try:
+                secs = _timed(lambda: model.encode_images(pixels), device, args.repeats)
+                report[f"encoder_seconds_per_page_{impl}"] = round(secs / pixels.shape[0], 4)
+            except Exception as err:  # report and go on: one failing section must not hide the others
+                report[f"encoder_{impl}_error"] = repr(err)[:300]
+        model.set_attn_implementation("sdpa") if hasattr(model, "set_attn_implementation") else None
+    save()
+
+    freeze_vision_encoder(model)
+    model.gradient_checkpointing_enable()
+    _peak_reset(device)
+    try:
+        report["full_finetune_step_seconds"] = round(train_steps(model, batch, device, args.repeats), 3)
+        report["full_finetune_peak_gib"] = _peak_gib(device)
+    except Exception as err:
+        report["full_finetune_error"] = repr(err)[:300]
+    model.zero_grad(set_to_none=True)
+    save()
+
+    # Generation: KV cache + one batched call against one document at a time.
+    model.eval()
+    prompt = {k: v for k, v in processor([[TextToImageConverter(RenderConfig(mode=args.mode)).render(ARTICLE)
+                                            .pages[0].convert("RGB")]] * args.batch_size).items()
+              if k not in REPORTING_KEYS}
+    prompt = {k: v.to(device) for k, v in prompt.items()}
+    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+    with torch.no_grad():
+        model.generate(**prompt, **gen)  # warm-up
+        batched = _timed(lambda: model.generate(**prompt, **gen), device, 2)
+        per_doc = {k: (v[:1] if k not in ("pixel_values_tiles",) else v) for k, v in prompt.items()}
+        single = _timed(lambda: model.generate(**per_doc, **gen), device, 2)
+    report["generate_tokens_per_second_batched"] = round(args.batch_size * args.new_tokens / batched, 1)
+    report["generate_tokens_per_second_one_at_a_time"] = round(args.new_tokens / single, 1)
+    save()
+
+    try:
+        from peft import LoraConfig, get_peft_model
+
+        lora = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        freeze_vision_encoder(lora.base_model.model)
+        _peak_reset(device)
+        report["lora_trainable_parameters"] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+        report["lora_step_seconds"] = round(train_steps(lora, batch, device, args.repeats), 3)
+        report["lora_peak_gib"] = _peak_gib(device)
+    except Exception as err:
+        report["lora_error"] = repr(err)[:300]
+    save()
+
+
+if __name__ == "__main__":
+    main()
