@@ -1,0 +1,79 @@
+"""Tiny shared fixtures for the training tests: a prepared SciTLDR sample and a random 2-layer BART.
+
+The BART uses a 400-token byte-level BPE trained here on the sample, so a training step takes milliseconds and
+nothing is downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_STEPS = ["--max-steps", "6", "--batch-size", "2", "--report-to", "none", "--seed", "7"]
+
+
+def build_tiny_bart(folder: Path, texts: list[str]) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
+                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=2, forced_bos_token_id=None, forced_eos_token_id=None)
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A prepared folder (train/val/test JSONL) of a few bundled SciTLDR records, as prepare_datasets writes it."""
+    from data.prepare_datasets import prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_dataset("bundled", out, max_samples=8, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bart(tmp_path_factory, prepared) -> Path:
+    texts = [json.loads(line)["text"] + " " + json.loads(line)["summary"]
+             for line in (prepared / "train.jsonl").read_text().splitlines()]
+    return build_tiny_bart(tmp_path_factory.mktemp("tiny-bart"), texts)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, prepared) -> Path:
+    """A config file for fast CPU runs: short sequences, logging and checkpoints every few steps."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "gradient_accumulation_steps": 1, "max_length": 24, "max_source_length": 96, "gradient_checkpointing": False,
+        "optimizer": {"learning_rate": 3e-3, "warmup_steps": 0},
+        "log_interval": 1, "save_interval": 2, "generation": {"max_new_tokens": 8},
+    }))
+    return path
+
+
+def run_cli(args: list[str], timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m training.train ARGS` in a fresh process, offline, on one thread."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,78 @@
+"""The one mapping from `TrainingConfig` to transformers' `Seq2SeqTrainingArguments`.
+
+The hub token is deliberately not a parameter: the Trainer pickles its arguments into every checkpoint
+(`training_args.bin`), so a token placed there would be saved. The CLI hands it to the hub client through the
+process environment (`HF_TOKEN`) instead.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Seq2SeqTrainingArguments
+
+from config import ConfigError, TrainingConfig
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def precision_flags(mixed_precision: str) -> dict[str, bool]:
+    """bf16/fp16 flags: "auto" is bf16 on a CUDA device that supports it, float32 otherwise (CPU)."""
+    if mixed_precision == "auto":
+        import torch
+
+        return {"bf16": bool(_cuda() and torch.cuda.is_bf16_supported()), "fp16": False}
+    if mixed_precision == "fp16" and not _cuda():
+        raise ConfigError("config key 'mixed_precision' is 'fp16', which needs a CUDA GPU; use 'auto' or 'no'")
+    return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
+
+
+def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **overrides: Any) -> Seq2SeqTrainingArguments:
+    """Trainer arguments for `cfg`; `evaluate=False` when there is no validation data; `overrides` win."""
+    report_to = [] if cfg.report_to == "none" else [r.strip() for r in cfg.report_to.split(",") if r.strip()]
+    if not evaluate:
+        eval_strategy = "no"
+    else:
+        eval_strategy = "epoch" if cfg.eval_steps is None else "steps"
+    kwargs: dict[str, Any] = dict(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.optimizer.learning_rate,
+        weight_decay=cfg.optimizer.weight_decay,
+        warmup_steps=cfg.optimizer.warmup_steps,
+        lr_scheduler_type=cfg.optimizer.lr_scheduler,
+        max_grad_norm=cfg.optimizer.max_grad_norm,
+        **precision_flags(cfg.mixed_precision),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_strategy="steps",
+        logging_steps=cfg.log_interval,
+        save_strategy="steps",
+        save_steps=cfg.save_interval,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps,
+        report_to=report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        push_to_hub=cfg.push_to_hub,
+        hub_model_id=cfg.hub_model_id,
+        hub_private_repo=cfg.hub_private,
+        # The DeepSeek collator needs `images`/`render`, which the model's forward does not name.
+        remove_unused_columns=not cfg.use_deepseek_ocr,
+        # The seq2seq baseline scores ROUGE on generated text; DeepSeek's trainer generates in its own evaluate.
+        predict_with_generate=not cfg.use_deepseek_ocr,
+        # Throughput counts real tokens; for DeepSeek the image placeholders are part of input_ids.
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=_cuda(),  # pinning is a CUDA transfer optimisation; on CPU it only warns
+        # Our own progress bar (training.callbacks) replaces the Trainer's tqdm bar and log printer.
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return Seq2SeqTrainingArguments(**kwargs)

@@ -1,0 +1,139 @@
+"""`SummarizationTrainer`: the BART/T5/PEGASUS baseline, trained on the document text itself.
+
+It follows the conventions of transformers' summarization example (source prefix for T5, source/target lengths,
+labels padded with -100, ROUGE on generated text) with two deliberate differences: ROUGE comes from the
+project's one scoring function (`evaluation.metrics.evaluate_pairs`), and the decoding settings of
+`cfg.generation` are written into the model's generation config, so evaluation during training, the final
+evaluation and inference from the saved folder all decode the same way (transformers#13490).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    EvalPrediction,
+    PreTrainedModel,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+
+from config import TRAINING_CONFIG_FILE, GenerationSettings, TrainingConfig, save_json, save_run_settings
+from evaluation.metrics import evaluate_pairs
+from training.arguments import training_arguments
+
+logger = logging.getLogger(__name__)
+
+T5_TYPES = {"t5", "mt5", "umt5", "longt5"}
+T5_PREFIX = "summarize: "
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message is one line for the user."""
+
+
+def load_seq2seq(model_name: str) -> tuple[Any, PreTrainedModel]:
+    """(tokenizer, model) from a hub id or a local folder; failures become one `ModelLoadError` line."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_name)
+    except (OSError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"cannot load seq2seq model {model_name!r}: {first} (check the name, or pass a local "
+                             "folder; offline runs need the model in the local cache)") from None
+    return tokenizer, model
+
+
+def source_prefix(cfg: TrainingConfig, model_type: str) -> str:
+    """The text put before each document: "summarize: " for T5 unless the config sets one."""
+    if cfg.source_prefix is None:
+        return T5_PREFIX if model_type in T5_TYPES else ""
+    if model_type in T5_TYPES and cfg.source_prefix != T5_PREFIX:
+        logger.warning("T5 was pre-trained with the prefix %r; training with %r instead", T5_PREFIX, cfg.source_prefix)
+    return cfg.source_prefix
+
+
+def apply_generation_settings(model: PreTrainedModel, settings: GenerationSettings) -> None:
+    """Write the decoding settings into the model's generation config (saved with every checkpoint)."""
+    gen = model.generation_config
+    for key, value in settings.generate_kwargs().items():
+        setattr(gen, key, value)
+    # An encoder-decoder's output starts with the decoder start token, so max_new_tokens is max_length - 1.
+    # Stated as max_length only: Seq2SeqTrainer fills in a default max_length (20) after its first eval batch,
+    # which would otherwise clash with max_new_tokens on every later batch and in the saved config.
+    gen.max_new_tokens = None
+    gen.max_length = settings.max_new_tokens + 1
+    gen.min_length = 0  # checkpoints such as bart-large-cnn force long outputs; the settings decide length
+    if not settings.generate_kwargs()["do_sample"]:
+        gen.temperature, gen.top_p, gen.top_k = None, None, None  # greedy/beam: sampling knobs are unused
+    gen._from_model_config = False  # keep the trainer from reloading it from model.config
+
+
+def tokenize_records(records: Sequence[dict], tokenizer: Any, prefix: str, cfg: TrainingConfig) -> list[dict]:
+    """input_ids/attention_mask of the prefixed text and labels of the summary, truncated to the config lengths."""
+    sources = tokenizer([prefix + r["text"] for r in records], max_length=cfg.max_source_length, truncation=True)
+    targets = tokenizer(text_target=[r["summary"] for r in records], max_length=cfg.max_length, truncation=True)
+    return [{"input_ids": ids, "attention_mask": mask, "labels": labels}
+            for ids, mask, labels in zip(sources["input_ids"], sources["attention_mask"], targets["input_ids"])]
+
+
+def rouge_metrics(tokenizer: Any, references: Sequence[Sequence[str]]) -> Callable[[EvalPrediction], dict]:
+    """compute_metrics: ROUGE F1 x100 of generated ids against every reference of the eval records."""
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        ids = np.asarray(prediction.predictions)
+        ids = np.where(ids < 0, tokenizer.pad_token_id, ids)  # -100 pads where batches were concatenated
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        texts = [t.strip() for t in texts]
+        if len(texts) != len(references):
+            raise ValueError(f"{len(texts)} generated summaries for {len(references)} eval records")
+        scores = evaluate_pairs(texts, references, bootstrap=0, workers=1)["scores"]
+        lengths = (ids != tokenizer.pad_token_id).sum(axis=1)
+        return {**scores, "gen_len": float(np.mean(lengths))}
+
+    return compute
+
+
+class SummarizationTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose saved folders also carry the run settings inference reads."""
+
+    def __init__(self, *args: Any, training_config: Optional[TrainingConfig] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.training_config = training_config
+
+    @classmethod
+    def from_config(cls, cfg: TrainingConfig, train_dataset: Sequence[dict], eval_dataset: Optional[Sequence[dict]] = None,
+                    args: Optional[Seq2SeqTrainingArguments] = None, callbacks: Optional[list] = None
+                    ) -> "SummarizationTrainer":
+        """Load cfg.model_name, tokenize the records (`text`/`summary`) and wire ROUGE evaluation."""
+        tokenizer, model = load_seq2seq(cfg.model_name)
+        prefix = source_prefix(cfg, model.config.model_type)
+        apply_generation_settings(model, cfg.generation)
+        args = args or training_arguments(cfg, evaluate=bool(eval_dataset))
+        collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
+                                          pad_to_multiple_of=8 if args.fp16 else None)
+        references = [r.get("references") or [r["summary"]] for r in eval_dataset or []]
+        return cls(
+            model=model,
+            args=args,
+            train_dataset=tokenize_records(train_dataset, tokenizer, prefix, cfg),
+            eval_dataset=tokenize_records(eval_dataset, tokenizer, prefix, cfg) if eval_dataset else None,
+            processing_class=tokenizer,
+            data_collator=collator,
+            compute_metrics=rouge_metrics(tokenizer, references) if eval_dataset else None,
+            callbacks=callbacks,
+            training_config=cfg,
+        )
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        """Weights, tokenizer and generation config, plus the render/generation settings and training config."""
+        super().save_model(output_dir, _internal_call)
+        if self.training_config is not None and self.args.should_save:
+            folder = Path(output_dir or self.args.output_dir)
+            save_run_settings(folder, self.training_config.render, self.training_config.generation)
+            save_json(self.training_config, folder / TRAINING_CONFIG_FILE)
