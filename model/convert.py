@@ -129,7 +129,7 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def _build_empty(config: DeepseekOCRConfig, dtype: torch.dtype):
+def build_empty_model(config: DeepseekOCRConfig, dtype: torch.dtype):
     from model.modeling import DeepseekOCRForConditionalGeneration
 
     # Built directly in the target dtype without random init: every parameter is overwritten by the checkpoint.
@@ -142,7 +142,7 @@ def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"
     folder = Path(folder)
     config = DeepseekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
     config._attn_implementation = attn_implementation
-    model = _build_empty(config, dtype)
+    model = build_empty_model(config, dtype)
     load_official_state_dict(model, _read_official_folder(folder))
     return model
 
