@@ -1,0 +1,108 @@
+"""The two kinds of model a summarizer folder can hold, behind one `generate(documents, kwargs)` call.
+
+- `OCRBackend`: DeepSeek-OCR (this project's fine-tuned folders, the official checkpoint, presets): page images
+  in, through the model's processor, batched with left padding.
+- `Seq2SeqBackend`: the BART/T5 baseline written by the generic trainer: source text in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from PIL import Image
+
+from config import vision_tokens_per_view
+
+
+@dataclass
+class Document:
+    """One input, prepared: its page images (what DeepSeek-OCR reads) and its text where there is one."""
+
+    pages: list[Image.Image] = field(default_factory=list)
+    text: Optional[str] = None
+    text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
+
+
+def is_seq2seq_folder(path: Path) -> bool:
+    """True for an encoder-decoder transformers folder (BART, T5...), judged by its config.json."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    data = json.loads(config.read_text(encoding="utf-8"))
+    return bool(data.get("is_encoder_decoder")) or data.get("model_type") in {"bart", "t5", "mt5", "pegasus"}
+
+
+class OCRBackend:
+    reads_images = True
+
+    def __init__(self, model, processor, device: torch.device):
+        from model.processing import REPORTING_KEYS
+
+        self.model, self.processor, self.device = model, processor, device
+        self._reporting_keys = REPORTING_KEYS
+
+    @classmethod
+    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype) -> "OCRBackend":
+        from model.convert import load_model
+        from model.image_processing import DeepseekOCRImageProcessor
+        from model.processing import PROCESSOR_CONFIG_NAME, DeepseekOCRProcessor
+        from model.tokenizer import load_tokenizer
+
+        model = load_model(name_or_path, device=device, dtype=dtype)
+        folder = Path(name_or_path)
+        if (folder / PROCESSOR_CONFIG_NAME).is_file():
+            processor = DeepseekOCRProcessor.from_pretrained(folder)
+        else:  # the official checkpoint or a preset: the image settings of the render mode
+            processor = DeepseekOCRProcessor(load_tokenizer(name_or_path), DeepseekOCRImageProcessor.from_mode(mode))
+        return cls(model, processor, device)
+
+    def vision_tokens(self, page: Image.Image) -> int:
+        """The paper's vision-token count of one page (layout positions not counted), as the processor sees it."""
+        images = self.processor.image_processor
+        cols, rows = images.crop_grid(*page.size)
+        tiles = cols * rows * vision_tokens_per_view(images.image_size) if cols * rows > 1 else 0
+        return vision_tokens_per_view(images.global_size) + tiles
+
+    def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
+        batch = self.processor([doc.pages for doc in documents], padding_side="left")
+        for key in self._reporting_keys:
+            batch.pop(key, None)
+        batch = {key: value.to(self.device) for key, value in batch.items()}
+        output = self.model.generate(**batch, **generate_kwargs)
+        # Decoder-only: the output repeats the (left-padded) prompt; keep the new tokens.
+        return [text.strip() for text in self.processor.batch_decode(output[:, batch["input_ids"].shape[1]:])]
+
+
+class Seq2SeqBackend:
+    reads_images = False
+
+    def __init__(self, model, tokenizer, device: torch.device, source_prefix: str = "", max_source_length: int = 1024):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.source_prefix, self.max_source_length = source_prefix, max_source_length
+
+    @classmethod
+    def load(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "Seq2SeqBackend":
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from config import TRAINING_CONFIG_FILE
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        # Source prefix ("summarize: " for T5) and truncation must match training; read leniently, as plain JSON,
+        # so inference does not depend on every training-only key.
+        training = folder / TRAINING_CONFIG_FILE
+        saved = json.loads(training.read_text(encoding="utf-8")) if training.is_file() else {}
+        return cls(model, tokenizer, device, saved.get("source_prefix") or "", saved.get("max_source_length", 1024))
+
+    def vision_tokens(self, page: Image.Image) -> int:
+        raise AssertionError("a seq2seq model reads no pages")
+
+    def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
+        texts = [self.source_prefix + doc.text for doc in documents]
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_source_length,
+                               return_tensors="pt").to(self.device)
+        output = self.model.generate(**batch, **generate_kwargs)
+        return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]

@@ -1,0 +1,148 @@
+"""Decoding of user inputs (images, PDFs, text files, generation parameters), with one error type.
+
+Every failure is an `InputError` whose message is one user-facing line; `InputTooLarge` marks inputs over a size
+limit (pixels, pages), which the API server answers with 413. Nothing here imports torch or the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from config import ConfigError, GenerationSettings
+
+DEFAULT_PDF_DPI = 144  # the official PDF script's rasterisation resolution
+MIN_PDF_DPI, MAX_PDF_DPI = 36, 600
+
+ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
+PdfSource = Union[str, Path, bytes, bytearray]
+
+
+# User-facing generation parameters -> GenerationSettings fields (the reference calls max_new_tokens max_length).
+GENERATION_PARAMS = {
+    "max_length": "max_new_tokens",
+    "num_beams": "num_beams",
+    "temperature": "temperature",
+    "length_penalty": "length_penalty",
+    "no_repeat_ngram_size": "no_repeat_ngram_size",
+}
+
+
+class InputError(ValueError):
+    """An input the summarizer cannot use; the message says what was wrong."""
+
+    status = 400
+
+
+class InputTooLarge(InputError):
+    """An input over a size limit (pixels or pages)."""
+
+    status = 413
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputTooLarge(f"{what} is {width}x{height} = {width * height} pixels, more than the limit of "
+                            f"{max_pixels}")
+
+
+def _read_bytes(source: Union[str, Path, bytes, bytearray], what: str) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{what} file not found: {path}")
+        data = path.read_bytes()
+    if not data:
+        raise InputError(f"{what} is empty")
+    return data
+
+
+def load_image(source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image with its EXIF orientation applied, from a path, bytes or a PIL image.
+
+    The pixel limit is checked on the header's size before any pixel is decoded (decompression-bomb guard).
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        data = _read_bytes(source, "image")
+        try:
+            # Pillow's own bomb check would raise past 2x its global limit; ours is per call and exact.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+            raise InputError("file is not a readable image (PNG, JPEG, WebP, TIFF, BMP, GIF...)") from None
+    _check_pixels(*image.size, max_pixels, "image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        # Truncated or corrupt pixel data only shows when decoding.
+        raise InputError(f"image data is truncated or corrupt ({err})") from None
+
+
+def load_pdf(source: PdfSource, dpi: int = DEFAULT_PDF_DPI, max_pixels: int | None = None,
+             max_pages: int | None = None) -> list[Image.Image]:
+    """Every page of a PDF rasterised with pypdfium2 at `dpi` (RGB)."""
+    import pypdfium2 as pdfium
+
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not MIN_PDF_DPI <= dpi <= MAX_PDF_DPI:
+        raise InputError(f"dpi must be an integer between {MIN_PDF_DPI} and {MAX_PDF_DPI}, got {dpi!r}")
+    data = _read_bytes(source, "PDF")
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as err:
+        raise InputError(f"file is not a readable PDF ({err})") from None
+    try:
+        count = len(pdf)
+        if count == 0:
+            raise InputError("PDF has no pages")
+        if max_pages is not None and count > max_pages:
+            raise InputTooLarge(f"PDF has {count} pages, more than the limit of {max_pages}")
+        scale = dpi / 72  # PDF user space is 72 units per inch
+        pages = []
+        for index in range(count):
+            page = pdf[index]
+            width, height = page.get_size()
+            _check_pixels(round(width * scale), round(height * scale), max_pixels, f"PDF page {index + 1} at {dpi} dpi")
+            pages.append(page.render(scale=scale).to_pil().convert("RGB"))
+        return pages
+    finally:
+        pdf.close()
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 text (a leading byte-order mark is dropped); anything else is an InputError."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"text is not valid UTF-8 (byte {err.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise InputError("text is empty")
+    return text
+
+
+def apply_generation_params(base: GenerationSettings, **params) -> GenerationSettings:
+    """`base` with the given GENERATION_PARAMS (None: keep), validated by GenerationSettings' own bounds; a bad
+    value is an InputError naming the parameter as the caller spelled it."""
+    unknown = sorted(set(params) - set(GENERATION_PARAMS))
+    if unknown:
+        raise InputError(f"unknown generation parameter {unknown[0]!r} (known: {', '.join(GENERATION_PARAMS)})")
+    changes = {GENERATION_PARAMS[key]: value for key, value in params.items() if value is not None}
+    try:
+        return dataclasses.replace(base, **changes)
+    except ConfigError as err:
+        message = str(err)
+        for public, field_name in GENERATION_PARAMS.items():
+            message = message.replace(f"config key '{field_name}'", f"'{public}'")
+        raise InputError(message) from None

@@ -1,0 +1,190 @@
+"""`DeepSeekSummarizer`: load a summarizer folder, turn text / images / PDFs into pages, generate summaries.
+
+Text is rendered with the render settings saved in the model folder, so inference sees the pages training saw.
+The model is used by one thread at a time (a lock around generation); the API server adds micro-batching on top.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from config import GenerationSettings, RenderConfig, load_run_settings
+from inference.backends import Document, OCRBackend, Seq2SeqBackend, is_seq2seq_folder
+from inference.inputs import (
+    DEFAULT_PDF_DPI,
+    ImageSource,
+    InputError,
+    InputTooLarge,
+    PdfSource,
+    apply_generation_params,
+    load_image,
+    load_pdf,
+)
+
+@dataclass
+class SummaryResult:
+    summary: str
+    pages: int
+    vision_tokens: Optional[int]  # None for the seq2seq baseline, which reads text
+    text_tokens: Optional[int]  # known for text inputs only
+    compression_ratio: Optional[float]  # text_tokens / vision_tokens, where both are known
+    seconds: float  # wall time of the generation batch this document was part of
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(device=None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r} ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    return device
+
+
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type != "cuda":
+            return torch.float32  # half precision on CPU is slow and less accurate
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(names)} or auto")
+    return names[dtype]
+
+
+class DeepSeekSummarizer:
+    """Summaries of text, images and PDFs with a fine-tuned DeepSeek-OCR (or the seq2seq baseline)."""
+
+    def __init__(self, backend, render: RenderConfig, generation: GenerationSettings, name: str,
+                 max_pages: Optional[int] = None, max_pixels: Optional[int] = None):
+        self.backend = backend
+        self.render_config = render
+        self.generation = generation
+        self.name = name
+        self.max_pages = max_pages  # inputs with more pages are refused (InputTooLarge)
+        self.max_pixels = max_pixels  # per image or PDF page; decompression-bomb guard
+        self._converter = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None, **limits) -> "DeepSeekSummarizer":
+        """A folder written by this project's training (DeepSeek-OCR or seq2seq), the official checkpoint (hub id
+        or folder) or a preset. Device: CUDA if available, else CPU; dtype: bfloat16 on CUDA, float32 on CPU."""
+        name = str(path_or_hub_id)
+        folder = Path(name)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        render, generation = load_run_settings(folder)
+        if folder.is_dir() and is_seq2seq_folder(folder):
+            backend = Seq2SeqBackend.load(folder, device, dtype)
+        else:
+            backend = OCRBackend.load(name, render.mode, device, dtype)
+        return cls(backend, render, generation, name, **limits)
+
+    # ------------------------------------------------------------------------------------------ properties
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def model_type(self) -> str:
+        return "seq2seq" if isinstance(self.backend, Seq2SeqBackend) else "deepseek-ocr"
+
+    def generation_settings(self, **params) -> GenerationSettings:
+        """The folder's settings with overrides (see `inputs.GENERATION_PARAMS`), validated."""
+        return apply_generation_params(self.generation, **params)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def _converter_for_text(self):
+        if self._converter is None:
+            from data.text_to_image import TextToImageConverter
+
+            render = self.render_config
+            if self.max_pages is not None:  # a cap changes no pixel: pages are the same as in training
+                render = dataclasses.replace(render, max_pages=min(render.max_pages or self.max_pages, self.max_pages))
+            self._converter = TextToImageConverter(render)
+        return self._converter
+
+    def prepare_text(self, text: str) -> Document:
+        from data.text_to_image import RenderError
+        from data.tokens import count_text_tokens
+
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("text is missing or empty")
+        if not self.backend.reads_images:
+            return Document(text=text, text_tokens=count_text_tokens(text))
+        try:
+            rendered = self._converter_for_text().render(text)
+        except RenderError as err:
+            raise (InputTooLarge if "max_pages" in str(err) else InputError)(str(err)) from None
+        return Document(rendered.pages, text, rendered.text_tokens)
+
+    def prepare_image(self, source: ImageSource) -> Document:
+        self._require_images()
+        return Document([load_image(source, self.max_pixels)])
+
+    def prepare_pdf(self, source: PdfSource, dpi: int = DEFAULT_PDF_DPI) -> Document:
+        self._require_images()
+        return Document(load_pdf(source, dpi, self.max_pixels, self.max_pages))
+
+    def _require_images(self) -> None:
+        if not self.backend.reads_images:
+            raise InputError("this model is a text-only seq2seq baseline; it cannot read images or PDFs")
+
+    # ------------------------------------------------------------------------------------------ summarizing
+
+    def summarize_documents(self, documents: Sequence[Document],
+                            settings: Optional[GenerationSettings] = None) -> list[SummaryResult]:
+        """Summaries of prepared documents, generated `settings.batch_size` at a time."""
+        settings = settings or self.generation
+        results = []
+        for start in range(0, len(documents), settings.batch_size):
+            chunk = list(documents[start:start + settings.batch_size])
+            began = time.perf_counter()
+            with self._lock, torch.inference_mode():
+                summaries = self.backend.generate(chunk, settings.generate_kwargs())
+            seconds = time.perf_counter() - began
+            results.extend(self._result(doc, summary, seconds) for doc, summary in zip(chunk, summaries))
+        return results
+
+    def _result(self, doc: Document, summary: str, seconds: float) -> SummaryResult:
+        vision = sum(self.backend.vision_tokens(page) for page in doc.pages) if self.backend.reads_images else None
+        ratio = doc.text_tokens / vision if vision and doc.text_tokens is not None else None
+        return SummaryResult(summary, len(doc.pages), vision, doc.text_tokens, ratio, round(seconds, 4))
+
+    def _run(self, documents: list[Document], single: bool, params: dict):
+        results = self.summarize_documents(documents, self.generation_settings(**params))
+        return results[0] if single else results
+
+    def summarize_text(self, text: Union[str, Sequence[str]], **params):
+        """One text -> a SummaryResult; a list of texts -> a list of them. `params`: see inputs.GENERATION_PARAMS."""
+        texts = [text] if isinstance(text, str) else list(text)
+        return self._run([self.prepare_text(t) for t in texts], isinstance(text, str), params)
+
+    def summarize_image(self, image: Union[ImageSource, Sequence[ImageSource]], **params):
+        """One image (path, bytes or PIL image) or a list of them; each image is one single-page document."""
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        return self._run([self.prepare_image(i) for i in images], single, params)
+
+    def summarize_pdf(self, pdf: Union[PdfSource, Sequence[PdfSource]], dpi: int = DEFAULT_PDF_DPI, **params):
+        """One PDF (path or bytes) or a list of them; pages rasterised at `dpi`."""
+        single = not isinstance(pdf, (list, tuple))
+        pdfs = [pdf] if single else list(pdf)
+        return self._run([self.prepare_pdf(p, dpi) for p in pdfs], single, params)
