@@ -1,0 +1,90 @@
+"""Records -> DeepSeek-OCR training batches: pages (rendered or loaded), prompt with placeholders, masked labels.
+
+The prompt layout and the label masking live in `model.processing.DeepseekOCRProcessor` (one builder shared with
+evaluation and inference); this collator only turns dataset records into the processor's documents and targets,
+and adds a content key per page for the vision cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from config import RenderConfig
+from data.text_to_image import TextToImageConverter
+from model.processing import DeepseekOCRProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def page_key(global_view: torch.Tensor, tiles: torch.Tensor) -> str:
+    """Content key of one page: a hash of exactly the pixels the encoder sees (global view, then its tiles)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (global_view, tiles):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def batch_page_keys(batch) -> list[str]:
+    """One key per page of a processor batch, pages in batch order (tiles split by each page's grid)."""
+    keys, start = [], 0
+    tiles = batch["pixel_values_tiles"]
+    for page, (cols, rows) in enumerate(batch["images_spatial_crop"].tolist()):
+        n_tiles = cols * rows if cols * rows > 1 else 0
+        keys.append(page_key(batch["pixel_values"][page], tiles[start:start + n_tiles]))
+        start += n_tiles
+    return keys
+
+
+class DeepSeekOCRCollator:
+    """Callable for the DataLoader: a list of records -> processor batch (+ `page_keys` when asked).
+
+    A record's pages are its `images` (paths or PIL images, in order) when it has them, otherwise its `text`
+    rendered with `render`. Long texts paginate (the renderer never cuts text), so a document becomes several
+    pages; summaries longer than `max_target_length` tokens (EOS included) are shortened, never the prompt.
+    """
+
+    def __init__(self, processor: DeepseekOCRProcessor, render: RenderConfig, max_target_length: int,
+                 with_page_keys: bool = False):
+        self.processor = processor
+        self.render = render
+        self.max_target_length = max_target_length
+        self.with_page_keys = with_page_keys
+        self._converter: TextToImageConverter | None = None  # built on first use (in each DataLoader worker)
+        self._warned_modes: set[str] = set()
+
+    def pages(self, record: dict[str, Any]) -> list[Image.Image]:
+        images = record.get("images")
+        if images:
+            self._check_render_mode(record)
+            return [image if isinstance(image, Image.Image) else _open_rgb(image) for image in images]
+        if self._converter is None:
+            self._converter = TextToImageConverter(self.render)
+        return self._converter.render(record["text"]).pages
+
+    def _check_render_mode(self, record: dict[str, Any]) -> None:
+        # Prepared images rendered in another mode still work, but inference will render in `self.render.mode`.
+        mode = (record.get("render") or {}).get("mode")
+        if mode and mode != self.render.mode and mode not in self._warned_modes:
+            self._warned_modes.add(mode)
+            logger.warning("record %s was rendered in mode %r but training uses %r; inference will render in %r",
+                           record.get("id"), mode, self.render.mode, self.render.mode)
+
+    def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        documents = [self.pages(record) for record in records]
+        batch = self.processor(documents, targets=[record["summary"] for record in records],
+                               max_target_length=self.max_target_length, padding_side="right")
+        batch = dict(batch)
+        if self.with_page_keys:
+            batch["page_keys"] = batch_page_keys(batch)
+        return batch
+
+
+def _open_rgb(path: str | Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")

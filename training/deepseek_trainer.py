@@ -1,0 +1,214 @@
+"""`DeepSeekOCRTrainer`: the Hugging Face `Trainer` for DeepSeek-OCR summarization (frozen DeepEncoder).
+
+The loop, mixed precision, gradient accumulation, checkpoints, resuming and multi-GPU are the `Trainer`'s; this
+class adds the model setup (freezing, LoRA, dtypes), the vision cache, logging of the loss parts, and a save
+format that inference loads directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from transformers import Trainer, TrainingArguments
+
+from config import LoraConfig, TrainingConfig, save_run_settings
+from model.convert import load_model
+from model.image_processing import DeepseekOCRImageProcessor
+from model.params import freeze_vision_encoder
+from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.tokenizer import load_tokenizer
+from training.collator import DeepSeekOCRCollator
+from training.vision_cache import VisionFeatureCache
+
+# Disk cache location: outside output_dir, which is saved and may be pushed to the hub.
+VISION_CACHE_ENV = "DEEPSEEK_OCR_VISION_CACHE"
+DEFAULT_VISION_CACHE_DIR = Path.home() / ".cache" / "deepseek-ocr-summarizer" / "vision-features"
+
+
+def half_dtype(mixed_precision: str, cuda: bool) -> Optional[torch.dtype]:
+    """The 16-bit compute dtype for a `mixed_precision` setting, or None for float32 ("auto": bf16 on CUDA)."""
+    if mixed_precision == "auto":
+        return torch.bfloat16 if cuda else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}[mixed_precision]
+
+
+def add_lora_adapters(model, lora: LoraConfig) -> None:
+    """Freeze the decoder and lm_head and inject trainable LoRA adapters into the decoder's projections only.
+
+    The pattern is anchored to `language_model.layers`, because CLIP in the frozen encoder also has
+    q_proj/k_proj/v_proj. Injected in place (no PeftModel wrapper): the model keeps its class, so the Trainer
+    saves and resumes its full state, and a trainable projector needs no special handling.
+    """
+    for module in (model.language_model, model.lm_head):
+        module.requires_grad_(False)
+    targets = "|".join(lora.target_modules)
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=rf"language_model\.layers\.\d+\.(?:.*\.)?(?:{targets})")
+    inject_adapter_in_model(peft_config, model, low_cpu_mem_usage=next(model.parameters()).is_meta)
+
+
+def has_lora(model) -> bool:
+    return any(isinstance(module, LoraLayer) for module in model.modules())
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """The plain model's state dict with every LoRA delta added to its base weight; the model is not touched."""
+    state = {key.replace(".base_layer.", "."): value for key, value in model.state_dict().items()
+             if ".lora_" not in key}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            weight = state[f"{name}.weight"]
+            merged = weight.float()
+            for adapter in module.active_adapters:
+                merged = merged + module.get_delta_weight(adapter).float()
+            state[f"{name}.weight"] = merged.to(weight.dtype)
+    return state
+
+
+def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
+    """Load `cfg.model_name`, freeze the DeepEncoder (and projector unless `cfg.train_projector`), add LoRA.
+
+    Frozen weights stay in `half` (memory); trainable ones become float32 master weights, because AdamW steps
+    of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs under the Trainer's autocast.
+    """
+    model = load_model(cfg.model_name, dtype=half or torch.float32, attn_implementation=cfg.attn_implementation)
+    freeze_vision_encoder(model, train_projector=cfg.train_projector)
+    if cfg.lora.enabled:
+        add_lora_adapters(model, cfg.lora)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
+
+
+def default_training_arguments(cfg: TrainingConfig, has_eval: bool = False) -> TrainingArguments:
+    """TrainingArguments from the config, for callers that do not build their own (the CLI does)."""
+    optimizer = cfg.optimizer
+    eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=optimizer.learning_rate,
+        weight_decay=optimizer.weight_decay,
+        warmup_steps=optimizer.warmup_steps,
+        lr_scheduler_type=optimizer.lr_scheduler,
+        max_grad_norm=optimizer.max_grad_norm,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.log_interval,
+        save_steps=cfg.save_interval,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        remove_unused_columns=False,
+    )
+
+
+class DeepSeekOCRTrainer(Trainer):
+    """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
+
+    def __init__(self, *args, cfg: TrainingConfig, processor: DeepseekOCRProcessor,
+                 vision_cache: Optional[VisionFeatureCache] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg = cfg
+        self.processor = processor
+        self.vision_cache = vision_cache
+        # The model's loss is a per-batch mean; without this the Trainer would pass `num_items_in_batch` into
+        # forward (which takes **kwargs) and skip its own division by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.truncated_targets = 0
+        self._part_sums: dict[str, torch.Tensor] = {}
+        self._part_count = 0
+
+    @classmethod
+    def from_config(cls, cfg: TrainingConfig, train_dataset, eval_dataset=None,
+                    args: Optional[TrainingArguments] = None, callbacks=None,
+                    compute_metrics=None) -> "DeepSeekOCRTrainer":
+        args = args or default_training_arguments(cfg, has_eval=eval_dataset is not None)
+        cuda = torch.cuda.is_available() and not args.use_cpu
+        half = half_dtype(cfg.mixed_precision, cuda)
+        # Records carry text, not model inputs: the Trainer must not drop their columns. Without metrics,
+        # evaluation keeps only the loss instead of gathering [batch, length, 129k] logits.
+        args = dataclasses.replace(
+            args, remove_unused_columns=False, bf16=half == torch.bfloat16, fp16=half == torch.float16,
+            prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
+        )
+        model = build_model(cfg, half)
+        processor = DeepseekOCRProcessor(load_tokenizer(cfg.model_name),
+                                         DeepseekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction)
+        cache = None
+        if cfg.vision_cache != "none":
+            folder = os.environ.get(VISION_CACHE_ENV, DEFAULT_VISION_CACHE_DIR) if cfg.vision_cache == "disk" else None
+            cache = VisionFeatureCache(model, folder)
+        collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None)
+        return cls(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
+                   eval_dataset=eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics,
+                   cfg=cfg, processor=processor, vision_cache=cache)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        page_keys = inputs.pop("page_keys", None)
+        truncated = inputs.pop("target_truncated", None)
+        for key in REPORTING_KEYS:
+            inputs.pop(key, None)
+        if self.vision_cache is not None and page_keys is not None:
+            # Called outside forward, so outside the autocast accelerate wraps forward in.
+            with self.accelerator.autocast():
+                inputs["vision_features"] = self.vision_cache.features(
+                    self.accelerator.unwrap_model(model), page_keys, inputs.pop("pixel_values"),
+                    inputs.pop("pixel_values_tiles", None), inputs["images_spatial_crop"])
+        outputs = model(**inputs)
+        if model.training:
+            self._record(outputs, truncated)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _record(self, outputs, truncated: Optional[torch.Tensor]) -> None:
+        # Detached running sums, read once per logging step (no device sync per step).
+        for name in ("ce_loss", "aux_loss"):
+            value = getattr(outputs, name, None)
+            if value is not None:
+                self._part_sums[name] = self._part_sums.get(name, 0) + value.detach().float()
+        self._part_count += 1
+        if truncated is not None:
+            self.truncated_targets += int(truncated.sum())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._part_count:
+            for name, total in self._part_sums.items():
+                logs[name] = round(float(total) / self._part_count, 6)
+            logs["truncated_targets"] = self.truncated_targets
+            self._part_sums, self._part_count = {}, 0
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        """A folder that `load_model` and the processor load directly: weights, config, processor, settings.
+
+        Checkpoints keep the LoRA adapters unmerged so training resumes exactly; the final save merges them
+        into plain weights.
+        """
+        # Checkpoints are the internal saves into a named checkpoint folder; push_to_hub's own save (no folder)
+        # must be the final, merged form.
+        checkpoint = _internal_call and output_dir is not None
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if has_lora(model) and not checkpoint:
+            if self.args.should_save:
+                model.save_pretrained(output_dir, state_dict=merged_state_dict(model))
+        else:
+            super().save_model(output_dir, _internal_call=True)  # pushing waits until the folder is complete
+        if self.args.should_save:
+            self.processor.save_pretrained(output_dir)
+            save_run_settings(output_dir, self.cfg.render, self.cfg.generation)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
