@@ -3,7 +3,8 @@
 Both score the same pairs, Lead-3 of bundled SciTLDR-A abstracts against their references (2,000 pairs, or 300
 with --quick); Lead-3 is computed once beforehand and not timed. Wall-clock time, median of repeats; every repeat
 starts with cold caches (the parallel run's fresh workers always do), and the parallel time includes starting
-the workers.
+the workers. CPU seconds (this process plus its finished workers) are reported too: on a machine whose cores are
+busy with other work, wall-clock speed-up cannot show, but the CPU cost of the parallel path still can.
 
     python -m benchmarks.bench_rouge [--quick]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -31,11 +33,17 @@ def load_pairs(count: int) -> tuple[list[str], list[list[str]]]:
     return leads, [r["target"] for r in records]
 
 
-def _time(predictions: list[str], references: list[list[str]], workers: int) -> float:
+def _cpu_seconds() -> float:
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+def _time(predictions: list[str], references: list[list[str]], workers: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one cold evaluate_pairs call."""
     clear_caches()
-    start = time.perf_counter()
+    cpu, start = _cpu_seconds(), time.perf_counter()
     evaluate_pairs(predictions, references, workers=workers, bootstrap=1000)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -44,9 +52,12 @@ def run(quick: bool = False) -> list[dict]:
     cores = os.cpu_count() or 1
     rows = []
     for label, workers in (("serial", 1), (f"parallel ({cores} processes)", cores)):
-        seconds = statistics.median(_time(predictions, references, workers) for _ in range(repeats))
+        times = [_time(predictions, references, workers) for _ in range(repeats)]
+        seconds, cpu = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
         rows.append({"mode": label, "workers": workers, "examples": len(predictions), "repeats": repeats,
-                     "seconds": round(seconds, 2), "examples_per_s": round(len(predictions) / seconds, 1)})
+                     "seconds": round(seconds, 2), "examples_per_s": round(len(predictions) / seconds, 1),
+                     "cpu_seconds": round(cpu, 2), "examples_per_cpu_s": round(len(predictions) / cpu, 1),
+                     "load_average": round(os.getloadavg()[0], 2)})
     for row in rows:
         row["speedup_vs_serial"] = round(rows[0]["seconds"] / row["seconds"], 2)
     return rows
@@ -56,10 +67,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_rouge", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 pairs, one repeat")
     rows = run(parser.parse_args().quick)
-    print(f"{'mode':<26}{'examples':>9}{'seconds':>9}{'examples/s':>12}{'speed-up':>10}")
+    print(f"{'mode':<26}{'examples':>9}{'wall s':>8}{'examples/s':>12}{'speed-up':>10}{'CPU s':>8}"
+          f"{'ex/CPU-s':>10}{'load':>6}")
     for row in rows:
-        print(f"{row['mode']:<26}{row['examples']:>9}{row['seconds']:>9}{row['examples_per_s']:>12}"
-              f"{row['speedup_vs_serial']:>9}x")
+        print(f"{row['mode']:<26}{row['examples']:>9}{row['seconds']:>8}{row['examples_per_s']:>12}"
+              f"{row['speedup_vs_serial']:>9}x{row['cpu_seconds']:>8}{row['examples_per_cpu_s']:>10}"
+              f"{row['load_average']:>6}")
 
 
 if __name__ == "__main__":
