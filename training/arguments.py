@@ -50,7 +50,7 @@ def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **override
         lr_scheduler_type=cfg.optimizer.lr_scheduler,
         max_grad_norm=cfg.optimizer.max_grad_norm,
         **precision_flags(cfg.mixed_precision),
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # 5.x name of gradient_checkpointing
         logging_strategy="steps",
         logging_steps=cfg.log_interval,
         save_strategy="steps",

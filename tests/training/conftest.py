@@ -77,3 +77,19 @@ def run_cli(args: list[str], timeout: float = 240, env: dict | None = None) -> s
                 "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """In-process training on one thread: on this small shared machine more threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def base_args(prepared: Path, model: Path, config: Path, output: Path, *extra: str) -> list[str]:
+    return ["--config", str(config), "--train", str(prepared / "train.jsonl"), "--model-name", str(model),
+            "--output", str(output), *TINY_STEPS, *extra]

@@ -1,0 +1,76 @@
+"""A run killed at any moment resumes from its last complete checkpoint and ends with the same weights as an
+uninterrupted run (bitwise on CPU); partial checkpoints are never resumed from."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.training.conftest import REPO, base_args
+from training.train import main
+from training.run_outputs import OutputDirError, checkpoint_step, resolve_checkpoint
+
+# Each optimizer step sleeps, so the test can kill the run between its first checkpoint and its end.
+SLOW_RUN = """
+import sys, time
+import transformers
+step = transformers.Trainer.training_step
+def slow_step(self, *args, **kwargs):
+    time.sleep(0.4)
+    return step(self, *args, **kwargs)
+transformers.Trainer.training_step = slow_step
+from training.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(folder / "model.safetensors")
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_bart, tiny_config):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    steps = ["--max-steps", "8"]  # after TINY_STEPS, so it wins
+    # Uninterrupted and resumed runs in this process (one thread, like the killed one): only the kill needs a
+    # child process.
+    assert main([*base_args(prepared, tiny_bart, tiny_config, straight), *steps]) == 0
+
+    script = tmp_path / "slow_run.py"
+    script.write_text(SLOW_RUN)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    argv = [*base_args(prepared, tiny_bart, tiny_config, killed), *steps]
+    process = subprocess.Popen([sys.executable, str(script), *argv], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while checkpoint_step(killed / "checkpoint-2") is None:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it really stopped before the end
+
+    assert main([*argv, "--resume"]) == 0
+    state = json.loads((killed / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    a, b = _weights(straight), _weights(killed)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_partial_checkpoints_are_skipped_and_removed(tmp_path):
+    for step, state in ((2, {"global_step": 2}), (4, None), (6, "{\"global_ste")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state if isinstance(state, str) else json.dumps(state))
+    assert resolve_checkpoint(tmp_path, "latest") == str(tmp_path / "checkpoint-2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+    with pytest.raises(OutputDirError, match="not a complete checkpoint"):
+        resolve_checkpoint(tmp_path, "checkpoint-4")
+    assert resolve_checkpoint(tmp_path / "empty", "latest") is None

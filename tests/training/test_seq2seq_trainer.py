@@ -1,0 +1,93 @@
+"""The seq2seq baseline: argument mapping, learning, ROUGE through evaluate_pairs, one set of generation settings."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from config import GenerationSettings, TrainingConfig, apply_overrides
+from training.arguments import training_arguments
+from training.data import load_jsonl_records
+
+
+def test_training_arguments_map_the_config(tmp_path):
+    cfg = apply_overrides(TrainingConfig(output_dir=str(tmp_path), batch_size=3, max_steps=7, eval_steps=5,
+                                         report_to="none", seed=11, log_interval=2, save_interval=4),
+                          {"optimizer.learning_rate": 1e-4, "optimizer.lr_scheduler": "cosine"})
+    args = training_arguments(cfg)
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size, args.max_steps) == (3, 3, 7)
+    assert (args.learning_rate, args.lr_scheduler_type.value, args.weight_decay) == (1e-4, "cosine", 0.01)
+    assert (args.logging_steps, args.save_steps, args.save_total_limit, args.eval_steps) == (2, 4, 3, 5)
+    assert args.eval_strategy.value == "steps" and args.report_to == [] and (args.seed, args.data_seed) == (11, 11)
+    assert not args.bf16 and not args.fp16  # "auto" on CPU is float32
+    assert args.predict_with_generate and args.remove_unused_columns and args.hub_token is None
+
+    deepseek = training_arguments(TrainingConfig(output_dir=str(tmp_path), use_deepseek_ocr=True))
+    assert not deepseek.remove_unused_columns and deepseek.eval_strategy.value == "epoch"
+    assert training_arguments(cfg, evaluate=False).eval_strategy.value == "no"
+    assert training_arguments(TrainingConfig(output_dir=str(tmp_path))).report_to == ["tensorboard"]
+
+
+def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, tiny_bart, monkeypatch):
+    import training.trainer as trainer_module
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    calls = []
+
+    def spy(predictions, references, **kwargs):
+        calls.append(len(predictions))
+        return real(predictions, references, **kwargs)
+
+    real = trainer_module.evaluate_pairs
+    monkeypatch.setattr(trainer_module, "evaluate_pairs", spy)
+    generation = GenerationSettings(max_new_tokens=6, num_beams=2, no_repeat_ngram_size=2, length_penalty=0.8)
+    cfg = TrainingConfig(model_name=str(tiny_bart), output_dir=str(tmp_path / "out"), batch_size=4, max_steps=16,
+                         gradient_accumulation_steps=1, max_length=24, max_source_length=64,
+                         gradient_checkpointing=False, log_interval=1, save_interval=100, eval_steps=16,
+                         report_to="none", generation=generation)
+    cfg = apply_overrides(cfg, {"optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 0})
+    train = load_jsonl_records(prepared / "train.jsonl")
+    val = load_jsonl_records(prepared / "val.jsonl")[:4]
+    trainer = trainer_module.SummarizationTrainer.from_config(cfg, train, val)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+    evals = [h for h in trainer.state.log_history if "eval_rouge1" in h]
+    assert evals and calls == [len(val)]  # the in-training evaluation scored through evaluate_pairs
+
+    # The same decoding at the end: trainer predictions == generate() from the saved folder with its defaults.
+    trainer.save_model()
+    predicted = trainer.predict(trainer.eval_dataset).predictions
+    folder = tmp_path / "out"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    batch = tokenizer([r["text"] for r in val], max_length=64, truncation=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**batch)
+    decode = lambda ids: [t.strip() for t in tokenizer.batch_decode(  # noqa: E731
+        [[i for i in row if i >= 0] for row in ids], skip_special_tokens=True)]
+    assert decode(predicted.tolist()) == decode(generated.tolist())
+    saved = model.generation_config
+    assert (saved.num_beams, saved.no_repeat_ngram_size, saved.length_penalty, saved.max_length) == (2, 2, 0.8, 7)
+    assert json.loads((folder / "generation_settings.json").read_text())["num_beams"] == 2
+    assert json.loads((folder / "training_config.json").read_text())["model_name"] == str(tiny_bart)
+
+
+def test_t5_gets_the_summarize_prefix(caplog):
+    from training.trainer import source_prefix
+
+    assert source_prefix(TrainingConfig(), "t5") == "summarize: "
+    assert source_prefix(TrainingConfig(), "bart") == ""
+    with caplog.at_level("WARNING"):
+        assert source_prefix(TrainingConfig(source_prefix="tl;dr: "), "t5") == "tl;dr: "
+    assert "summarize: " in caplog.text
+
+
+def test_fp16_on_cpu_is_a_config_error(tmp_path):
+    from config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        training_arguments(TrainingConfig(output_dir=str(tmp_path), mixed_precision="fp16"))

@@ -1,0 +1,139 @@
+"""The train CLI: every README flag, config file + overrides, a real tiny run and its outputs, one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import base_args, run_cli
+from training.train import build_parser, main, resolve_config
+
+README_COMMANDS = [
+    "--use-deepseek-ocr --train prepared_data/train.jsonl --val prepared_data/val.jsonl "
+    "--model-name deepseek-ai/DeepSeek-OCR --output ./deepseek-summarizer",
+    "--train prepared_data/train.jsonl --val prepared_data/val.jsonl --model-name facebook/bart-base "
+    "--output ./baseline-summarizer",
+    "--config config.json --use-deepseek-ocr",
+    "--use-deepseek-ocr --train prepared_data/train.jsonl --push-to-hub --hub-model-id username/deepseek-summarizer "
+    "--hub-token YOUR_TOKEN",
+    "--use-deepseek-ocr --hf-dataset username/prepared-cnn-dailymail --hf-train-split train",
+    "--use-deepseek-ocr --batch-size 2",
+    "--use-deepseek-ocr --train data.jsonl",
+]
+EXTRA = ("--resume --overwrite --max-steps 5 --eval-steps 2 --seed 3 --lora --train-projector --report-to none "
+         "--dry-run --num-epochs 2 --learning-rate 1e-4 --gradient-accumulation-steps 4 --mode tiny "
+         "--max-train-samples 10 --max-eval-samples 3 --vision-cache disk --hf-val-split validation")
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_readme_commands_parse(command):
+    resolve_config(build_parser().parse_args(command.replace("--config config.json", "").split()))
+
+
+def test_every_flag_overrides_the_config_file(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_name": "x/y", "batch_size": 8, "optimizer": {"warmup_steps": 7},
+                                  "render": {"mode": "base"}}))
+    args = build_parser().parse_args(["--config", str(config), "--resume", "checkpoint-4", *EXTRA.split()[1:]])
+    cfg = resolve_config(args)
+    assert args.resume == "checkpoint-4" and args.overwrite and args.dry_run
+    assert (cfg.model_name, cfg.batch_size, cfg.optimizer.warmup_steps) == ("x/y", 8, 7)  # file values kept
+    assert (cfg.max_steps, cfg.eval_steps, cfg.seed, cfg.num_epochs, cfg.gradient_accumulation_steps) == (5, 2, 3, 2, 4)
+    assert cfg.lora.enabled and cfg.train_projector and cfg.report_to == "none" and cfg.vision_cache == "disk"
+    assert (cfg.optimizer.learning_rate, cfg.render.mode, cfg.max_train_samples, cfg.max_eval_samples) == \
+        (1e-4, "tiny", 10, 3)
+    assert build_parser().parse_args(["--resume"]).resume == "latest"
+    help_text = build_parser().format_help()
+    for group in ("model:", "data:", "training run:", "hugging face hub:"):
+        assert group in help_text
+
+
+def test_tiny_run_writes_a_loadable_folder_and_never_the_token(tmp_path, prepared, tiny_bart, tiny_config):
+    out = tmp_path / "run"
+    secret = "hf_SECRETtoken123"
+    result = run_cli(base_args(prepared, tiny_bart, tiny_config, out, "--val", str(prepared / "val.jsonl"),
+                               "--hub-token", secret))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "samples/s" in result.stderr and "tokens/s" in result.stderr
+    for name in ("model.safetensors", "generation_settings.json", "render_config.json", "training_config.json",
+                 "README.md", "loss_curves.png", "checkpoint-2/trainer_state.json", "checkpoint-6/model.safetensors"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["max_steps"] == 6 and saved["max_length"] == 24 and "hub_token" not in json.dumps(saved)
+    card = (out / "README.md").read_text()
+    assert "eval_rouge1" in card and "How to load" in card
+    assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in result.stdout + result.stderr
+
+    # The same folder again: refused without --overwrite/--resume.
+    again = run_cli(base_args(prepared, tiny_bart, tiny_config, out))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith("error: output folder")
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "data file not found"),
+    ("empty", "data file is empty"),
+    ("no_summary", "record has no 'summary'"),
+    ("unknown_model", "cannot load seq2seq model"),
+    ("unknown_key", "unknown config key 'optimizer.learning_rat'"),
+    ("batch_zero", "'batch_size' must be at least 1"),
+    ("deepseek_name_for_baseline", "needs --use-deepseek-ocr"),
+])
+def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, tiny_config, capsys):
+    train = str(prepared / "train.jsonl")
+    argv = ["--train", train, "--model-name", str(tiny_bart), "--output", str(tmp_path / "o"), "--report-to", "none"]
+    if case == "missing":
+        argv[1] = str(tmp_path / "nope.jsonl")
+    elif case == "empty":
+        argv[1] = str(_write(tmp_path / "empty.jsonl", []))
+    elif case == "no_summary":
+        argv[1] = str(_write(tmp_path / "bad.jsonl", [{"id": "a", "text": "some text"}]))
+    elif case == "unknown_model":
+        argv[3] = "no-such-user/no-such-model"
+    elif case == "unknown_key":
+        config = tmp_path / "c.json"
+        config.write_text(json.dumps({"optimizer": {"learning_rat": 1e-3}}))
+        argv += ["--config", str(config)]
+    elif case == "batch_zero":
+        argv += ["--batch-size", "0"]
+    elif case == "deepseek_name_for_baseline":
+        argv = argv[:2] + argv[4:]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path, tiny_bart):
+    result = run_cli(["--train", str(tmp_path / "missing.jsonl"), "--model-name", "no-such-user/no-such-model"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: data file not found: {tmp_path / 'missing.jsonl'}"
+    result = run_cli(["--batch-size", "zero"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_dry_run_writes_nothing(tmp_path, prepared, tiny_bart, tiny_config, capsys):
+    out = tmp_path / "dry"
+    assert main(base_args(prepared, tiny_bart, tiny_config, out, "--dry-run")) == 0
+    assert "configuration ok: 8 training" in capsys.readouterr().out and not out.exists()
+
+
+def test_overwrite_drops_old_checkpoints(tmp_path):
+    from training.run_outputs import OutputDirError, prepare_output_dir
+
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(OutputDirError):
+        prepare_output_dir(tmp_path, overwrite=False, resume=None)
+    prepare_output_dir(tmp_path, overwrite=False, resume="latest")
+    prepare_output_dir(tmp_path, overwrite=True, resume=None)
+    assert not (tmp_path / "checkpoint-3").exists()
