@@ -73,11 +73,13 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> Image.Imag
     else:
         data = _read_bytes(source, "image")
         try:
-            # Pillow's own bomb check would raise past 2x its global limit; ours is per call and exact.
+            # Pillow's global bomb check only warns below 2x its limit; ours (the size check below) is per call.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        except Image.DecompressionBombError as err:
+            raise InputTooLarge(f"image is too large to decode safely ({err})") from None
+        except (UnidentifiedImageError, OSError, ValueError):
             raise InputError("file is not a readable image (PNG, JPEG, WebP, TIFF, BMP, GIF...)") from None
     _check_pixels(*image.size, max_pixels, "image")
     try:

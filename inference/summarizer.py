@@ -77,8 +77,9 @@ class DeepSeekSummarizer:
         self.name = name
         self.max_pages = max_pages  # inputs with more pages are refused (InputTooLarge)
         self.max_pixels = max_pixels  # per image or PDF page; decompression-bomb guard
-        self._converter = None
+        self._converters: dict = {}  # by page cap
         self._lock = threading.Lock()
+        self._render_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None, **limits) -> "DeepSeekSummarizer":
@@ -111,17 +112,19 @@ class DeepSeekSummarizer:
 
     # ------------------------------------------------------------------------------------------ inputs
 
-    def _converter_for_text(self):
-        if self._converter is None:
+    def _converter(self, max_pages: Optional[int]):
+        """The renderer with the folder's settings; a page cap changes no pixel, so pages match training."""
+        if max_pages not in self._converters:
             from data.text_to_image import TextToImageConverter
 
             render = self.render_config
-            if self.max_pages is not None:  # a cap changes no pixel: pages are the same as in training
-                render = dataclasses.replace(render, max_pages=min(render.max_pages or self.max_pages, self.max_pages))
-            self._converter = TextToImageConverter(render)
-        return self._converter
+            if max_pages is not None:
+                render = dataclasses.replace(render, max_pages=min(render.max_pages or max_pages, max_pages))
+            self._converters[max_pages] = TextToImageConverter(render)
+        return self._converters[max_pages]
 
-    def prepare_text(self, text: str) -> Document:
+    def prepare_text(self, text: str, max_pages: Optional[int] = None) -> Document:
+        """Text rendered to pages (limits: the arguments, else the summarizer's)."""
         from data.text_to_image import RenderError
         from data.tokens import count_text_tokens
 
@@ -130,18 +133,20 @@ class DeepSeekSummarizer:
         if not self.backend.reads_images:
             return Document(text=text, text_tokens=count_text_tokens(text))
         try:
-            rendered = self._converter_for_text().render(text)
+            with self._render_lock:  # the converters' glyph and word caches are not meant for threads
+                rendered = self._converter(max_pages or self.max_pages).render(text)
         except RenderError as err:
             raise (InputTooLarge if "max_pages" in str(err) else InputError)(str(err)) from None
         return Document(rendered.pages, text, rendered.text_tokens)
 
-    def prepare_image(self, source: ImageSource) -> Document:
+    def prepare_image(self, source: ImageSource, max_pixels: Optional[int] = None) -> Document:
         self._require_images()
-        return Document([load_image(source, self.max_pixels)])
+        return Document([load_image(source, max_pixels or self.max_pixels)])
 
-    def prepare_pdf(self, source: PdfSource, dpi: int = DEFAULT_PDF_DPI) -> Document:
+    def prepare_pdf(self, source: PdfSource, dpi: int = DEFAULT_PDF_DPI, max_pixels: Optional[int] = None,
+                    max_pages: Optional[int] = None) -> Document:
         self._require_images()
-        return Document(load_pdf(source, dpi, self.max_pixels, self.max_pages))
+        return Document(load_pdf(source, dpi, max_pixels or self.max_pixels, max_pages or self.max_pages))
 
     def _require_images(self) -> None:
         if not self.backend.reads_images:

@@ -1,0 +1,239 @@
+"""The summarization API: a Flask app served by waitress, configured by environment variables.
+
+    MODEL_PATH=./deepseek-summarizer python -m inference.api_server
+
+Every response is JSON with a request id (also the `X-Request-ID` header). Bad input is a 4xx with a message;
+no traceback reaches a client. One worker thread owns the model and micro-batches concurrent requests
+(inference/batching.py); request threads only decode and render their input and wait for the result.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hmac
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Optional
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from config import GenerationSettings
+from inference.api_settings import ServerSettings
+from inference.batching import MicroBatcher
+from inference.inputs import DEFAULT_PDF_DPI, GENERATION_PARAMS, InputError, apply_generation_params, decode_text
+from inference.openapi import SPEC
+
+logger = logging.getLogger("inference.api_server")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_INTEGER_PARAMS = {"max_length", "num_beams", "no_repeat_ngram_size", "dpi"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str):
+    response = jsonify(error=message, status=status, request_id=g.get("request_id", ""))
+    response.status_code = status
+    return response
+
+
+# ---------------------------------------------------------------------------------------------- request parsing
+
+def _typed(name: str, value):
+    """A JSON value of the right type for generation parameter `name`."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name in _INTEGER_PARAMS and not (is_number and float(value).is_integer()):
+        raise ApiError(400, f"'{name}' must be an integer, got {json.dumps(value)}")
+    if not is_number:
+        raise ApiError(400, f"'{name}' must be a number, got {json.dumps(value)}")
+    return int(value) if name in _INTEGER_PARAMS else float(value)
+
+
+def _from_form(name: str, text: str):
+    try:
+        return int(text) if name in _INTEGER_PARAMS else float(text)
+    except ValueError:
+        kind = "an integer" if name in _INTEGER_PARAMS else "a number"
+        raise ApiError(400, f"form field '{name}' must be {kind}, got {text[:40]!r}") from None
+
+
+def _json_body() -> dict:
+    if not request.is_json:
+        raise ApiError(415, "Content-Type must be application/json")
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ApiError(400, f"request body is not valid JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object such as {\"text\": \"...\"}")
+    unknown = sorted(set(body) - {"text", *GENERATION_PARAMS})
+    if unknown:
+        raise ApiError(400, f"unknown field '{unknown[0]}' (known: text, {', '.join(GENERATION_PARAMS)})")
+    return body
+
+
+def _upload() -> tuple[bytes, dict]:
+    """The multipart 'file' and the form's generation parameters (and dpi), converted."""
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "Content-Type must be multipart/form-data with a 'file' field")
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "multipart field 'file' is missing")
+    data = upload.read()
+    if not data:
+        raise ApiError(400, "uploaded file is empty")
+    unknown = sorted(set(request.form) - {*GENERATION_PARAMS, "dpi"})
+    if unknown:
+        raise ApiError(400, f"unknown form field '{unknown[0]}'")
+    return data, {name: _from_form(name, value) for name, value in request.form.items()}
+
+
+# ---------------------------------------------------------------------------------------------- app
+
+def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Flask:
+    """The app around `summarizer` (None: no model, summarize endpoints answer 503)."""
+    settings = settings or ServerSettings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False
+    batcher = None
+    if summarizer is not None:
+        batcher = MicroBatcher(summarizer.summarize_documents, settings.max_batch_size, settings.batch_wait_ms / 1000)
+    app.extensions["summarizer"], app.extensions["batcher"] = summarizer, batcher
+    token = settings.api_token.encode() if settings.api_token else None
+
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        if token is not None and request.path != "/health":
+            header = request.headers.get("Authorization", "")
+            given = header[7:].encode() if header.startswith("Bearer ") else b""
+            if not hmac.compare_digest(given, token):
+                response = _error(401, "missing or wrong bearer token")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        logger.info("%s %s %s -> %d (%.0f ms)", g.get("request_id", "-"), request.method, request.path,
+                    response.status_code, elapsed)
+        return response
+
+    @app.errorhandler(ApiError)
+    @app.errorhandler(InputError)
+    def _bad_input(err):
+        return _error(err.status, str(err))
+
+    @app.errorhandler(HTTPException)
+    def _http(err):
+        return _error(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def _internal(err):
+        logger.exception("%s: unhandled error", g.get("request_id", "-"))
+        return _error(500, f"internal error; quote request id {g.get('request_id', '')} when reporting it")
+
+    def _summarize(document, params: dict):
+        settings_ = apply_generation_params(summarizer.generation, **params)
+        future = batcher.submit(document, settings_)
+        try:
+            result = future.result(timeout=settings.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ApiError(504, f"generation took longer than {settings.request_timeout:g} s") from None
+        return jsonify(request_id=g.request_id, **result.to_dict(), model=summarizer.name)
+
+    def _require_model():
+        if summarizer is None:
+            raise ApiError(503, "no model is loaded")
+        return summarizer
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok", model_loaded=summarizer is not None,
+                       model_name=summarizer.name if summarizer else None,
+                       model_type=summarizer.model_type if summarizer else None,
+                       device=str(summarizer.device) if summarizer else None,
+                       batching=batcher.stats() if batcher else None, request_id=g.request_id)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return jsonify(SPEC)
+
+    @app.post("/summarize/text")
+    def summarize_text():
+        body = _json_body()
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "field 'text' is required and must be a non-empty string")
+        params = {name: _typed(name, body[name]) for name in GENERATION_PARAMS if body.get(name) is not None}
+        apply_generation_params(GenerationSettings(), **params)  # bad values fail before rendering
+        return _summarize(_require_model().prepare_text(text, settings.max_pages), params)
+
+    @app.post("/summarize/file")
+    def summarize_file():
+        data, params = _upload()
+        params.pop("dpi", None)
+        return _summarize(_require_model().prepare_text(decode_text(data), settings.max_pages), params)
+
+    @app.post("/summarize/image")
+    def summarize_image():
+        data, params = _upload()
+        params.pop("dpi", None)
+        return _summarize(_require_model().prepare_image(data, settings.max_image_pixels), params)
+
+    @app.post("/summarize/pdf")
+    def summarize_pdf():
+        data, params = _upload()
+        dpi = params.pop("dpi", DEFAULT_PDF_DPI)
+        document = _require_model().prepare_pdf(data, dpi, settings.max_image_pixels, settings.max_pages)
+        return _summarize(document, params)
+
+    return app
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ServerSettings.from_env()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not settings.model_path:
+        print("error: no model: set MODEL_PATH to a trained summarizer folder", file=sys.stderr)
+        return 2
+    from transformers.utils import logging as hf_logging
+    from waitress import serve
+
+    from inference.summarizer import DeepSeekSummarizer
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logger.info("loading %s", settings.model_path)
+    try:
+        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device)
+    except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
+        print(f"error: cannot load model {settings.model_path!r}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    app = create_app(summarizer, settings)
+    logger.info("model on %s; serving on http://%s:%d", summarizer.device, settings.host, settings.port)
+    # Waitress buffers each body before the app sees it; its own (non-JSON) limit only stops absurd bodies,
+    # Flask answers everything over MAX_CONTENT_LENGTH with a JSON 413.
+    serve(app, host=settings.host, port=settings.port, threads=settings.threads,
+          max_request_body_size=2 * settings.max_content_length + 2**20, ident="deepseek-summarizer")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

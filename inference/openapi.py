@@ -1,0 +1,75 @@
+"""The OpenAPI 3 description of the API server, served at /openapi.json. Keep it in step with api_server.py:
+tests/inference/test_api.py checks that every route is described and every described path is served."""
+from __future__ import annotations
+
+from inference.inputs import DEFAULT_PDF_DPI, MAX_PDF_DPI, MIN_PDF_DPI
+
+_GENERATION = {
+    "max_length": {"type": "integer", "minimum": 1, "maximum": 8192, "description": "maximum new tokens"},
+    "num_beams": {"type": "integer", "minimum": 1, "maximum": 16},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 5, "description": "0: greedy, above 0: sampling"},
+    "length_penalty": {"type": "number", "minimum": -5, "maximum": 5},
+    "no_repeat_ngram_size": {"type": "integer", "minimum": 0, "maximum": 100},
+}
+_REQUEST_ID = {"X-Request-ID": {"description": "the request id, also in the body", "schema": {"type": "string"}}}
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "headers": _REQUEST_ID,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_ERRORS = {str(code): _json("Error", text) for code, text in [
+    (400, "invalid input"), (401, "missing or wrong bearer token (when API_TOKEN is set)"),
+    (413, "body, image or page count over the limit"), (415, "wrong content type"),
+    (503, "no model loaded"), (504, "generation exceeded REQUEST_TIMEOUT")]}
+
+
+def _upload(description: str, extra: dict | None = None) -> dict:
+    properties = {"file": {"type": "string", "format": "binary", "description": description},
+                  **_GENERATION, **(extra or {})}
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["file"], "properties": properties}}}}
+
+
+def _summarize(summary: str, body: dict) -> dict:
+    return {"post": {"summary": summary, "requestBody": body, "security": [{}, {"bearer": []}],
+                     "responses": {"200": _json("Summary", "the summary"), **_ERRORS}}}
+
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "DeepSeek-OCR summarizer", "version": "1.0.0",
+             "description": "Summaries of text, text files, page images and PDFs. Every response is JSON."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Summary": {"type": "object", "properties": {
+                "request_id": {"type": "string"}, "summary": {"type": "string"},
+                "pages": {"type": "integer"}, "vision_tokens": {"type": "integer", "nullable": True},
+                "text_tokens": {"type": "integer", "nullable": True},
+                "compression_ratio": {"type": "number", "nullable": True}, "seconds": {"type": "number"},
+                "model": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["error", "status", "request_id"], "properties": {
+                "error": {"type": "string"}, "status": {"type": "integer"}, "request_id": {"type": "string"}}},
+            "Health": {"type": "object", "properties": {
+                "status": {"type": "string"}, "model_loaded": {"type": "boolean"},
+                "model_name": {"type": "string", "nullable": True}, "model_type": {"type": "string", "nullable": True},
+                "device": {"type": "string", "nullable": True}, "batching": {"type": "object"},
+                "request_id": {"type": "string"}}},
+        },
+    },
+    "paths": {
+        "/health": {"get": {"summary": "liveness, model and device", "security": [],
+                            "responses": {"200": _json("Health", "server state")}}},
+        "/openapi.json": {"get": {"summary": "this description", "security": [{}, {"bearer": []}],
+                                  "responses": {"200": {"description": "OpenAPI 3 document"}}}},
+        "/summarize/text": _summarize("summarize text", {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "required": ["text"],
+                       "properties": {"text": {"type": "string", "minLength": 1}, **_GENERATION}}}}}),
+        "/summarize/file": _summarize("summarize an uploaded UTF-8 text file", _upload("UTF-8 text file")),
+        "/summarize/image": _summarize("summarize a page image", _upload("PNG, JPEG, WebP, TIFF, BMP or GIF")),
+        "/summarize/pdf": _summarize("summarize a PDF", _upload("PDF file", {"dpi": {
+            "type": "integer", "minimum": MIN_PDF_DPI, "maximum": MAX_PDF_DPI, "default": DEFAULT_PDF_DPI}})),
+    },
+}

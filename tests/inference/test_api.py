@@ -1,0 +1,205 @@
+"""The API app through Flask's test client: reference requests, every bad input as a 4xx JSON error, auth,
+request ids, batching of concurrent requests, the OpenAPI description, and errors that must not leak."""
+import io
+import threading
+import time
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from inference.api_server import create_app
+from inference.api_settings import ServerSettings
+from inference.backends import Document
+from inference.openapi import SPEC
+
+LIMITS = dict(max_content_length=200_000, max_image_pixels=1_000_000, max_pages=2, batch_wait_ms=50)
+
+
+def image_bytes(size=(64, 48), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "white").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def pdf_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (100, 60), "white").save(buffer, format="PDF", resolution=72)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but holds almost no data: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def upload(data: bytes, name="f", **form):
+    return {"file": (io.BytesIO(data), name), **{k: str(v) for k, v in form.items()}}
+
+
+@pytest.fixture(scope="module")
+def app(summarizer):
+    return create_app(summarizer, ServerSettings(**LIMITS))
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def test_reference_requests(client):
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json["model_loaded"] is True
+    assert health.json["device"] == "cpu" and "tiny-summarizer" in health.json["model_name"]
+    text = client.post("/summarize/text", json={"text": "Long document...", "max_length": 3})
+    assert text.status_code == 200 and isinstance(text.json["summary"], str)
+    assert text.json["pages"] == 1 and text.json["vision_tokens"] == 64 and text.json["text_tokens"] > 0
+    assert text.headers["X-Request-ID"] == text.json["request_id"]
+    file = client.post("/summarize/file", data=upload("Long document in a file.".encode(), "a.txt", max_length=3))
+    assert file.status_code == 200 and isinstance(file.json["summary"], str) and file.json["text_tokens"] > 0
+    image = client.post("/summarize/image", data=upload(image_bytes(), "document.png"))
+    assert image.status_code == 200 and image.json["text_tokens"] is None
+    pdf = client.post("/summarize/pdf", data=upload(pdf_bytes(), "doc.pdf", dpi=72, max_length=2))
+    assert pdf.status_code == 200 and pdf.json["pages"] == 1
+
+
+def test_incoming_request_id_is_kept_and_bad_ones_replaced(client):
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).json["request_id"] == "abc-123"
+    replaced = client.get("/health", headers={"X-Request-ID": "bad id; <script>"})
+    assert replaced.json["request_id"] != "bad id; <script>" and len(replaced.json["request_id"]) == 32
+
+
+BAD_REQUESTS = [
+    ("invalid JSON", "post", "/summarize/text", dict(data="{not json", content_type="application/json"), 400),
+    ("JSON not an object", "post", "/summarize/text", dict(json=["text"]), 400),
+    ("wrong content type", "post", "/summarize/text", dict(data="text=hi", content_type="text/plain"), 415),
+    ("missing text", "post", "/summarize/text", dict(json={"max_length": 5}), 400),
+    ("empty text", "post", "/summarize/text", dict(json={"text": "  \n "}), 400),
+    ("text wrong type", "post", "/summarize/text", dict(json={"text": 123}), 400),
+    ("max_length wrong type", "post", "/summarize/text", dict(json={"text": "hi", "max_length": "long"}), 400),
+    ("max_length bool", "post", "/summarize/text", dict(json={"text": "hi", "max_length": True}), 400),
+    ("max_length out of range", "post", "/summarize/text", dict(json={"text": "hi", "max_length": 100000}), 400),
+    ("num_beams out of range", "post", "/summarize/text", dict(json={"text": "hi", "num_beams": 0}), 400),
+    ("temperature out of range", "post", "/summarize/text", dict(json={"text": "hi", "temperature": -1}), 400),
+    ("unknown field", "post", "/summarize/text", dict(json={"text": "hi", "top_k": 3}), 400),
+    ("too many pages", "post", "/summarize/text", dict(json={"text": "word " * 6000}), 413),
+    ("oversize body", "post", "/summarize/text", dict(json={"text": "x" * 300_000}), 413),
+    ("file: JSON instead of multipart", "post", "/summarize/file", dict(json={"text": "hi"}), 415),
+    ("file: no file field", "post", "/summarize/file", dict(data={"max_length": "5"}, content_type="multipart/form-data"), 400),
+    ("file: empty upload", "post", "/summarize/file", dict(data=upload(b"")), 400),
+    ("file: not UTF-8", "post", "/summarize/file", dict(data=upload("caf\xe9".encode("latin-1"))), 400),
+    ("file: form field wrong type", "post", "/summarize/file", dict(data=upload(b"hi", max_length="abc")), 400),
+    ("file: unknown form field", "post", "/summarize/file", dict(data=upload(b"hi", colour="red")), 400),
+    ("image: empty upload", "post", "/summarize/image", dict(data=upload(b"")), 400),
+    ("image: not an image", "post", "/summarize/image", dict(data=upload(b"GIF89a? no, plain text")), 400),
+    ("image: truncated", "post", "/summarize/image", dict(data=upload(image_bytes((200, 200), "JPEG")[:400])), 400),
+    ("image: over the pixel limit", "post", "/summarize/image", dict(data=upload(image_bytes((1200, 1000)))), 413),
+    ("image: decompression bomb", "post", "/summarize/image", dict(data=upload(png_header_only(60000, 60000))), 413),
+    ("image: out-of-range max_length", "post", "/summarize/image", dict(data=upload(image_bytes(), max_length=0)), 400),
+    ("pdf: not a PDF", "post", "/summarize/pdf", dict(data=upload(b"%PDF-1.7 but not really")), 400),
+    ("pdf: dpi out of range", "post", "/summarize/pdf", dict(data=upload(pdf_bytes(), dpi=5000)), 400),
+    ("unknown endpoint", "get", "/summarize/video", {}, 404),
+    ("wrong method", "get", "/summarize/text", {}, 405),
+]
+
+
+@pytest.mark.parametrize("case, method, path, kwargs, status", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_requests_get_json_4xx(client, case, method, path, kwargs, status):
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.json
+    assert body["status"] == status and body["error"] and body["request_id"] == response.headers["X-Request-ID"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_server_keeps_serving_after_bad_requests(client):
+    for _, method, path, kwargs, _ in BAD_REQUESTS[:5]:
+        getattr(client, method)(path, **kwargs)
+    assert client.post("/summarize/text", json={"text": "still here", "max_length": 2}).status_code == 200
+
+
+def test_bearer_token(summarizer):
+    client = create_app(summarizer, ServerSettings(api_token="s3cret", **LIMITS)).test_client()
+    assert client.get("/health").status_code == 200  # health needs no token
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = client.post("/summarize/text", json={"text": "hi"}, headers=headers)
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+        assert "s3cret" not in response.get_data(as_text=True)
+    assert client.get("/openapi.json").status_code == 401
+    ok = client.post("/summarize/text", json={"text": "hi", "max_length": 2},
+                     headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+
+
+def test_no_model_is_503_and_health_says_so():
+    client = create_app(None, ServerSettings()).test_client()
+    health = client.get("/health").json
+    assert health["model_loaded"] is False and health["device"] is None
+    response = client.post("/summarize/text", json={"text": "hi"})
+    assert response.status_code == 503 and response.json["error"] == "no model is loaded"
+
+
+class _Failing:
+    """A summarizer whose generation fails or hangs, to check what reaches the client."""
+    name, model_type, device = "stub", "deepseek-ocr", "cpu"
+
+    def __init__(self, delay=0.0):
+        from config import GenerationSettings
+        self.generation, self.delay = GenerationSettings(), delay
+
+    def prepare_text(self, text, max_pages=None):
+        return Document(text=text)
+
+    def summarize_documents(self, documents, settings):
+        time.sleep(self.delay)
+        raise RuntimeError("secret internal detail at /srv/model.py line 12")
+
+
+def test_internal_error_is_500_without_details():
+    response = create_app(_Failing(), ServerSettings()).test_client().post("/summarize/text", json={"text": "hi"})
+    assert response.status_code == 500 and "secret" not in response.get_data(as_text=True)
+    assert response.json["request_id"] in response.json["error"]
+
+
+def test_slow_generation_is_504():
+    client = create_app(_Failing(delay=1.0), ServerSettings(request_timeout=0.2)).test_client()
+    response = client.post("/summarize/text", json={"text": "hi"})
+    assert response.status_code == 504 and "longer than 0.2 s" in response.json["error"]
+
+
+def test_concurrent_requests_are_batched_and_match_one_at_a_time(app, summarizer):
+    texts = [f"Report number {i}: " + "the harvest was good this year. " * (3 + 5 * i) for i in range(6)]
+    expected = [r.summary for r in summarizer.summarize_text(texts, max_length=3)]
+    before = app.extensions["batcher"].stats()
+    answers = [None] * len(texts)
+    barrier = threading.Barrier(len(texts))
+
+    def ask(i):
+        client = app.test_client()
+        barrier.wait()
+        answers[i] = client.post("/summarize/text", json={"text": texts[i], "max_length": 3})
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [a.status_code for a in answers] == [200] * len(texts)
+    assert [a.json["summary"] for a in answers] == expected
+    after = app.extensions["batcher"].stats()
+    assert after["requests"] - before["requests"] == len(texts)
+    assert after["batches"] - before["batches"] < len(texts) and after["largest_batch"] > 1
+
+
+def test_openapi_describes_exactly_the_routes(client):
+    spec = client.get("/openapi.json").json
+    assert spec == SPEC and spec["openapi"].startswith("3.")
+    served = {}
+    for rule in client.application.url_map.iter_rules():
+        if rule.endpoint != "static":
+            served.setdefault(rule.rule, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+    assert served == {path: set(ops) for path, ops in spec["paths"].items()}
