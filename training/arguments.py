@@ -6,6 +6,7 @@ process environment (`HF_TOKEN`) instead.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
@@ -70,7 +71,9 @@ def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **override
         predict_with_generate=not cfg.use_deepseek_ocr,
         # Throughput counts real tokens; for DeepSeek the image placeholders are part of input_ids.
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=_cuda(),  # pinning is a CUDA transfer optimisation; on CPU it only warns
+        dataloader_pin_memory=_cuda(),
+        # Without CUDA, accelerate only forms a (gloo) process group under torchrun when told it runs on CPU.
+        use_cpu=not _cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1,  # pinning is a CUDA transfer optimisation; on CPU it only warns
         # Our own progress bar (training.callbacks) replaces the Trainer's tqdm bar and log printer.
         disable_tqdm=True,
     )

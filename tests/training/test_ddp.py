@@ -1,0 +1,37 @@
+"""Two CPU processes (gloo, torchrun): both ranks end with identical weights and only rank 0 writes the run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.training.conftest import REPO, base_args
+
+# Runs the CLI's `run` on each rank, then records a digest of that rank's final weights.
+RANK_RUN = """
+import hashlib, os, sys
+from pathlib import Path
+from training.train import build_parser, run
+trainer = run(build_parser().parse_args(sys.argv[2:]))
+assert trainer.args.world_size == 2
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()
+Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
+"""
+
+
+def test_two_process_ddp_run(tmp_path, prepared, tiny_bart, tiny_config):
+    script, digests, out = tmp_path / "rank_run.py", tmp_path / "digests", tmp_path / "ddp"
+    script.write_text(RANK_RUN)
+    digests.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(script), str(digests), *base_args(prepared, tiny_bart, tiny_config, out), "--max-steps", "4"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (digests / "rank0.sha256").read_text(), (digests / "rank1.sha256").read_text()
+    assert first == second
+    # Rank 0 alone saves model, optimizer and trainer state; each rank adds only its own RNG state.
+    checkpoint = sorted(p.name for p in (out / "checkpoint-2").iterdir())
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json", "rng_state_0.pth", "rng_state_1.pth"} \
+        <= set(checkpoint)
+    assert result.stdout.count("saved model to") == 1
