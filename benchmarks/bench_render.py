@@ -65,7 +65,7 @@ def _time(fn) -> float:
 
 def run(quick: bool = False) -> list[dict]:
     modes = ["tiny", "base"] if quick else list(RESOLUTION_MODES)
-    repeats = 3 if quick else 5
+    repeats = 3
     count_text_tokens("warm up")  # the tokenizer loads once per process, not per page
     rows = []
     for mode in modes:
@@ -74,7 +74,7 @@ def run(quick: bool = False) -> list[dict]:
         # About two pages of text per document at the default font (roughly 7 px per character).
         capacity = (geometry.page_width - 2 * config.margin) * (geometry.page_height - 2 * config.margin)
         documents = load_documents(int(2 * capacity / (7 * config.font_size * config.line_spacing)),
-                                   3 if quick else 10)
+                                   3 if quick else 6)
         pages = sum(TextToImageConverter(config).render(d).num_pages for d in documents)
         naive_pages = sum(len(naive_render(d, config)) for d in documents)
         times = {"fast": [], "naive": [], "fast+png": [], "naive+png": []}
@@ -105,7 +105,7 @@ def run(quick: bool = False) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two modes, fewer documents and repeats")
+    parser.add_argument("--quick", action="store_true", help="two modes (tiny, base) and fewer documents")
     args = parser.parse_args()
     rows = run(quick=args.quick)
     print("| mode | work | pages | renderer pages/s/core | naive pages/s/core | speed-up |")
