@@ -1,0 +1,162 @@
+"""The real server: `python -m inference.api_server` in its own process on a free loopback port, over HTTP.
+
+The README's curl requests (with the real curl when installed), every bad input as a 4xx, concurrent clients."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.inference.test_api import image_bytes, pdf_bytes, png_header_only
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Client:
+    def __init__(self, port: int):
+        self.port = port
+
+    def request(self, method, path, body=b"", headers=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    def json(self, path, payload):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return self.request("POST", path, body, {"Content-Type": "application/json"})
+
+    def upload(self, path, data: bytes, **form):
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in form.items()]
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MODEL_PATH": str(tiny_model_dir),
+           "PORT": str(port), "MAX_CONTENT_LENGTH": "300000", "MAX_PAGES": "3", "BATCH_WAIT_MS": "20"}
+    env.pop("API_TOKEN", None)
+    process = subprocess.Popen([sys.executable, "-m", "inference.api_server"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = Client(port)
+    deadline = time.monotonic() + 240
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {process.stdout.read().decode()[-2000:]}")
+        try:
+            if client.request("GET", "/health")[0] == 200:
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("server did not start in time")
+            time.sleep(0.5)
+    yield client
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_requests(server, tmp_path):
+    (tmp_path / "article.txt").write_text("A long article about the harbour and its boats. " * 20)
+    (tmp_path / "document.png").write_bytes(image_bytes((300, 200)))
+    base = f"http://localhost:{server.port}"
+    commands = [  # the README's requests; max_length lowered from 128 to keep the tiny model quick
+        ["curl", "-s", f"{base}/health"],
+        ["curl", "-s", "-X", "POST", f"{base}/summarize/text", "-H", "Content-Type: application/json",
+         "-d", '{"text": "Long document...", "max_length": 8}'],
+        ["curl", "-s", "-X", "POST", f"{base}/summarize/file", "-F", "file=@article.txt", "-F", "max_length=8"],
+        ["curl", "-s", "-X", "POST", f"{base}/summarize/image", "-F", "file=@document.png"],
+    ]
+    bodies = [json.loads(subprocess.run(c, cwd=tmp_path, capture_output=True, check=True, timeout=120).stdout)
+              for c in commands]
+    assert bodies[0]["status"] == "ok" and bodies[0]["model_loaded"] is True and bodies[0]["device"] == "cpu"
+    assert all(isinstance(b["summary"], str) and b["request_id"] for b in bodies[1:])
+    assert bodies[2]["pages"] >= 1 and bodies[2]["text_tokens"] > 0 and bodies[3]["text_tokens"] is None
+
+
+def test_pdf_and_request_id_over_http(server):
+    status, headers, body = server.upload("/summarize/pdf", pdf_bytes(), max_length="2")
+    assert status == 200 and json.loads(body)["pages"] == 1
+    assert headers["x-request-id"] == json.loads(body)["request_id"]
+
+
+BAD = [
+    ("invalid JSON", lambda c: c.json("/summarize/text", b"{oops"), 400),
+    ("wrong content type", lambda c: c.request("POST", "/summarize/text", b"text", {"Content-Type": "text/plain"}), 415),
+    ("missing text", lambda c: c.json("/summarize/text", {"max_length": 3}), 400),
+    ("empty text", lambda c: c.json("/summarize/text", {"text": ""}), 400),
+    ("text wrong type", lambda c: c.json("/summarize/text", {"text": ["a"]}), 400),
+    ("max_length wrong type", lambda c: c.json("/summarize/text", {"text": "a", "max_length": "9"}), 400),
+    ("max_length out of range", lambda c: c.json("/summarize/text", {"text": "a", "max_length": 9000}), 400),
+    ("length_penalty out of range", lambda c: c.json("/summarize/text", {"text": "a", "length_penalty": 99}), 400),
+    ("oversize body", lambda c: c.json("/summarize/text", {"text": "y" * 400_000}), 413),
+    ("too many pages", lambda c: c.json("/summarize/text", {"text": "word " * 8000}), 413),
+    ("empty upload", lambda c: c.upload("/summarize/image", b""), 400),
+    ("non-image upload", lambda c: c.upload("/summarize/image", b"hello, I am text"), 400),
+    ("truncated image", lambda c: c.upload("/summarize/image", image_bytes((300, 300), "JPEG")[:500]), 400),
+    ("decompression bomb", lambda c: c.upload("/summarize/image", png_header_only(70000, 70000)), 413),
+    ("non-UTF-8 text file", lambda c: c.upload("/summarize/file", "na\xefve".encode("latin-1")), 400),
+    ("bad form number", lambda c: c.upload("/summarize/file", b"text", num_beams="two"), 400),
+    ("corrupt PDF", lambda c: c.upload("/summarize/pdf", b"%PDF-1.4\n%%EOF"), 400),
+    ("unknown endpoint", lambda c: c.request("GET", "/nope"), 404),
+    ("wrong method", lambda c: c.request("PUT", "/summarize/text"), 405),
+]
+
+
+def test_every_bad_input_is_a_json_4xx_and_the_server_keeps_serving(server):
+    codes = {}
+    for case, send, expected in BAD:
+        status, headers, body = send(server)
+        payload = json.loads(body)
+        assert (status, payload["status"]) == (expected, expected), (case, body)
+        assert payload["error"] and headers["x-request-id"] == payload["request_id"] and b"Traceback" not in body
+        codes[case] = status
+    assert len(codes) == len(BAD) == 19 and all(400 <= code < 500 for code in codes.values())
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_concurrent_clients_all_answered_and_batched(server, summarizer):
+    texts = [f"Item {i}. " + "Rain fell over the valley all week long. " * (2 + i) for i in range(16)]
+    expected = {text: r.summary for text, r in zip(texts, summarizer.summarize_text(texts, max_length=3))}
+    answers, lock = [], threading.Lock()
+
+    def client(worker):
+        for text in texts[worker::8]:
+            status, _, body = server.json("/summarize/text", {"text": text, "max_length": 3})
+            with lock:
+                answers.append((text, status, json.loads(body)))
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert len(answers) == len(texts)  # none lost
+    assert all(status == 200 and body["summary"] == expected[text] for text, status, body in answers)
+    assert len({body["request_id"] for _, _, body in answers}) == len(texts)
+    batching = json.loads(server.request("GET", "/health")[2])["batching"]
+    assert batching["largest_batch"] > 1
