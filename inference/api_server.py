@@ -137,6 +137,8 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
 
     @app.errorhandler(HTTPException)
     def _http(err):
+        if err.code == 413:
+            return _error(413, f"request body is larger than MAX_CONTENT_LENGTH ({settings.max_content_length} bytes)")
         return _error(err.code or 500, err.description or err.name)
 
     @app.errorhandler(Exception)

@@ -203,3 +203,22 @@ def test_openapi_describes_exactly_the_routes(client):
         if rule.endpoint != "static":
             served.setdefault(rule.rule, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
     assert served == {path: set(ops) for path, ops in spec["paths"].items()}
+
+
+def test_settings_from_environment():
+    settings = ServerSettings.from_env({"PORT": "6001", "API_TOKEN": "tok", "REQUEST_TIMEOUT": "7.5", "HOST": ""})
+    assert (settings.host, settings.port, settings.request_timeout) == ("127.0.0.1", 6001, 7.5)
+    assert settings.max_content_length == 20 * 2**20 and settings.max_image_pixels == 40_000_000
+    assert "tok" not in repr(settings)
+    with pytest.raises(ValueError, match="PORT must be int"):
+        ServerSettings.from_env({"PORT": "five thousand"})
+    with pytest.raises(ValueError, match="MAX_BATCH_SIZE must be at least 1"):
+        ServerSettings.from_env({"MAX_BATCH_SIZE": "0"})
+
+
+def test_server_without_model_path_exits_with_one_line(monkeypatch, capsys):
+    from inference import api_server
+
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    assert api_server.main() == 2
+    assert capsys.readouterr().err == "error: no model: set MODEL_PATH to a trained summarizer folder\n"
