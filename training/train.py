@@ -19,6 +19,9 @@ from typing import Any, Optional
 from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
 
 DEFAULT_MODEL = TrainingConfig().model_name
+# transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
+# setting wins, otherwise each run logs under <output>/runs.
+USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 # CLI flag destination -> dotted config key; None values (flags not given) leave the config file's value.
 FLAG_KEYS = {
     "use_deepseek_ocr": "use_deepseek_ocr", "model_name": "model_name", "lora": "lora.enabled",
@@ -177,6 +180,7 @@ def run(args: argparse.Namespace) -> Optional[Any]:
 
     from training.callbacks import TrainingProgress
 
+    os.environ["TENSORBOARD_LOGGING_DIR"] = USER_TENSORBOARD_DIR or str(Path(cfg.output_dir) / "runs")
     trainer = build_trainer(cfg, train, val, [TrainingProgress()])
     for default in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(default)
