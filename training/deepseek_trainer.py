@@ -7,6 +7,7 @@ format that inference loads directly.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,8 @@ from transformers import Trainer, TrainingArguments
 from config import LoraConfig, TrainingConfig, save_run_settings
 from model.convert import load_model
 from model.image_processing import DeepseekOCRImageProcessor
-from model.params import freeze_vision_encoder
+from model.params import (estimate_training_memory, freeze_vision_encoder, parameter_counts,
+                          trainable_parameter_counts)
 from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.collator import DeepSeekOCRCollator
@@ -212,3 +214,57 @@ class DeepSeekOCRTrainer(Trainer):
             save_run_settings(output_dir, self.cfg.render, self.cfg.generation)
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+
+def _architecture(model_name: str):
+    """The config of `model_name` without loading weights: preset, saved folder, or the real architecture."""
+    from model.configuration import TINY_PRESET, DeepseekOCRConfig
+
+    folder = Path(model_name)
+    if model_name == TINY_PRESET:
+        return DeepseekOCRConfig.preset(TINY_PRESET)
+    if (folder / "config.json").is_file():
+        data = json.loads((folder / "config.json").read_text())
+        if data.get("model_type") == DeepseekOCRConfig.model_type:
+            return DeepseekOCRConfig.from_pretrained(folder)
+        return DeepseekOCRConfig.from_official_config(data)
+    return DeepseekOCRConfig()  # the hub id (or a fine-tune of it): the real DeepSeek-OCR sizes
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:8.2f}"
+
+
+def dry_run_report(cfg: TrainingConfig) -> str:
+    """Trainable/frozen counts and weights/gradients/AdamW memory for full and LoRA fine-tuning of
+    `cfg.model_name`, from a meta-device model (no weights are read or allocated)."""
+    from transformers import initialization
+
+    from model.modeling import DeepseekOCRForConditionalGeneration
+
+    # The estimate is for the GPU run: "auto" means bf16 there.
+    dtype = half_dtype(cfg.mixed_precision, cuda=True) or torch.float32
+    rows, counts = [], None
+    for lora in (False, True):
+        with torch.device("meta"), initialization.no_init_weights():
+            model = DeepseekOCRForConditionalGeneration(_architecture(cfg.model_name))
+        freeze_vision_encoder(model, train_projector=cfg.train_projector)
+        if lora:
+            add_lora_adapters(model, cfg.lora)
+        counts = counts or parameter_counts(model)
+        trainable = trainable_parameter_counts(model)
+        memory = estimate_training_memory(model, dtype, trainable=trainable["trainable"])
+        label = f"LoRA r={cfg.lora.r}" if lora else "full decoder"
+        rows.append(f"{label:<14}{trainable['trainable']:>15,}{trainable['frozen']:>15,}"
+                    + "".join(_gib(memory[k]) for k in ("weights", "gradients", "optimizer", "total")))
+    lines = [
+        f"Dry run of {cfg.model_name} on the meta device (nothing loaded); projector "
+        f"{'trainable' if cfg.train_projector else 'frozen'}, DeepEncoder frozen.",
+        f"Parameters: {counts['total']:,} = SAM {counts['sam']:,} + CLIP {counts['clip']:,} + projector "
+        f"{counts['projector']:,} + decoder {counts['decoder_total']:,} (active per token {counts['decoder_active']:,})",
+        f"Memory in GiB ({str(dtype).removeprefix('torch.')} weights, float32 trainable master weights and AdamW "
+        "states; activations excluded):",
+        f"{'':<14}{'trainable':>15}{'frozen':>15}{'weights':>8}{'grads':>8}{'AdamW':>8}{'total':>8}",
+        *rows,
+    ]
+    return "\n".join(lines)

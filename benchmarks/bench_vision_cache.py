@@ -1,0 +1,99 @@
+"""Training step time with and without the vision feature cache: full-size DeepEncoder + a small decoder.
+
+The cache replaces the frozen encoder's forward pass by a lookup from the second epoch on, so the gain is the
+encoder's share of a step. The model has the real SAM + CLIP sizes and a 2-layer, 64-wide decoder (as in
+`tiny-random`), pages are rendered in tiny mode (512x512); float32 on CPU. Each step is forward, backward and an
+AdamW step; the figure is the median over the steps, and the ratio is what to compare across machines.
+
+    python -m benchmarks.bench_vision_cache [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from config import RenderConfig
+from model.configuration import TINY_PRESET, DeepseekOCRConfig
+from model.image_processing import DeepseekOCRImageProcessor
+from model.modeling import DeepseekOCRForConditionalGeneration
+from model.params import freeze_vision_encoder
+from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.tokenizer import load_tokenizer
+from tests.training.test_collator import bundled_records
+from training.collator import DeepSeekOCRCollator
+from training.vision_cache import VisionFeatureCache
+
+
+def full_encoder_small_decoder_config() -> DeepseekOCRConfig:
+    """The real VisionConfig (SAM-B + CLIP-L, 2048-wide features) in front of tiny-random's decoder."""
+    tiny = DeepseekOCRConfig.preset(TINY_PRESET).to_dict()
+    for key in ("vision_config", "projector_input_dim", "model_type", "transformers_version", "architectures"):
+        tiny.pop(key, None)
+    return DeepseekOCRConfig(**{**tiny, "num_hidden_layers": 2})
+
+
+def build(config: DeepseekOCRConfig, freeze: bool = True) -> DeepseekOCRForConditionalGeneration:
+    torch.manual_seed(0)
+    model = DeepseekOCRForConditionalGeneration(config)
+    if freeze:
+        freeze_vision_encoder(model)
+    return model.train()
+
+
+def make_batch(num_docs: int, with_page_keys: bool = False) -> dict:
+    processor = DeepseekOCRProcessor(load_tokenizer(None), DeepseekOCRImageProcessor.from_mode("tiny"))
+    batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 64, with_page_keys)(bundled_records(num_docs))
+    for key in REPORTING_KEYS:
+        batch.pop(key)
+    return batch
+
+
+def time_steps(model, batch: dict, steps: int, cache: VisionFeatureCache | None = None) -> list[float]:
+    """Seconds per training step (forward, backward, AdamW), features from `cache` when given."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    inputs = {k: v for k, v in batch.items() if k != "page_keys"}
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step_inputs = dict(inputs)
+        if cache is not None:
+            step_inputs["vision_features"] = cache.features(
+                model, batch["page_keys"], step_inputs.pop("pixel_values"), step_inputs.pop("pixel_values_tiles"),
+                batch["images_spatial_crop"])
+        model(**step_inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(quick: bool = False) -> list[dict]:
+    steps, docs = (3, 1) if quick else (6, 2)
+    model = build(full_encoder_small_decoder_config())
+    batch = make_batch(docs, with_page_keys=True)
+    uncached = time_steps(model, batch, steps)
+    cache = VisionFeatureCache(model)
+    first_epoch = time_steps(model, batch, 1, cache)[0]  # fills the cache
+    cached = time_steps(model, batch, steps, cache)
+    base, fast = statistics.median(uncached), statistics.median(cached)
+    return [
+        {"setting": "no cache", "docs_per_step": docs, "median_step_s": round(base, 3)},
+        {"setting": "cache, first epoch (fill)", "docs_per_step": docs, "median_step_s": round(first_epoch, 3)},
+        {"setting": "cache, later epochs", "docs_per_step": docs, "median_step_s": round(fast, 3),
+         "speedup": round(base / fast, 2)},
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and one document")
+    for row in run(parser.parse_args().quick):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
