@@ -1,0 +1,2 @@
+"""The evaluation tests reuse the tiny summarizer folder the inference tests build (one per session)."""
+from tests.inference.conftest import tiny_model_dir  # noqa: F401  (a pytest fixture)
