@@ -178,7 +178,8 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def encode_images(self, pixel_values: torch.Tensor, pixel_values_tiles: Optional[torch.Tensor] = None) -> VisionFeatures:
         """DeepEncoder outputs before the projector: (global [P, q*q, 2048], tiles [T, 100, 2048] or None)."""
-        dtype = self.projector.weight.dtype
+        # The encoder's own dtype: a frozen bf16 encoder may feed a float32 trainable projector.
+        dtype = next(self.vision_encoder.parameters()).dtype
         global_feats = self.vision_encoder(pixel_values.to(self.device, dtype))
         tiles = None
         if pixel_values_tiles is not None and pixel_values_tiles.shape[0] > 0:
@@ -187,8 +188,9 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
     def image_embeddings(self, features: VisionFeatures, images_spatial_crop: torch.Tensor) -> torch.Tensor:
         """Project the features and lay out every page: [sum of placeholders over pages, hidden]."""
-        tiles = self.projector(features.tiles) if features.tiles is not None else None
-        return layout_pages(self.projector(features.global_feats), tiles, images_spatial_crop,
+        dtype = self.projector.weight.dtype
+        tiles = self.projector(features.tiles.to(dtype)) if features.tiles is not None else None
+        return layout_pages(self.projector(features.global_feats.to(dtype)), tiles, images_spatial_crop,
                             self.image_newline, self.view_separator)
 
     def _merge_image_embeddings(self, input_ids, inputs_embeds, features, images_spatial_crop):

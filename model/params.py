@@ -59,10 +59,12 @@ def trainable_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
 
 
 def lora_parameter_count(model: torch.nn.Module, r: int, target_modules: Iterable[str]) -> int:
-    """Parameters LoRA adds: r * (in + out) per targeted nn.Linear (packed routed experts are not Linear)."""
+    """Parameters LoRA adds: r * (in + out) per targeted nn.Linear of the decoder layers, where the trainer puts
+    adapters (CLIP's q/k/v_proj in the frozen encoder are left alone; packed routed experts are not Linear)."""
     targets = tuple(target_modules)
     return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets)
+               if isinstance(m, torch.nn.Linear) and name.startswith("language_model.layers.")
+               and name.rsplit(".", 1)[-1] in targets)
 
 
 def estimate_training_memory(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16, lora_r: int | None = None,

@@ -128,3 +128,18 @@ def test_bfloat16_forward(model):
     with torch.no_grad():
         out = low(input_ids=ids, pixel_values=page_pixels(1, 9), labels=ids)
     assert out.logits.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_bf16_frozen_encoder_feeds_a_float32_projector():
+    """The trainer's memory-saving layout: frozen encoder in bf16, trainable projector in float32, no autocast."""
+    import torch
+
+    from model.convert import load_model
+
+    model = load_model("tiny-random")
+    model.vision_encoder.to(torch.bfloat16)
+    pixels = torch.zeros(1, 3, 512, 512)
+    features = model.encode_images(pixels)
+    assert features.global_feats.dtype == torch.bfloat16
+    embeds = model.image_embeddings(features, torch.tensor([[1, 1]]))
+    assert embeds.dtype == torch.float32 and embeds.shape[0] == 73
