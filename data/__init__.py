@@ -3,7 +3,7 @@
 Names are imported on first use so that `from data import TextToImageConverter` (and rendering worker
 processes) do not pay for importing `datasets`.
 """
-from importlib import import_module
+from config.lazy import lazy_exports
 
 _EXPORTS = {
     "TextToImageConverter": "data.text_to_image",
@@ -22,10 +22,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'data' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

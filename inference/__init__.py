@@ -2,7 +2,7 @@
 
 Names are imported on first use, so `import inference` does not load torch or the model.
 """
-from importlib import import_module
+from config.lazy import lazy_exports
 
 _EXPORTS = {
     "DeepSeekSummarizer": "inference.summarizer",
@@ -13,10 +13,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'inference' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -2,7 +2,7 @@
 
 Names are imported on first use, so `import training` (and `python -m training.train --help`) stays light.
 """
-from importlib import import_module
+from config.lazy import lazy_exports
 
 _EXPORTS = {
     "DeepSeekOCRTrainer": "training.deepseek_trainer",
@@ -12,10 +12,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
