@@ -76,7 +76,6 @@ def train_steps(model, batch, device, repeats):
 
     step()  # warm-up, allocates optimizer state
     seconds = _timed(step, device, repeats)
-    del optimizer
     return seconds
 
 

@@ -11,7 +11,6 @@ one numpy call. Wrapping uses the same cached advances and ink boxes, so ink nev
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import tempfile

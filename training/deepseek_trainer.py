@@ -21,10 +21,10 @@ from transformers import Trainer, TrainingArguments
 from config import LoraConfig, TrainingConfig, save_run_settings
 from model.convert import load_model
 from model.image_processing import DeepseekOCRImageProcessor
-from model.params import (estimate_training_memory, freeze_vision_encoder, parameter_counts,
-                          trainable_parameter_counts)
+from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
 from model.tokenizer import load_tokenizer
+from training.arguments import training_arguments
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
@@ -89,34 +89,6 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     return model
 
 
-def default_training_arguments(cfg: TrainingConfig, has_eval: bool = False) -> TrainingArguments:
-    """TrainingArguments from the config, for callers that do not build their own (the CLI does)."""
-    optimizer = cfg.optimizer
-    eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
-    return TrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=optimizer.learning_rate,
-        weight_decay=optimizer.weight_decay,
-        warmup_steps=optimizer.warmup_steps,
-        lr_scheduler_type=optimizer.lr_scheduler,
-        max_grad_norm=optimizer.max_grad_norm,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.log_interval,
-        save_steps=cfg.save_interval,
-        save_total_limit=cfg.save_total_limit,
-        eval_strategy=eval_strategy,
-        eval_steps=cfg.eval_steps,
-        report_to=cfg.report_to,
-        seed=cfg.seed,
-        remove_unused_columns=False,
-    )
-
-
 class DeepSeekOCRTrainer(Trainer):
     """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
 
@@ -137,7 +109,7 @@ class DeepSeekOCRTrainer(Trainer):
     def from_config(cls, cfg: TrainingConfig, train_dataset, eval_dataset=None,
                     args: Optional[TrainingArguments] = None, callbacks=None,
                     compute_metrics=None) -> "DeepSeekOCRTrainer":
-        args = args or default_training_arguments(cfg, has_eval=eval_dataset is not None)
+        args = args or training_arguments(cfg, evaluate=eval_dataset is not None)
         cuda = torch.cuda.is_available() and not args.use_cpu
         half = half_dtype(cfg.mixed_precision, cuda)
         # Records carry text, not model inputs: the Trainer must not drop their columns. Without metrics,

@@ -2,7 +2,6 @@ import hashlib
 import json
 import os
 import pickle
-import re
 import shutil
 import subprocess
 from pathlib import Path

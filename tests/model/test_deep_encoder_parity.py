@@ -236,7 +236,6 @@ def test_converter_splits_fused_qkv_and_drops_unused_keys():
     official = {}
     for key, value in tiny.state_dict().items():  # rebuild an official-format dict from our own keys
         if ".self_attn.q_proj." in key:
-            kind = key.rsplit(".", 1)[1]
             parts = [tiny.state_dict()[key.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
             official[key.replace("q_proj", "qkv_proj")] = torch.cat(parts)
         elif ".self_attn.k_proj." not in key and ".self_attn.v_proj." not in key:

@@ -1,7 +1,6 @@
 """DeepSeekOCRTrainer on tiny-random: overfitting, a frozen encoder, LoRA, the saved folder, the dry run."""
 import time
 
-import pytest
 import torch
 
 from config import LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
