@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR"
 TINY_PRESET = "tiny-random"
@@ -139,3 +139,8 @@ class DeepseekOCRConfig(PretrainedConfig):
 
     def copy(self) -> "DeepseekOCRConfig":
         return copy.deepcopy(self)
+
+
+# Known to AutoConfig, so transformers' Auto* loaders (e.g. AutoTokenizer on a trained folder) read our config.json
+# instead of warning about an unknown model type.
+AutoConfig.register(DeepseekOCRConfig.model_type, DeepseekOCRConfig)
