@@ -17,13 +17,13 @@ import time
 import torch
 
 from config import RenderConfig
+from data.dataset_loader import load_records
 from model.configuration import TINY_PRESET, DeepseekOCRConfig
 from model.image_processing import DeepseekOCRImageProcessor
 from model.modeling import DeepseekOCRForConditionalGeneration
 from model.params import freeze_vision_encoder
 from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
 from model.tokenizer import load_tokenizer
-from tests.training.test_collator import bundled_records
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
@@ -46,7 +46,7 @@ def build(config: DeepseekOCRConfig, freeze: bool = True) -> DeepseekOCRForCondi
 
 def make_batch(num_docs: int, with_page_keys: bool = False) -> dict:
     processor = DeepseekOCRProcessor(load_tokenizer(None), DeepseekOCRImageProcessor.from_mode("tiny"))
-    batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 64, with_page_keys)(bundled_records(num_docs))
+    batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 64, with_page_keys)(load_records("bundled", max_samples=num_docs)["train"])
     for key in REPORTING_KEYS:
         batch.pop(key)
     return batch
