@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
 OUT=${DEMO_DIR:-demo_output}
 SAMPLES=${DEMO_SAMPLES:-64}   # records per split
-STEPS=${DEMO_STEPS:-80}       # training steps
+STEPS=${DEMO_STEPS:-200}       # training steps
 TEST=${DEMO_TEST:-32}         # test documents to summarize
 PORT=${DEMO_PORT:-5055}
 mkdir -p "$OUT"
@@ -30,7 +30,7 @@ $PY -m training.train --config configs/demo-tiny-cpu.json --use-deepseek-ocr \
 
 step "3/5 generate summaries for the test split"
 $PY -m evaluation.generate "$OUT/prepared_data/test.jsonl" --model "$OUT/deepseek-summarizer" \
-    --output "$OUT/predictions.jsonl" --overwrite --max-samples "$TEST" --max-new-tokens 32 --batch-size 8
+    --output "$OUT/predictions.jsonl" --overwrite --max-samples "$TEST" --max-new-tokens 32 --batch-size 8 --no-repeat-ngram-size 3
 
 step "4/5 evaluate: ROUGE with 95% intervals, the Lead-3 baseline beside it, compression figures"
 head -n "$TEST" "$OUT/prepared_data/test.jsonl" > "$OUT/test_subset.jsonl"
