@@ -1,6 +1,5 @@
 """Parity with the official DeepSeek-OCR code: the fixture's regenerated weights converted into our model (full-size
 DeepEncoder + the fixture's tiny decoder), compared with the stored reference tensors (fixture README, section 8)."""
-import os
 
 import pytest
 import torch
@@ -119,7 +118,6 @@ def test_case_b_decoder_on_gundam_sequence(model, reference_tensors):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("DSOCR_FULL_PARITY"), reason="set DSOCR_FULL_PARITY=1 (SAM at 1024 + 6 tiles)")
 def test_case_b_full_pixel_pipeline(model, reference_tensors):
     ref = reference_tensors
     to_float = lambda u8: (u8.float() / 255 - 0.5) / 0.5  # official ToTensor + Normalize(0.5, 0.5)

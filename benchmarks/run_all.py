@@ -1,0 +1,104 @@
+"""Run every benchmark and write one Markdown report (tables of each benchmark's rows, with the machine).
+
+    python -m benchmarks.run_all                      # full sizes (tens of minutes on 2 cores)
+    python -m benchmarks.run_all --quick              # small sizes (a few minutes)
+    python -m benchmarks.run_all --only render,rouge --update-readme
+
+Each benchmark measures the project against a named alternative in the same run and on the same inputs;
+compare the ratios, not the absolute times, across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCHMARKS = {
+    "render": ("Rendering: project renderer vs naive Pillow renderer (pages/s per core)", "benchmarks.bench_render"),
+    "vision_cache": ("Frozen-feature cache: training step with vs without (full-size encoder, small decoder)",
+                     "benchmarks.bench_vision_cache"),
+    "training": ("Training: frozen vs trained encoder, step time and peak memory", "benchmarks.bench_training"),
+    "generation": ("Generation: KV cache and batching vs one at a time", "benchmarks.bench_generation"),
+    "api": ("API: latency and throughput, micro-batching on vs off", "benchmarks.bench_api"),
+    "rouge": ("ROUGE scoring: parallel vs serial", "benchmarks.bench_rouge"),
+}
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(names: list[str], quick: bool) -> str:
+    command = "python -m benchmarks.run_all" + (" --quick" if quick else "") + \
+        ("" if len(names) == len(BENCHMARKS) else f" --only {','.join(names)}")
+    parts = [f"Machine: {machine()}. Reproduce with `{command}`.", ""]
+    for name in names:
+        title, module = BENCHMARKS[name]
+        print(f"[benchmarks] {name} ...", flush=True)
+        began = time.perf_counter()
+        try:
+            rows = importlib.import_module(module).run(quick=quick)
+            body = table(rows) if rows else "(no rows)"
+        except Exception as err:  # one failing benchmark must not hide the others' figures
+            body = f"failed: {type(err).__name__}: {err}"
+        parts += [f"**{title}** ({time.perf_counter() - began:.0f} s)", "", body, ""]
+    return "\n".join(parts)
+
+
+def update_readme(markdown: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} section to update")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(f"{head}{START}\n{markdown}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--output", default="benchmarks/results/latest.md", help="Markdown report path")
+    parser.add_argument("--update-readme", action="store_true", help="also replace the README's benchmark table")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    markdown = report(names, args.quick)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(markdown + "\n", encoding="utf-8")
+    os.replace(tmp, output)
+    if args.update_readme:
+        update_readme(markdown)
+    print(markdown)
+    print(f"[benchmarks] wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
