@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 
 class JsonlError(ValueError):
@@ -69,8 +69,13 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSONL file one by one (blank lines are allowed)."""
+def iter_jsonl_lines(path: str | os.PathLike, on_error: Optional[Callable[[str], None]] = None
+                     ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON object line of a JSONL file (blank lines are allowed).
+
+    A line that is not a JSON object raises JsonlError naming the file and line; with `on_error`, the message
+    goes to `on_error` instead and the line is skipped, so one bad line does not hide the rest of the file.
+    """
     path = Path(path)
     try:
         handle = open(path, encoding="utf-8")
@@ -82,11 +87,21 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
+                problem = None if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
             except json.JSONDecodeError as err:
-                raise JsonlError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise JsonlError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield record
+                problem = f"not valid JSON ({err.msg})"
+            if problem is None:
+                yield number, record
+            elif on_error is None:
+                raise JsonlError(f"{path}:{number}: {problem}")
+            else:
+                on_error(f"{path}:{number}: {problem}")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSONL file one by one; a bad line is a JsonlError naming file and line."""
+    for _, record in iter_jsonl_lines(path):
+        yield record
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

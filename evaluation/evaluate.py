@@ -11,16 +11,14 @@ silently.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from data.jsonl import write_json_atomic, write_jsonl_atomic
-from evaluation.metrics import (compression_stats, distribution, evaluate_pairs, lead_n, length_stats,
-                                parallel_map)
+from data.jsonl import iter_jsonl_lines, write_json_atomic, write_jsonl_atomic
+from evaluation.metrics import compression_stats, distribution, evaluate_pairs, lead_n, length_stats, parallel_map
 from evaluation.report import format_table, plot_rouge_vs_compression
 
 BASELINES = ("lead-3",)
@@ -46,27 +44,10 @@ class Inputs:
 
 
 def _objects(path: Path, label: str, inputs: Inputs) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) per readable line; a line that is not a JSON object is counted and skipped.
-
-    data.jsonl's reader stops at the first bad line; here one bad line must not hide the rest of the file.
-    """
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as err:
-        raise EvaluationError(f"cannot read {label} file {path}: {err.strerror or err}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                inputs.problem(f"unreadable_{label}_lines", f"{path}:{number}: not valid JSON ({err.msg})")
-                continue
-            if not isinstance(record, dict):
-                inputs.problem(f"unreadable_{label}_lines", f"{path}:{number}: not a JSON object")
-                continue
-            yield number, record
+    """(line number, object) per readable line; a line that is not a JSON object is counted and skipped."""
+    if not path.is_file():
+        raise EvaluationError(f"cannot read {label} file {path}: no such file")
+    yield from iter_jsonl_lines(path, on_error=lambda message: inputs.problem(f"unreadable_{label}_lines", message))
 
 
 def _references_of(record: dict[str, Any]) -> list[str]:
