@@ -20,6 +20,7 @@ from pathlib import Path
 
 BENCHMARKS = {
     "render": ("Rendering: project renderer vs naive Pillow renderer (pages/s per core)", "benchmarks.bench_render"),
+    "prepare": ("Data preparation with page images: all cores vs one worker", "benchmarks.bench_prepare"),
     "vision_cache": ("Frozen-feature cache: training step with vs without (full-size encoder, small decoder)",
                      "benchmarks.bench_vision_cache"),
     "training": ("Training: frozen vs trained encoder, step time and peak memory", "benchmarks.bench_training"),

@@ -90,6 +90,13 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def model_args(kind: str, tiny_bart: Path) -> list[str]:
+    """The CLI flags that pick the model: the tiny BART baseline, or DeepSeek-OCR's tiny-random preset."""
+    if kind == "deepseek":
+        return ["--use-deepseek-ocr", "--model-name", "tiny-random", "--mode", "tiny"]
+    return ["--model-name", str(tiny_bart)]
+
+
 def base_args(prepared: Path, model: Path, config: Path, output: Path, *extra: str) -> list[str]:
     return ["--config", str(config), "--train", str(prepared / "train.jsonl"), "--model-name", str(model),
             "--output", str(output), *TINY_STEPS, *extra]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.training.conftest import REPO, base_args
-from training.train import main
+from tests.training.conftest import REPO, base_args, model_args
 from training.run_outputs import OutputDirError, checkpoint_step, resolve_checkpoint
+from training.train import main
 
 # Each optimizer step sleeps, so the test can kill the run between its first checkpoint and its end.
 SLOW_RUN = """
@@ -35,9 +35,10 @@ def _weights(folder: Path) -> dict:
     return load_file(folder / "model.safetensors")
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_bart, tiny_config):
+@pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_bart, tiny_config, kind):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    steps = ["--max-steps", "8"]  # after TINY_STEPS, so it wins
+    steps = ["--max-steps", "8", *model_args(kind, tiny_bart)]  # after TINY_STEPS and --model-name, so they win
     # Uninterrupted and resumed runs in this process (one thread, like the killed one): only the kill needs a
     # child process.
     assert main([*base_args(prepared, tiny_bart, tiny_config, straight), *steps]) == 0
