@@ -53,8 +53,9 @@ if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$
   else
     # Never pull the multi-GB CUDA build onto a machine without a GPU: ask for the +cpu wheel explicitly.
     echo "[setup] installing torch $TORCH_VERSION (CPU build)"
-    "$PY" -m pip install -q --retries 1 --timeout 30 "torch==$TORCH_VERSION+cpu" \
-      --extra-index-url https://download.pytorch.org/whl/cpu
+    # A +cpu wheel already reachable (a local wheelhouse or pip config) first, else PyTorch's CPU index.
+    "$PY" -m pip install -q "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+      || "$PY" -m pip install -q "torch==$TORCH_VERSION+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 
