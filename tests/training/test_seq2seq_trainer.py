@@ -30,8 +30,9 @@ def test_training_arguments_map_the_config(tmp_path):
 
 
 def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, tiny_bart, monkeypatch):
-    import training.trainer as trainer_module
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import training.trainer as trainer_module
 
     calls = []
 
