@@ -59,18 +59,23 @@ def has_lora(model) -> bool:
     return any(isinstance(module, LoraLayer) for module in model.modules())
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """The plain model's state dict with every LoRA delta added to its base weight; the model is not touched."""
-    state = {key.replace(".base_layer.", "."): value for key, value in model.state_dict().items()
-             if ".lora_" not in key}
+def merged_state_dict(model, state: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+    """The plain model's state dict with every LoRA delta (scaling * B @ A) added to its base weight.
+
+    `state` is the model's full state dict (default: `model.state_dict()`; under FSDP, the gathered one); the
+    model is not touched.
+    """
+    state = model.state_dict() if state is None else state
+    merged = {key.replace(".base_layer.", "."): value for key, value in state.items() if ".lora_" not in key}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
-            weight = state[f"{name}.weight"]
-            merged = weight.float()
+            weight = merged[f"{name}.weight"]
+            total = weight.float()
             for adapter in module.active_adapters:
-                merged = merged + module.get_delta_weight(adapter).float()
-            state[f"{name}.weight"] = merged.to(weight.dtype)
-    return state
+                a, b = state[f"{name}.lora_A.{adapter}.weight"], state[f"{name}.lora_B.{adapter}.weight"]
+                total = total + module.scaling[adapter] * (b.float() @ a.float())
+            merged[f"{name}.weight"] = total.to(weight.dtype)
+    return merged
 
 
 def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
@@ -176,9 +181,12 @@ class DeepSeekOCRTrainer(Trainer):
         checkpoint = _internal_call and output_dir is not None
         output_dir = output_dir or self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
-        if has_lora(model) and not checkpoint:
+        if not checkpoint and (self.is_fsdp_enabled or has_lora(model)):
+            # The final folder holds plain, whole weights: FSDP shards are gathered (every rank takes part) and
+            # LoRA deltas merged, so inference loads it with no training library.
+            state = self.accelerator.get_state_dict(self.model) if self.is_fsdp_enabled else None
             if self.args.should_save:
-                model.save_pretrained(output_dir, state_dict=merged_state_dict(model))
+                model.save_pretrained(output_dir, state_dict=merged_state_dict(model, state))
         else:
             super().save_model(output_dir, _internal_call=True)  # pushing waits until the folder is complete
         if self.args.should_save:
