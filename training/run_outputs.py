@@ -92,7 +92,8 @@ def plot_losses(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or val:  # a run shorter than one logging interval has no points yet
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
