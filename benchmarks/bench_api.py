@@ -8,7 +8,6 @@ bounded in count and in time (a client stops at the deadline; its unfinished req
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.bench_generation import build_tiny_folder, documents
+from benchmarks.cli import benchmark_main
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LENGTH = 8
@@ -155,10 +155,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests, 1 and 8 clients only")
-    for row in run(parser.parse_args(argv).quick):
-        print(json.dumps(row))
+    benchmark_main(run, __doc__, "fewer requests, 1 and 8 clients only", argv)
 
 
 if __name__ == "__main__":

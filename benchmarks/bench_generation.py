@@ -8,12 +8,11 @@ time with the cache, and all documents in one batch with the cache (the API serv
 """
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.cli import benchmark_main
 from config import GenerationSettings, RenderConfig, save_run_settings
 
 
@@ -67,10 +66,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer documents and tokens")
-    for row in run(parser.parse_args(argv).quick):
-        print(json.dumps(row))
+    benchmark_main(run, __doc__, "fewer documents and tokens", argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ records, and samples the resident memory of the whole process tree (parent and r
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from benchmarks.cli import benchmark_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,11 +61,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 records per split instead of 1,000")
-    for row in run(parser.parse_args().quick):
-        print(json.dumps(row))
+def main(argv=None) -> None:
+    benchmark_main(run, __doc__, "100 records per split instead of 1,000", argv)
 
 
 if __name__ == "__main__":

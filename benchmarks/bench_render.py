@@ -9,7 +9,6 @@ so its glyph and word caches start cold. Rows: render alone, and render plus wri
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmarks.cli import benchmark_main
 from config import RESOLUTION_MODES, RenderConfig
 from data.text_to_image import FONT_PATH, TextToImageConverter
 from data.tokens import count_text_tokens
@@ -103,16 +103,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two modes (tiny, base) and fewer documents")
-    args = parser.parse_args()
-    rows = run(quick=args.quick)
-    print("| mode | work | pages | renderer pages/s/core | naive pages/s/core | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['mode']} | {row['work']} | {row['pages']} | {row['fast_pages_per_s']} | "
-              f"{row['naive_pages_per_s']} | {row['speedup']}x |")
+def main(argv=None) -> None:
+    benchmark_main(run, __doc__, "two modes (tiny, base) and fewer documents", argv)
 
 
 if __name__ == "__main__":

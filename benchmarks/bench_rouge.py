@@ -10,7 +10,6 @@ busy with other work, wall-clock speed-up cannot show, but the CPU cost of the p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -18,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.cli import benchmark_main
 from evaluation.metrics import clear_caches, evaluate_pairs, lead_n, parallel_map
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "bundled" / "scitldr-a"
@@ -63,16 +63,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_rouge", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="300 pairs, one repeat")
-    rows = run(parser.parse_args().quick)
-    print(f"{'mode':<26}{'examples':>9}{'wall s':>8}{'examples/s':>12}{'speed-up':>10}{'CPU s':>8}"
-          f"{'ex/CPU-s':>10}{'load':>6}")
-    for row in rows:
-        print(f"{row['mode']:<26}{row['examples']:>9}{row['seconds']:>8}{row['examples_per_s']:>12}"
-              f"{row['speedup_vs_serial']:>9}x{row['cpu_seconds']:>8}{row['examples_per_cpu_s']:>10}"
-              f"{row['load_average']:>6}")
+def main(argv=None) -> None:
+    benchmark_main(run, __doc__, "300 pairs, one repeat", argv)
 
 
 if __name__ == "__main__":

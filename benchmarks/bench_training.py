@@ -8,13 +8,12 @@ state and activations. Steps: forward, backward, AdamW; tiny-mode pages, float32
 """
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import resource
 import statistics
 
 from benchmarks.bench_vision_cache import build, full_encoder_small_decoder_config, make_batch, time_steps
+from benchmarks.cli import benchmark_main
 
 
 def _measure(model_name: str, freeze: bool, steps: int, docs: int) -> dict:
@@ -46,11 +45,8 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and one document per step")
-    for row in run(parser.parse_args().quick):
-        print(json.dumps(row))
+def main(argv=None) -> None:
+    benchmark_main(run, __doc__, "fewer steps and one document per step", argv)
 
 
 if __name__ == "__main__":

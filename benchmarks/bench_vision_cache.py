@@ -9,13 +9,12 @@ AdamW step; the figure is the median over the steps, and the ratio is what to co
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
 import torch
 
+from benchmarks.cli import benchmark_main
 from config import RenderConfig
 from data.dataset_loader import load_records
 from model.configuration import TINY_PRESET, DeepseekOCRConfig
@@ -88,11 +87,8 @@ def run(quick: bool = False) -> list[dict]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and one document")
-    for row in run(parser.parse_args().quick):
-        print(json.dumps(row))
+def main(argv=None) -> None:
+    benchmark_main(run, __doc__, "fewer steps and one document", argv)
 
 
 if __name__ == "__main__":

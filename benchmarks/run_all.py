@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.cli import table
+
 BENCHMARKS = {
     "render": ("Rendering: project renderer vs naive Pillow renderer (pages/s per core)", "benchmarks.bench_render"),
     "prepare": ("Data preparation with page images: all cores vs one worker", "benchmarks.bench_prepare"),
@@ -42,13 +44,6 @@ def machine() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
-
-
-def table(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def report(names: list[str], quick: bool) -> str:
