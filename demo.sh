@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash setup.sh
+command -v curl > /dev/null || { echo "demo.sh needs curl for its last step (apt-get install curl)"; exit 1; }
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python

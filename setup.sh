@@ -2,7 +2,7 @@
 # Creates the virtual environment .venv and installs everything, idempotently: a second run with unchanged
 # requirements only checks a stamp and exits.
 #   bash setup.sh          runtime dependencies (CPU torch without CUDA; CUDA torch + optional flash-attn with it)
-#   bash setup.sh --dev    also the system packages the tests use (tesseract OCR, via apt-get, needs root)
+#   bash setup.sh --dev    also the system tools the tests use (tesseract OCR, curl; via apt-get, needs root)
 # Environment: VENV (default .venv), PYTHON (default python3), SKIP_FLASH_ATTN=1 to never try flash-attn.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,11 +25,11 @@ else
   DEVICE=cpu
 fi
 
-if [ "$DEV" = 1 ] && ! command -v tesseract >/dev/null 2>&1; then
-  echo "[setup] installing tesseract-ocr (used by the rendering legibility tests)"
+if [ "$DEV" = 1 ] && ! { command -v tesseract && command -v curl; } >/dev/null 2>&1; then
+  echo "[setup] installing tesseract-ocr and curl (used by the legibility and API tests)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-eng curl >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from data.jsonl import write_json_atomic
 from model.image_processing import DeepseekOCRImageProcessor
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 
@@ -140,7 +141,7 @@ class DeepseekOCRProcessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"image_processor": self.image_processor.to_dict(), "instruction": self.instruction}
-        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(directory / PROCESSOR_CONFIG_NAME, config)
         self.tokenizer.save_pretrained(directory)
 
     @classmethod

@@ -8,6 +8,7 @@ complete only when that file parses and names step N; incomplete ones are remove
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -95,8 +96,10 @@ def plot_losses(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path
     if train or val:  # a run shorter than one logging interval has no points yet
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = Path(path).with_name(f".{Path(path).stem}.tmp{Path(path).suffix}")  # suffix tells matplotlib the format
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    os.replace(tmp, path)
     return Path(path)
 
 
@@ -160,5 +163,7 @@ inference renders and decodes exactly as evaluation during training did.
 ```
 """
     path = folder / CARD_FILE
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
     return path

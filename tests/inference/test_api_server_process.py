@@ -79,8 +79,8 @@ def server(tiny_model_dir):
     process.wait(30)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_curl_requests(server, tmp_path):
+    assert shutil.which("curl"), "curl is not installed: run `bash setup.sh --dev`"
     (tmp_path / "article.txt").write_text("A long article about the harbour and its boats. " * 20)
     (tmp_path / "document.png").write_bytes(image_bytes((300, 200)))
     base = f"http://localhost:{server.port}"

@@ -28,7 +28,18 @@ EXTRA = ("--resume --overwrite --max-steps 5 --eval-steps 2 --seed 3 --lora --tr
 
 @pytest.mark.parametrize("command", README_COMMANDS)
 def test_readme_commands_parse(command):
-    resolve_config(build_parser().parse_args(command.replace("--config config.json", "").split()))
+    """Each README command parses, and what it names lands in the resolved config."""
+    cfg = resolve_config(build_parser().parse_args(command.replace("--config config.json", "").split()))
+    words = command.split()
+    named = {"--output": "output_dir", "--model-name": "model_name", "--train": "train_file", "--val": "val_file",
+             "--hf-dataset": "hf_dataset", "--hf-train-split": "hf_train_split", "--hub-model-id": "hub_model_id"}
+    for flag, key in named.items():
+        if flag in words:
+            assert getattr(cfg, key) == words[words.index(flag) + 1]
+    assert cfg.use_deepseek_ocr == ("--use-deepseek-ocr" in words)
+    assert cfg.push_to_hub == ("--push-to-hub" in words)
+    if "--batch-size" in words:
+        assert cfg.batch_size == int(words[words.index("--batch-size") + 1])
 
 
 def test_every_flag_overrides_the_config_file(tmp_path):
