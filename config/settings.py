@@ -1,74 +1,69 @@
-"""The project's configuration, as plain typed dataclasses with commented defaults.
+"""The project's configuration: typed dataclasses whose fields declare every setting once.
 
 One object flows from the CLI or a JSON file into every package: `RenderConfig` into data rendering (and is saved
 with a trained model so inference renders exactly as training did), `GenerationSettings` into evaluation and
-inference, `TrainingConfig` (which holds the other two) into training. Validation lives in each `__post_init__`.
+inference, `TrainingConfig` (which holds the others) into training. Each field's description is its `--help`
+text and its API documentation; its bounds are checked wherever the object is built (config/loading.py).
+`flags` in a field's extra names its command-line spelling where it differs from the field's name (the
+reference README's flags).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal, Optional
 
-from config.loading import ConfigError
+from pydantic import Field
 
+from config.loading import Bool, ConfigError, Float, Int, Str, settings
 from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 
 
-@dataclass
+def _flags(*names: str, **extra) -> dict:
+    return {"flags": list(names), **extra}
+
+
+@settings
 class RenderConfig:
     """How documents become page images (data/text_to_image.py). Saved with each trained model."""
 
-    mode: ModeName = "small"
-    # 12 px keeps a full page just under DeepSeek-OCR's 10x compression knee (about 9.3x) with about 99.7%
-    # OCR character accuracy; 10 px gives about 13x at about 98% (see ../docs and rendering measurements).
-    font_size: int = 12
-    line_spacing: float = 1.2  # line height as a multiple of the font size
-    margin: int = 20  # pixels on every side
-    # What to do with text that does not fit on one page: "paginate" into more pages, or "error".
-    overflow: Literal["paginate", "error"] = "paginate"
-    max_pages: Optional[int] = None  # cap on pages per document; exceeding it is an error, never a silent cut
+    mode: ModeName = Field("small", description="resolution mode: tiny, small, base, large, gundam or page",
+                           json_schema_extra=_flags("--mode"))
+    # 12 px keeps a full page just under DeepSeek-OCR's 10x compression knee (about 9.3x) with about 99.7% OCR
+    # character accuracy; 10 px gives about 13x at about 98% (measurements in the README's rendering section).
+    font_size: Int = Field(12, ge=4, le=200, description="font size in pixels",
+                           json_schema_extra=_flags("--font-size"))
+    line_spacing: Float = Field(1.2, ge=0.8, le=4.0, description="line height as a multiple of the font size")
+    margin: Int = Field(20, ge=0, description="page margin in pixels, on every side")
+    overflow: Literal["paginate", "error"] = Field(
+        "paginate", description="text longer than one page: 'paginate' into more pages, or 'error'")
+    max_pages: Optional[Int] = Field(None, ge=1, description="cap on pages per document; more is an error, "
+                                     "never a silent cut (default: no cap)")
 
     def __post_init__(self) -> None:
-        if self.mode not in RESOLUTION_MODES:
-            raise ConfigError(f"config key 'mode' must be one of {sorted(RESOLUTION_MODES)}, got {self.mode!r}")
-        if not 4 <= self.font_size <= 200:
-            raise ConfigError(f"config key 'font_size' must be between 4 and 200, got {self.font_size}")
-        if not 0.8 <= self.line_spacing <= 4.0:
-            raise ConfigError(f"config key 'line_spacing' must be between 0.8 and 4.0, got {self.line_spacing}")
         geometry = RESOLUTION_MODES[self.mode]
-        if not 0 <= self.margin < min(geometry.page_width, geometry.page_height) // 4:
+        if self.margin >= min(geometry.page_width, geometry.page_height) // 4:
             raise ConfigError(f"config key 'margin' is out of range for mode {self.mode}: {self.margin}")
-        if self.max_pages is not None and self.max_pages < 1:
-            raise ConfigError(f"config key 'max_pages' must be at least 1, got {self.max_pages}")
 
     @property
     def geometry(self) -> ResolutionMode:
         return RESOLUTION_MODES[self.mode]
 
 
-@dataclass
+@settings
 class GenerationSettings:
-    """Decoding settings shared by evaluation during training, batch generation and the inference server."""
+    """Decoding settings shared by evaluation during training, batch generation and the inference server.
 
-    max_new_tokens: int = 128
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    temperature: float = 0.0  # 0 means greedy decoding; above 0 samples
-    batch_size: int = 4
+    A trained model folder carries its own (config/artifacts.py); every command that generates starts from
+    those and applies its flags on top. `public` is the name the reference README's infer flags and API use.
+    """
 
-    def __post_init__(self) -> None:
-        checks = {
-            "max_new_tokens": 1 <= self.max_new_tokens <= 8192,
-            "num_beams": 1 <= self.num_beams <= 16,
-            "length_penalty": -5.0 <= self.length_penalty <= 5.0,
-            "no_repeat_ngram_size": 0 <= self.no_repeat_ngram_size <= 100,
-            "temperature": 0.0 <= self.temperature <= 5.0,
-            "batch_size": 1 <= self.batch_size <= 1024,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"config key '{key}' is out of range: {getattr(self, key)!r}")
+    max_new_tokens: Int = Field(128, ge=1, le=8192, description="maximum new tokens of each summary",
+                                json_schema_extra={"public": "max_length"})
+    num_beams: Int = Field(1, ge=1, le=16, description="beam search width (1: greedy or sampling)")
+    length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty")
+    no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)")
+    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling")
+    batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together")
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for transformers' `generate`."""
@@ -84,86 +79,91 @@ class GenerationSettings:
         return kwargs
 
 
-@dataclass
+@settings
 class OptimizerConfig:
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 500
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    max_grad_norm: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.learning_rate < 1:
-            raise ConfigError(f"config key 'learning_rate' must be in (0, 1), got {self.learning_rate}")
-        if self.weight_decay < 0 or self.warmup_steps < 0 or self.max_grad_norm <= 0:
-            raise ConfigError("config keys 'weight_decay', 'warmup_steps' must be >= 0 and 'max_grad_norm' > 0")
+    learning_rate: Float = Field(2e-5, gt=0, lt=1, description="peak learning rate (AdamW)",
+                                 json_schema_extra=_flags("--learning-rate"))
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_steps: Int = Field(500, ge=0, description="linear warm-up steps")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="learning-rate schedule after warm-up")
+    max_grad_norm: Float = Field(1.0, gt=0, description="gradient clipping norm")
 
 
-@dataclass
+@settings
 class LoraConfig:
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    enabled: Bool = Field(False, description="DeepSeek-OCR: train LoRA adapters instead of the full decoder",
+                          json_schema_extra=_flags("--lora"))
+    r: Int = Field(16, ge=1, description="LoRA rank")
+    alpha: Int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r)")
+    dropout: Float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[Str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="decoder projections that get adapters")
 
 
-@dataclass
+Task = Literal["deepseek-ocr", "seq2seq"]
+
+
+@settings
 class TrainingConfig:
     """Everything a training run needs; the JSON format of the README, flags override it."""
 
-    model_name: str = "deepseek-ai/DeepSeek-OCR"
-    output_dir: str = "./deepseek-summarizer"
-    use_deepseek_ocr: bool = False
+    model_name: Str = Field("deepseek-ai/DeepSeek-OCR", description="preset (tiny-random), hub id or local folder",
+                            json_schema_extra=_flags("--model-name", "--model", metavar="ID_OR_PATH"))
+    task: Optional[Task] = Field(
+        None, description="deepseek-ocr (page images -> summary) or seq2seq (text -> summary, the baseline); "
+        "default: from the model (DeepSeek-OCR models train as deepseek-ocr, others as seq2seq)",
+        json_schema_extra=_flags("--task", switches={"--use-deepseek-ocr": "deepseek-ocr"}))
+    output_dir: Str = Field("./deepseek-summarizer", description="output folder",
+                            json_schema_extra=_flags("--output", "--output-dir", metavar="DIR"))
     # Data: local files, or a hub dataset with its splits.
-    train_file: Optional[str] = None
-    val_file: Optional[str] = None
-    hf_dataset: Optional[str] = None
-    hf_train_split: str = "train"
-    hf_val_split: Optional[str] = None
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
+    train_file: Optional[Str] = Field(None, description="prepared training JSONL (python -m data.prepare_datasets)",
+                                      json_schema_extra=_flags("--train", metavar="FILE"))
+    val_file: Optional[Str] = Field(None, description="prepared validation JSONL", json_schema_extra=_flags("--val", metavar="FILE"))
+    hf_dataset: Optional[Str] = Field(None, description="hub dataset instead of local files (streamed)")
+    hf_train_split: Str = Field("train", description="hub training split")
+    hf_val_split: Optional[Str] = Field(None, description="hub validation split (default: validation if present)")
+    max_train_samples: Optional[Int] = Field(None, ge=1, description="use at most N training records")
+    max_eval_samples: Optional[Int] = Field(None, ge=1, description="use at most N validation records")
     # Batching and schedule.
-    batch_size: int = 4
-    num_epochs: int = 4
-    max_steps: int = -1  # > 0 overrides num_epochs
-    gradient_accumulation_steps: int = 8
-    max_length: int = 512  # summary tokens (DeepSeek-OCR) / target tokens (seq2seq)
-    max_source_length: int = 1024  # seq2seq baseline only: source text tokens
-    source_prefix: Optional[str] = None  # seq2seq baseline: "summarize: " for T5
-    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"  # auto: bf16 on CUDA, float32 on CPU
-    gradient_checkpointing: bool = True
+    batch_size: Int = Field(4, ge=1, description="per-device batch size")
+    num_epochs: Int = Field(4, ge=1, description="training epochs")
+    max_steps: Int = Field(-1, ge=-1, description="optimizer steps; overrides num_epochs (-1: use num_epochs)")
+    gradient_accumulation_steps: Int = Field(8, ge=1, description="batches per optimizer step")
+    max_length: Int = Field(512, ge=1, description="summary tokens (DeepSeek-OCR) / target tokens (seq2seq)")
+    max_source_length: Int = Field(1024, ge=1, description="seq2seq baseline: source text tokens")
+    source_prefix: Optional[Str] = Field(None, description="seq2seq baseline: text before each document "
+                                         "(default: 'summarize: ' for T5, none otherwise)")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto", description="auto: bf16 where the GPU supports it, else float32; on a CPU bf16/fp16 fall back "
+        "to float32 with a warning")
+    gradient_checkpointing: Bool = Field(True, description="recompute activations in backward (saves memory)")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # DeepSeek-OCR specifics.
-    instruction: str = "Summarize the document."
-    train_projector: bool = False
+    instruction: Str = Field("Summarize the document.", description="DeepSeek-OCR: the prompt after the pages")
+    train_projector: Bool = Field(False, description="DeepSeek-OCR: also train the vision projector")
     lora: LoraConfig = field(default_factory=LoraConfig)
-    vision_cache: Literal["none", "memory", "disk"] = "none"
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    vision_cache: Literal["none", "memory", "disk"] = Field(
+        "none", description="DeepSeek-OCR: cache the frozen encoder's outputs per page")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernels")
     render: RenderConfig = field(default_factory=RenderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Logging, checkpoints, hub.
-    log_interval: int = 25
-    save_interval: int = 1000
-    eval_steps: Optional[int] = None  # None: evaluate at the end of each epoch
-    save_total_limit: int = 3
-    report_to: str = "tensorboard"
-    seed: int = 42
-    push_to_hub: bool = False
-    hub_model_id: Optional[str] = None
-    hub_private: bool = False
+    log_interval: Int = Field(25, ge=1, description="log every N steps")
+    save_interval: Int = Field(1000, ge=1, description="checkpoint every N steps")
+    eval_steps: Optional[Int] = Field(None, ge=1, description="evaluate every N steps (default: every epoch)")
+    save_total_limit: Int = Field(3, ge=1, description="checkpoints kept")
+    report_to: Str = Field("tensorboard", description="tensorboard, wandb, ... or none")
+    seed: Int = Field(42, description="random seed (model init, data order, dropout)")
+    push_to_hub: Bool = Field(False, description="upload checkpoints and the final model")
+    hub_model_id: Optional[Str] = Field(None, description="hub repository",
+                                        json_schema_extra={"metavar": "USER/NAME"})
+    hub_private: Bool = Field(False, description="create the hub repository as private")
 
     def __post_init__(self) -> None:
-        positive = ["batch_size", "num_epochs", "gradient_accumulation_steps", "max_length", "max_source_length",
-                    "log_interval", "save_interval", "save_total_limit"]
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(self, key)}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"config key 'max_steps' must be -1 (use num_epochs) or positive, got {self.max_steps}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(f"config key 'eval_steps' must be at least 1, got {self.eval_steps}")
+        if self.max_steps == 0:
+            raise ConfigError("config key 'max_steps' must be -1 (use num_epochs) or positive, got 0")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("config key 'hub_model_id' is required when 'push_to_hub' is true")

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from config import ConfigError, GenerationSettings
+from config import GenerationSettings, to_dict
+from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
+from inference.model_settings import saved_generation_settings
 
 
 class GenerateError(Exception):
@@ -69,6 +71,8 @@ def _document(summarizer, record: dict[str, Any], base: Path, use_images: bool):
 
 
 def generate(args: argparse.Namespace) -> int:
+    if args.max_samples is not None and args.max_samples < 1:
+        raise GenerateError("--max-samples must be at least 1")
     from tqdm import tqdm
 
     from data.tokens import count_text_tokens
@@ -78,10 +82,9 @@ def generate(args: argparse.Namespace) -> int:
     data_file, output = Path(args.data_file), Path(args.output)
     if not data_file.is_file():
         raise GenerateError(f"data file not found: {data_file}")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                  length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                                  temperature=args.temperature, batch_size=args.batch_size)
-    recorded = {"model": str(args.model), "data_file": str(data_file), "generation": vars(settings),
+    # The model folder's saved settings (what training evaluated with), flags over them.
+    settings = apply_flags(build_parser(), saved_generation_settings(args.model), args)
+    recorded = {"model": str(args.model), "data_file": str(data_file), "generation": to_dict(settings),
                 "use_images": not args.render_text}
     if args.overwrite:
         output.unlink(missing_ok=True)
@@ -126,42 +129,30 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.generate",
-                                     description="Generate a summary for every record of a prepared JSONL file.")
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m evaluation.generate",
+                    description="Generate a summary for every record of a prepared JSONL file.")
     parser.add_argument("data_file", help="prepared JSONL (id, text, optional images)")
-    parser.add_argument("--model", required=True, help="trained model folder, hub id, or 'tiny-random'")
+    parser.add_argument("--model", "--model-name", required=True, metavar="ID_OR_PATH",
+                        help="model folder, hub id or preset (tiny-random)")
     parser.add_argument("--output", required=True, help="predictions JSONL (appended to; resumable)")
     parser.add_argument("--overwrite", action="store_true", help="start the output file afresh")
     parser.add_argument("--max-samples", type=int, help="only the first N records")
     parser.add_argument("--render-text", action="store_true",
                         help="render each record's text instead of reading its prepared images")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (default)")
-    gen = parser.add_argument_group("generation")
-    defaults = GenerationSettings()
-    gen.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    gen.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    gen.add_argument("--num-beams", type=int, default=defaults.num_beams)
-    gen.add_argument("--length-penalty", type=float, default=defaults.length_penalty)
-    gen.add_argument("--no-repeat-ngram-size", type=int, default=defaults.no_repeat_ngram_size)
-    gen.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy (default)")
+    parser.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (default: bf16 where "
+                        "the GPU supports it, else float32)")
+    add_settings_arguments(parser, GenerationSettings, parser.add_argument_group(
+        "generation", "defaults: the model folder's saved settings, else the ones below"))
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.max_samples is not None and args.max_samples < 1:
-        print("error: --max-samples must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        return generate(args)
-    except (GenerateError, ConfigError, JsonlError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\n[generate] interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    from model.device import DeviceError
+    from model.source import ModelSourceError
+
+    return run_command(build_parser(), generate, argv, (GenerateError, JsonlError, ModelSourceError, DeviceError))
 
 
 if __name__ == "__main__":

@@ -24,12 +24,18 @@ from werkzeug.exceptions import HTTPException
 from config import GenerationSettings
 from inference.api_settings import ServerSettings
 from inference.batching import MicroBatcher
-from inference.inputs import DEFAULT_PDF_DPI, GENERATION_PARAMS, InputError, apply_generation_params, decode_text
+from inference.inputs import (
+    DEFAULT_PDF_DPI,
+    GENERATION_PARAMS,
+    InputError,
+    apply_generation_params,
+    decode_text,
+    form_value,
+)
 from inference.openapi import SPEC
 
 logger = logging.getLogger("inference.api_server")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_INTEGER_PARAMS = {"max_length", "num_beams", "no_repeat_ngram_size", "dpi"}
 
 
 class ApiError(Exception):
@@ -45,24 +51,6 @@ def _error(status: int, message: str):
 
 
 # ---------------------------------------------------------------------------------------------- request parsing
-
-def _typed(name: str, value):
-    """A JSON value of the right type for generation parameter `name`."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if name in _INTEGER_PARAMS and not (is_number and float(value).is_integer()):
-        raise ApiError(400, f"'{name}' must be an integer, got {json.dumps(value)}")
-    if not is_number:
-        raise ApiError(400, f"'{name}' must be a number, got {json.dumps(value)}")
-    return int(value) if name in _INTEGER_PARAMS else float(value)
-
-
-def _from_form(name: str, text: str):
-    try:
-        return int(text) if name in _INTEGER_PARAMS else float(text)
-    except ValueError:
-        kind = "an integer" if name in _INTEGER_PARAMS else "a number"
-        raise ApiError(400, f"form field '{name}' must be {kind}, got {text[:40]!r}") from None
-
 
 def _json_body() -> dict:
     if not request.is_json:
@@ -92,7 +80,13 @@ def _upload() -> tuple[bytes, dict]:
     unknown = sorted(set(request.form) - {*GENERATION_PARAMS, "dpi"})
     if unknown:
         raise ApiError(400, f"unknown form field '{unknown[0]}'")
-    return data, {name: _from_form(name, value) for name, value in request.form.items()}
+    params = {name: form_value(name, value) for name, value in request.form.items() if name != "dpi"}
+    if "dpi" in request.form:
+        try:
+            params["dpi"] = int(request.form["dpi"])
+        except ValueError:
+            raise ApiError(400, f"form field 'dpi' must be an integer, got {request.form['dpi'][:40]!r}") from None
+    return data, params
 
 
 # ---------------------------------------------------------------------------------------------- app
@@ -179,8 +173,8 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "field 'text' is required and must be a non-empty string")
-        params = {name: _typed(name, body[name]) for name in GENERATION_PARAMS if body.get(name) is not None}
-        apply_generation_params(GenerationSettings(), **params)  # bad values fail before rendering
+        params = {name: body[name] for name in GENERATION_PARAMS if body.get(name) is not None}
+        apply_generation_params(summarizer.generation if summarizer else GenerationSettings(), **params)  # before rendering
         return _summarize(_require_model().prepare_text(text, settings.max_pages), params)
 
     @app.post("/summarize/file")

@@ -26,15 +26,6 @@ class Document:
     text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
 
 
-def is_seq2seq_folder(path: Path) -> bool:
-    """True for an encoder-decoder transformers folder (BART, T5...), judged by its config.json."""
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    data = json.loads(config.read_text(encoding="utf-8"))
-    return bool(data.get("is_encoder_decoder")) or data.get("model_type") in {"bart", "t5", "mt5", "pegasus"}
-
-
 class OCRBackend:
     reads_images = True
 
@@ -84,7 +75,8 @@ class Seq2SeqBackend:
         self.source_prefix, self.max_source_length = source_prefix, max_source_length
 
     @classmethod
-    def load(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "Seq2SeqBackend":
+    def load(cls, folder: Path | str, device: torch.device, dtype: torch.dtype) -> "Seq2SeqBackend":
+        """A folder trained here (its source prefix and truncation are read back) or a hub id used zero-shot."""
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         from config import TRAINING_CONFIG_FILE
@@ -93,7 +85,7 @@ class Seq2SeqBackend:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         # Source prefix ("summarize: " for T5) and truncation must match training; read leniently, as plain JSON,
         # so inference does not depend on every training-only key.
-        training = folder / TRAINING_CONFIG_FILE
+        training = Path(folder) / TRAINING_CONFIG_FILE
         saved = json.loads(training.read_text(encoding="utf-8")) if training.is_file() else {}
         return cls(model, tokenizer, device, saved.get("source_prefix") or "", saved.get("max_source_length", 1024))
 

@@ -4,19 +4,20 @@
     python -m inference.infer --model_path ./deepseek-summarizer --image_path document.png
     cat article.txt | python -m inference.infer --model_path ./deepseek-summarizer --json
 
-Errors are one line on stderr and exit status 1 (2 for bad flags), never a traceback.
+Errors are one line on stderr and exit status 2, never a traceback.
 `DeepSeekSummarizer` is importable from here too, as the README's module table says.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from config import GenerationSettings
-from inference.inputs import DEFAULT_PDF_DPI, InputError, apply_generation_params, decode_text
+from config.cli import Parser, add_settings_arguments, apply_flags, run_command
+from inference.inputs import DEFAULT_PDF_DPI, InputError, decode_text
+from inference.model_settings import saved_generation_settings
 
 
 def __getattr__(name: str):
@@ -28,27 +29,24 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'inference.infer' has no attribute {name!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m inference.infer",
-        description="Summarize documents (text rendered to pages, images, PDFs) with a trained summarizer.",
-    )
-    parser.add_argument("--model_path", default=os.environ.get("MODEL_PATH"), metavar="PATH",
-                        help="trained model folder or hub id (default: $MODEL_PATH)")
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m inference.infer", underscores=True, description="Summarize documents (text "
+                    "rendered to pages, images, PDFs) with a trained summarizer. Generation starts from the model "
+                    "folder's saved settings; the flags below override them.")
+    parser.add_argument("--model_path", "--model", default=os.environ.get("MODEL_PATH"), metavar="ID_OR_PATH",
+                        help="model folder, hub id or preset (default: $MODEL_PATH)")
     inputs = parser.add_mutually_exclusive_group()
     inputs.add_argument("--input_file", nargs="+", metavar="FILE", help="UTF-8 text file(s); '-' reads stdin")
     inputs.add_argument("--image_path", nargs="+", metavar="IMAGE", help="page image(s), one document each")
     inputs.add_argument("--pdf_path", nargs="+", metavar="PDF", help="PDF file(s), one document each")
     parser.add_argument("stdin", nargs="?", choices=["-"], help="'-': read the text from standard input")
-    parser.add_argument("--max_length", type=int, metavar="N", help="maximum new tokens of each summary")
-    parser.add_argument("--num_beams", type=int, metavar="N", help="beam search width (1: greedy or sampling)")
-    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (0: no sampling)")
-    parser.add_argument("--length_penalty", type=float, metavar="X", help="beam search length penalty")
-    parser.add_argument("--no_repeat_ngram_size", type=int, metavar="N", help="forbid repeating n-grams (0: off)")
     parser.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI, help="PDF rasterisation resolution (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 or auto (default: bf16 where the GPU "
+                        "supports it, else float32)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    add_settings_arguments(parser, GenerationSettings, parser.add_argument_group(
+        "generation", "defaults: the model folder's saved settings, else the ones below"))
     return parser
 
 
@@ -91,9 +89,8 @@ def run(args) -> int:
     kind, names = _collect_inputs(args)
     if not args.model_path:
         raise InputError("no model: pass --model_path or set MODEL_PATH")
-    params = {"max_length": args.max_length, "num_beams": args.num_beams, "temperature": args.temperature,
-              "length_penalty": args.length_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size}
-    apply_generation_params(GenerationSettings(), **params)  # bounds are checked before the slow model load
+    # The folder's saved settings with the flags on top, checked before the slow model load.
+    settings = apply_flags(build_parser(), saved_generation_settings(args.model_path), args)
     texts = [_read_text(name) for name in names] if kind == "text" else None
 
     from transformers.utils import logging as hf_logging
@@ -103,7 +100,6 @@ def run(args) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=args.device, dtype=args.dtype)
-    settings = summarizer.generation_settings(**params)
     if kind == "text":
         documents = [summarizer.prepare_text(text) for text in texts]
     elif kind == "image":
@@ -115,16 +111,10 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # one clear line for the user, whatever failed (missing file, bad model, bad value)
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    from model.device import DeviceError
+    from model.source import ModelSourceError
+
+    return run_command(build_parser(), run, argv, (InputError, ModelSourceError, DeviceError, OSError))
 
 
 if __name__ == "__main__":

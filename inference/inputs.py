@@ -13,7 +13,8 @@ from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from config import ConfigError, GenerationSettings
+from config import ConfigError, GenerationSettings, apply_overrides
+from config.loading import field_type
 
 DEFAULT_PDF_DPI = 144  # the official PDF script's rasterisation resolution
 MIN_PDF_DPI, MAX_PDF_DPI = 36, 600
@@ -22,14 +23,20 @@ ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
 PdfSource = Union[str, Path, bytes, bytearray]
 
 
-# User-facing generation parameters -> GenerationSettings fields (the reference calls max_new_tokens max_length).
-GENERATION_PARAMS = {
-    "max_length": "max_new_tokens",
-    "num_beams": "num_beams",
-    "temperature": "temperature",
-    "length_penalty": "length_penalty",
-    "no_repeat_ngram_size": "no_repeat_ngram_size",
-}
+def _public_names() -> dict[str, str]:
+    """Per-request generation parameters: public name -> GenerationSettings field. The public name is the one the
+    reference README's infer flags and API use (`max_length` for max_new_tokens); the batch size is the server's
+    and the command's business, not a request's."""
+    infos = GenerationSettings.__pydantic_fields__
+    return {(_extra(infos[f.name]).get("public") or f.name): f.name
+            for f in dataclasses.fields(GenerationSettings) if f.name != "batch_size"}
+
+
+def _extra(info) -> dict:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+GENERATION_PARAMS = _public_names()
 
 
 class InputError(ValueError):
@@ -135,16 +142,25 @@ def decode_text(data: bytes) -> str:
 
 
 def apply_generation_params(base: GenerationSettings, **params) -> GenerationSettings:
-    """`base` with the given GENERATION_PARAMS (None: keep), validated by GenerationSettings' own bounds; a bad
-    value is an InputError naming the parameter as the caller spelled it."""
+    """`base` with the given GENERATION_PARAMS (None: keep), validated by GenerationSettings' own declaration; a
+    bad value is an InputError naming the parameter as the caller spelled it."""
     unknown = sorted(set(params) - set(GENERATION_PARAMS))
     if unknown:
         raise InputError(f"unknown generation parameter {unknown[0]!r} (known: {', '.join(GENERATION_PARAMS)})")
-    changes = {GENERATION_PARAMS[key]: value for key, value in params.items() if value is not None}
     try:
-        return dataclasses.replace(base, **changes)
+        return apply_overrides(base, {GENERATION_PARAMS[key]: value for key, value in params.items()})
     except ConfigError as err:
         message = str(err)
         for public, field_name in GENERATION_PARAMS.items():
             message = message.replace(f"config key '{field_name}'", f"'{public}'")
         raise InputError(message) from None
+
+
+def form_value(name: str, text: str):
+    """A multipart form field (always text) as the type its generation parameter is declared with."""
+    kind = field_type(GenerationSettings, GENERATION_PARAMS[name])
+    try:
+        return kind(text)
+    except ValueError:
+        raise InputError(f"form field '{name}' must be {'an integer' if kind is int else 'a number'}, "
+                         f"got {text[:40]!r}") from None

@@ -1,16 +1,27 @@
 """The OpenAPI 3 description of the API server, served at /openapi.json. Keep it in step with api_server.py:
-tests/inference/test_api.py checks that every route is described and every described path is served."""
+tests/inference/test_api.py checks that every route is described and every described path is served.
+
+The generation parameters' types, bounds and descriptions come from `GenerationSettings`' own declaration
+(pydantic's JSON schema), under their public names; their defaults are the served model folder's, so none
+are stated here.
+"""
 from __future__ import annotations
 
-from inference.inputs import DEFAULT_PDF_DPI, MAX_PDF_DPI, MIN_PDF_DPI
+from pydantic import TypeAdapter
 
-_GENERATION = {
-    "max_length": {"type": "integer", "minimum": 1, "maximum": 8192, "description": "maximum new tokens"},
-    "num_beams": {"type": "integer", "minimum": 1, "maximum": 16},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 5, "description": "0: greedy, above 0: sampling"},
-    "length_penalty": {"type": "number", "minimum": -5, "maximum": 5},
-    "no_repeat_ngram_size": {"type": "integer", "minimum": 0, "maximum": 100},
-}
+from config import GenerationSettings
+from inference.inputs import DEFAULT_PDF_DPI, GENERATION_PARAMS, MAX_PDF_DPI, MIN_PDF_DPI
+
+_SCHEMA_KEYS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "description")
+
+
+def _generation_properties() -> dict:
+    properties = TypeAdapter(GenerationSettings).json_schema()["properties"]
+    return {public: {key: value for key, value in properties[name].items() if key in _SCHEMA_KEYS}
+            for public, name in GENERATION_PARAMS.items()}
+
+
+_GENERATION = _generation_properties()
 _REQUEST_ID = {"X-Request-ID": {"description": "the request id, also in the body", "schema": {"type": "string"}}}
 
 

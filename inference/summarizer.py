@@ -14,8 +14,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from config import GenerationSettings, RenderConfig, load_run_settings
-from inference.backends import Document, OCRBackend, Seq2SeqBackend, is_seq2seq_folder
+from config import GenerationSettings, RenderConfig
+from inference.backends import Document, OCRBackend, Seq2SeqBackend
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     ImageSource,
@@ -26,6 +26,10 @@ from inference.inputs import (
     load_image,
     load_pdf,
 )
+from inference.model_settings import saved_settings
+from model.device import resolve_device, resolve_precision
+from model.source import resolve_model_source
+
 
 @dataclass
 class SummaryResult:
@@ -38,32 +42,6 @@ class SummaryResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def resolve_device(device=None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r} ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available")
-    return device
-
-
-def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        if device.type != "cuda":
-            return torch.float32  # half precision on CPU is slow and less accurate
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-             "float32": torch.float32, "fp32": torch.float32}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(names)} or auto")
-    return names[dtype]
 
 
 class DeepSeekSummarizer:
@@ -83,17 +61,18 @@ class DeepSeekSummarizer:
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None, **limits) -> "DeepSeekSummarizer":
-        """A folder written by this project's training (DeepSeek-OCR or seq2seq), the official checkpoint (hub id
-        or folder) or a preset. Device: CUDA if available, else CPU; dtype: bfloat16 on CUDA, float32 on CPU."""
+        """Any model source (model/source.py): a folder written by this project's training (DeepSeek-OCR or
+        seq2seq), an exported or official folder, a hub id, or a preset. Device: CUDA if available, else CPU;
+        dtype: a precision name (model/device.py), auto by default."""
         name = str(path_or_hub_id)
-        folder = Path(name)
+        source = resolve_model_source(name)
         device = resolve_device(device)
-        dtype = resolve_dtype(dtype, device)
-        render, generation = load_run_settings(folder)
-        if folder.is_dir() and is_seq2seq_folder(folder):
-            backend = Seq2SeqBackend.load(folder, device, dtype)
-        else:
+        dtype = resolve_precision(dtype, device)
+        render, generation = saved_settings(name)
+        if source.is_deepseek_ocr:
             backend = OCRBackend.load(name, render.mode, device, dtype)
+        else:
+            backend = Seq2SeqBackend.load(source.path or name, device, dtype)
         return cls(backend, render, generation, name, **limits)
 
     # ------------------------------------------------------------------------------------------ properties

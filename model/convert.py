@@ -20,8 +20,9 @@ from typing import Optional
 import torch
 from transformers import initialization
 
-from model.configuration import OFFICIAL_HUB_ID, TINY_PRESET, DeepseekOCRConfig
+from model.configuration import DeepseekOCRConfig
 from model.deep_encoder import convert_official_vision_state_dict
+from model.source import ModelSourceError, download, resolve_model_source
 
 _EXPERT_KEY = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _PLAIN_RENAMES = {
@@ -106,19 +107,6 @@ def _read_official_folder(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"])
-    except Exception as err:  # offline, unknown repo, missing auth: one clear line instead of a traceback
-        raise RuntimeError(
-            f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}); "
-            "pass a local folder holding its config.json and *.safetensors"
-        ) from None
-    return Path(path)
-
-
 @contextmanager
 def _default_dtype(dtype: torch.dtype):
     previous = torch.get_default_dtype()
@@ -147,35 +135,42 @@ def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"
     return model
 
 
+def model_config(name_or_path: str) -> DeepseekOCRConfig:
+    """The architecture of a DeepSeek-OCR source without reading weights; a hub id that is not a local folder
+    gets the real DeepSeek-OCR sizes (no download: fine-tunes of it share them)."""
+    source = resolve_model_source(name_or_path)
+    if source.kind == "preset":
+        return DeepseekOCRConfig.preset(source.name)
+    if source.kind == "project":
+        return DeepseekOCRConfig.from_pretrained(source.path)
+    if source.kind == "official":
+        return DeepseekOCRConfig.from_official_config(json.loads((source.path / "config.json").read_text()))
+    if source.kind == "hub":
+        return DeepseekOCRConfig()
+    raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
+
+
 def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa"):
-    """One entry point: "tiny-random" (seeded random init), a folder saved by this project's `save_pretrained`,
-    a folder with the official checkpoint, or the hub id "deepseek-ai/DeepSeek-OCR". Returns the model in eval mode."""
+    """One entry point for every DeepSeek-OCR source (model/source.py): a preset (seeded random init), a folder
+    saved by this project's `save_pretrained`, an official-layout folder, or a hub id. Returns the model in eval
+    mode; a source that is not DeepSeek-OCR is a ModelSourceError."""
     from model.modeling import DeepseekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
-    path = Path(name_or_path)
-    if name_or_path == TINY_PRESET:
-        config = DeepseekOCRConfig.preset(TINY_PRESET)
+    source = download(resolve_model_source(name_or_path), allow_patterns=["*.json", "*.safetensors"])
+    if source.kind == "preset":
+        config = DeepseekOCRConfig.preset(source.name)
         config._attn_implementation = attn_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the same tiny model in every process
             model = DeepseekOCRForConditionalGeneration(config).to(dtype)
-    elif path.is_dir() and _is_native(path):
+    elif source.kind == "project":
         model = DeepseekOCRForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation=attn_implementation)
-    elif path.is_dir():
-        model = load_official_folder(path, dtype, attn_implementation)
-    elif name_or_path == OFFICIAL_HUB_ID or re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
-        model = load_official_folder(_download(name_or_path), dtype, attn_implementation)
+            source.path, dtype=dtype, attn_implementation=attn_implementation)
+    elif source.kind == "official":
+        model = load_official_folder(source.path, dtype, attn_implementation)
     else:
-        raise FileNotFoundError(f"{name_or_path!r} is neither a preset ({TINY_PRESET!r}), a folder, nor a hub id")
+        raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
     if device is not None:
         model = model.to(device)
     return model.eval()
-
-
-def _is_native(folder: Path) -> bool:
-    config = folder / "config.json"
-    if not config.exists():
-        raise FileNotFoundError(f"{folder} has no config.json")
-    return json.loads(config.read_text()).get("model_type") == DeepseekOCRConfig.model_type

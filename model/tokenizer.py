@@ -93,18 +93,19 @@ def _has_tokenizer_files(folder: Path) -> bool:
 
 
 def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer of a model folder or hub id; the offline tokenizer for None, a preset or no tokenizer files."""
+    """The tokenizer of a model source (model/source.py): a folder's own tokenizer files where it has them, the
+    hub's for a hub id that is reachable or cached; otherwise (None, a preset, a folder without tokenizer files,
+    an unreachable hub id) the offline tokenizer, which has the same ids."""
+    from model.source import ModelSourceError, download, resolve_model_source
+
     if name_or_path is None:
         return build_offline_tokenizer()
-    folder = Path(name_or_path)
-    if folder.is_dir():
-        if _has_tokenizer_files(folder):
-            return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-        return build_offline_tokenizer()
-    if "/" not in name_or_path:  # a preset name such as "tiny-random"
-        return build_offline_tokenizer()
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
-    except OSError as error:  # offline and not cached: the offline tokenizer has the same ids
-        logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", name_or_path, error)
-        return build_offline_tokenizer()
+    source = resolve_model_source(name_or_path)
+    if source.kind == "hub":
+        try:
+            source = download(source, allow_patterns=["tokenizer*", "special_tokens_map.json", "*.json"])
+        except ModelSourceError as error:
+            logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", name_or_path, error)
+    if source.path is not None and _has_tokenizer_files(source.path):
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=False)
+    return build_offline_tokenizer()

@@ -21,14 +21,16 @@ def _cuda() -> bool:
 
 
 def precision_flags(mixed_precision: str) -> dict[str, bool]:
-    """bf16/fp16 flags: "auto" is bf16 on a CUDA device that supports it, float32 otherwise (CPU)."""
-    if mixed_precision == "auto":
-        import torch
+    """The Trainer's bf16/fp16 flags for a `mixed_precision` setting, by the one rule of model/device.py."""
+    import torch
 
-        return {"bf16": bool(_cuda() and torch.cuda.is_bf16_supported()), "fp16": False}
-    if mixed_precision == "fp16" and not _cuda():
-        raise ConfigError("config key 'mixed_precision' is 'fp16', which needs a CUDA GPU; use 'auto' or 'no'")
-    return {"bf16": mixed_precision == "bf16", "fp16": mixed_precision == "fp16"}
+    from model.device import resolve_precision
+
+    try:
+        dtype = resolve_precision(mixed_precision, "cuda" if _cuda() else "cpu")
+    except ValueError as err:
+        raise ConfigError(f"config key 'mixed_precision': {err}") from None
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **overrides: Any) -> Seq2SeqTrainingArguments:
@@ -66,9 +68,10 @@ def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **override
         hub_model_id=cfg.hub_model_id,
         hub_private_repo=cfg.hub_private,
         # The DeepSeek collator needs `images`/`render`, which the model's forward does not name.
-        remove_unused_columns=not cfg.use_deepseek_ocr,
-        # The seq2seq baseline scores ROUGE on generated text; DeepSeek's trainer generates in its own evaluate.
-        predict_with_generate=not cfg.use_deepseek_ocr,
+        remove_unused_columns=cfg.task != "deepseek-ocr",
+        # The seq2seq baseline scores ROUGE on generated text; DeepSeek-OCR's evaluation reports the loss only
+        # (ROUGE for it comes from evaluation.generate + evaluation.evaluate).
+        predict_with_generate=cfg.task != "deepseek-ocr",
         # Throughput counts real tokens; for DeepSeek the image placeholders are part of input_ids.
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=_cuda(),

@@ -7,7 +7,6 @@ format that inference loads directly.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -19,7 +18,8 @@ from peft.tuners.lora import LoraLayer
 from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
-from model.convert import load_model
+from model.convert import load_model, model_config
+from model.device import PRECISIONS
 from model.image_processing import DeepseekOCRImageProcessor
 from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
@@ -31,13 +31,6 @@ from training.vision_cache import VisionFeatureCache
 # Disk cache location: outside output_dir, which is saved and may be pushed to the hub.
 VISION_CACHE_ENV = "DEEPSEEK_OCR_VISION_CACHE"
 DEFAULT_VISION_CACHE_DIR = Path.home() / ".cache" / "deepseek-ocr-summarizer" / "vision-features"
-
-
-def half_dtype(mixed_precision: str, cuda: bool) -> Optional[torch.dtype]:
-    """The 16-bit compute dtype for a `mixed_precision` setting, or None for float32 ("auto": bf16 on CUDA)."""
-    if mixed_precision == "auto":
-        return torch.bfloat16 if cuda else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}[mixed_precision]
 
 
 def add_lora_adapters(model, lora: LoraConfig) -> None:
@@ -115,13 +108,13 @@ class DeepSeekOCRTrainer(Trainer):
                     args: Optional[TrainingArguments] = None, callbacks=None,
                     compute_metrics=None) -> "DeepSeekOCRTrainer":
         args = args or training_arguments(cfg, evaluate=eval_dataset is not None)
-        cuda = torch.cuda.is_available() and not args.use_cpu
-        half = half_dtype(cfg.mixed_precision, cuda)
+        # One precision rule (model/device.py, applied by training_arguments): frozen weights in the Trainer's
+        # 16-bit dtype, if any.
+        half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         # Records carry text, not model inputs: the Trainer must not drop their columns. Without metrics,
         # evaluation keeps only the loss instead of gathering [batch, length, 129k] logits.
         args = dataclasses.replace(
-            args, remove_unused_columns=False, bf16=half == torch.bfloat16, fp16=half == torch.float16,
-            prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
+            args, remove_unused_columns=False, prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
         model = build_model(cfg, half)
         processor = DeepseekOCRProcessor(load_tokenizer(cfg.model_name),
@@ -196,21 +189,6 @@ class DeepSeekOCRTrainer(Trainer):
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
 
-def _architecture(model_name: str):
-    """The config of `model_name` without loading weights: preset, saved folder, or the real architecture."""
-    from model.configuration import TINY_PRESET, DeepseekOCRConfig
-
-    folder = Path(model_name)
-    if model_name == TINY_PRESET:
-        return DeepseekOCRConfig.preset(TINY_PRESET)
-    if (folder / "config.json").is_file():
-        data = json.loads((folder / "config.json").read_text())
-        if data.get("model_type") == DeepseekOCRConfig.model_type:
-            return DeepseekOCRConfig.from_pretrained(folder)
-        return DeepseekOCRConfig.from_official_config(data)
-    return DeepseekOCRConfig()  # the hub id (or a fine-tune of it): the real DeepSeek-OCR sizes
-
-
 def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:8.2f}"
 
@@ -223,11 +201,11 @@ def dry_run_report(cfg: TrainingConfig) -> str:
     from model.modeling import DeepseekOCRForConditionalGeneration
 
     # The estimate is for the GPU run: "auto" means bf16 there.
-    dtype = half_dtype(cfg.mixed_precision, cuda=True) or torch.float32
+    dtype = PRECISIONS.get(cfg.mixed_precision, torch.bfloat16)
     rows, counts = [], None
     for lora in (False, True):
         with torch.device("meta"), initialization.no_init_weights():
-            model = DeepseekOCRForConditionalGeneration(_architecture(cfg.model_name))
+            model = DeepseekOCRForConditionalGeneration(model_config(cfg.model_name))
         freeze_vision_encoder(model, train_projector=cfg.train_projector)
         if lora:
             add_lora_adapters(model, cfg.lora)

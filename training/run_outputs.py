@@ -109,14 +109,22 @@ def _data_line(cfg: TrainingConfig, counts: dict[str, int]) -> str:
     return f"{source}: {counts.get('train', 0)} training and {counts.get('val', 0)} validation records"
 
 
+def _metrics_line(ocr: bool) -> str:
+    if ocr:
+        return ("Final evaluation on the validation records (cross-entropy loss; ROUGE comes from "
+                "`python -m evaluation.generate` and `python -m evaluation.evaluate`):")
+    return "Final evaluation on the validation records (ROUGE F1 x100, decoding with `generation_settings.json`):"
+
+
 def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, int],
                      metrics: dict[str, Any]) -> Path:
     """README.md: what was trained on what, the final metrics, intended use and how to load the folder."""
     folder = Path(folder)
-    kind = "DeepSeek-OCR (page images → summary)" if cfg.use_deepseek_ocr else "seq2seq baseline (text → summary)"
+    ocr = cfg.task == "deepseek-ocr"
+    kind = "DeepSeek-OCR (page images → summary)" if ocr else "seq2seq baseline (text → summary)"
     base = "" if Path(cfg.model_name).exists() else f"base_model: {cfg.model_name}\n"
     load = f"`python -m inference.infer --model_path {folder} --input_file article.txt`"
-    if not cfg.use_deepseek_ocr:
+    if not ocr:
         load += (" or, in Python:\n\n```python\nfrom transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
                  f"tokenizer = AutoTokenizer.from_pretrained(\"{folder}\")\n"
                  f"model = AutoModelForSeq2SeqLM.from_pretrained(\"{folder}\")\n```\n")
@@ -124,7 +132,7 @@ def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, 
     text = f"""---
 {base}library_name: transformers
 pipeline_tag: summarization
-tags: [summarization{', deepseek-ocr' if cfg.use_deepseek_ocr else ''}]
+tags: [summarization{', deepseek-ocr' if ocr else ''}]
 ---
 
 # {cfg.hub_model_id or folder.name}
@@ -137,7 +145,7 @@ A {kind} summarizer fine-tuned from `{cfg.model_name}` with `python -m training.
 
 ## Metrics
 
-Final evaluation on the validation records (ROUGE F1 x100, decoding with `generation_settings.json`):
+{_metrics_line(ocr)}
 
 ```json
 {json.dumps(shown, indent=2)}
@@ -147,7 +155,7 @@ Loss curves: `{PLOT_FILE}`.
 
 ## Intended use
 
-Abstractive summaries of documents like the training data ({'rendered as page images' if cfg.use_deepseek_ocr
+Abstractive summaries of documents like the training data ({'rendered as page images' if ocr
 else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
 
 ## How to load

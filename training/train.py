@@ -1,4 +1,5 @@
-"""The train CLI: DeepSeek-OCR on page images (`--use-deepseek-ocr`) or a seq2seq baseline on the text.
+"""The train CLI: DeepSeek-OCR on page images (task deepseek-ocr, the default for DeepSeek-OCR models; the
+reference README spells it `--use-deepseek-ocr`) or a seq2seq baseline on the text (task seq2seq).
 
     python -m training.train --use-deepseek-ocr --train prepared_data/train.jsonl --val prepared_data/val.jsonl
     python -m training.train --train prepared_data/train.jsonl --model-name facebook/bart-base --output ./baseline
@@ -17,100 +18,61 @@ from pathlib import Path
 from typing import Any, Optional
 
 from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
+from config.cli import Parser, add_settings_arguments, apply_flags, first_line, run_command
+from model.device import DeviceError
+from model.source import ModelSourceError, resolve_model_source
 
-DEFAULT_MODEL = TrainingConfig().model_name
 # transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
 # setting wins, otherwise each run logs under <output>/runs.
 USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
-# CLI flag destination -> dotted config key; None values (flags not given) leave the config file's value.
-FLAG_KEYS = {
-    "use_deepseek_ocr": "use_deepseek_ocr", "model_name": "model_name", "lora": "lora.enabled",
-    "train_projector": "train_projector", "mode": "render.mode", "vision_cache": "vision_cache",
-    "train": "train_file", "val": "val_file", "hf_dataset": "hf_dataset", "hf_train_split": "hf_train_split",
-    "hf_val_split": "hf_val_split", "max_train_samples": "max_train_samples", "max_eval_samples": "max_eval_samples",
-    "output": "output_dir", "batch_size": "batch_size", "num_epochs": "num_epochs", "max_steps": "max_steps",
-    "learning_rate": "optimizer.learning_rate", "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "eval_steps": "eval_steps", "seed": "seed", "report_to": "report_to", "push_to_hub": "push_to_hub",
-    "hub_model_id": "hub_model_id",
-}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2, like every other bad input
-        self.exit(2, f"{self.prog}: error: {message}\n")
+class HubError(RuntimeError):
+    """A hub step (creating the repository, uploading) that failed; the message names the step."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m training.train", description="Fine-tune DeepSeek-OCR (or a seq2seq "
-                     "baseline) to summarize documents. Flags override the --config file.")
-    flag = {"action": "store_true", "default": None}  # None: not given, keep the config's value
-    model = parser.add_argument_group("model")
-    model.add_argument("--use-deepseek-ocr", **flag, help="train DeepSeek-OCR on page images (default: the "
-                       "seq2seq baseline on the text)")
-    model.add_argument("--model-name", metavar="ID_OR_PATH", help=f"hub id or local folder (default: {DEFAULT_MODEL})")
-    model.add_argument("--config", metavar="FILE", help="JSON training config (README format)")
-    model.add_argument("--lora", **flag, help="DeepSeek-OCR: train LoRA adapters instead of the full decoder")
-    model.add_argument("--train-projector", **flag, help="DeepSeek-OCR: also train the vision projector")
-    model.add_argument("--mode", help="DeepSeek-OCR render mode: tiny, small, base, large, gundam or page")
-    model.add_argument("--vision-cache", choices=["none", "memory", "disk"],
-                       help="DeepSeek-OCR: cache frozen-encoder outputs (default: none)")
-    data = parser.add_argument_group("data")
-    data.add_argument("--train", metavar="FILE", help="prepared training JSONL (python -m data.prepare_datasets)")
-    data.add_argument("--val", metavar="FILE", help="prepared validation JSONL")
-    data.add_argument("--hf-dataset", metavar="ID", help="hub dataset instead of local files (streamed)")
-    data.add_argument("--hf-train-split", metavar="SPLIT", help="hub training split (default: train)")
-    data.add_argument("--hf-val-split", metavar="SPLIT", help="hub validation split (default: validation)")
-    data.add_argument("--max-train-samples", type=int, metavar="N", help="use at most N training records")
-    data.add_argument("--max-eval-samples", type=int, metavar="N", help="use at most N validation records")
-    run = parser.add_argument_group("training run")
-    run.add_argument("--output", metavar="DIR", help="output folder (default: ./deepseek-summarizer)")
-    run.add_argument("--batch-size", type=int, metavar="N", help="per-device batch size")
-    run.add_argument("--num-epochs", type=int, metavar="N")
-    run.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps; overrides --num-epochs")
-    run.add_argument("--learning-rate", type=float, metavar="LR")
-    run.add_argument("--gradient-accumulation-steps", type=int, metavar="N")
-    run.add_argument("--eval-steps", type=int, metavar="N", help="evaluate every N steps (default: every epoch)")
-    run.add_argument("--seed", type=int)
-    run.add_argument("--report-to", metavar="TRACKER", help="tensorboard (default), wandb, ... or none")
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m training.train", description="Fine-tune DeepSeek-OCR (page images -> "
+                    "summary) or a seq2seq baseline (text -> summary). Flags override the --config file; every "
+                    "setting of the JSON format has a flag.")
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", metavar="FILE", help="JSON training config (README format)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                      help="continue from the latest complete checkpoint in --output, or from CHECKPOINT")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
     run.add_argument("--dry-run", action="store_true", help="check config, data and model, then stop")
-    hub = parser.add_argument_group("hugging face hub")
-    hub.add_argument("--push-to-hub", **flag, help="upload checkpoints and the final model")
-    hub.add_argument("--hub-model-id", metavar="USER/NAME")
-    hub.add_argument("--hub-token", metavar="TOKEN", help="write token (default: $HF_TOKEN); never saved")
+    run.add_argument("--hub-token", metavar="TOKEN", help="hub write token (default: $HF_TOKEN); never saved")
+    add_settings_arguments(parser, TrainingConfig)
     return parser
 
 
+def resolve_task(cfg: TrainingConfig) -> TrainingConfig:
+    """`cfg` with its task decided: as given, else from the model (DeepSeek-OCR models -> deepseek-ocr)."""
+    source = resolve_model_source(cfg.model_name)
+    task = cfg.task or ("deepseek-ocr" if source.is_deepseek_ocr else "seq2seq")
+    if task == "seq2seq" and source.is_deepseek_ocr:
+        raise ConfigError(f"{cfg.model_name} is a DeepSeek-OCR model: it trains with task deepseek-ocr; the seq2seq "
+                          "baseline needs a seq2seq model such as facebook/bart-base")
+    if task == "deepseek-ocr" and not source.is_deepseek_ocr:
+        raise ConfigError(f"{cfg.model_name} is not a DeepSeek-OCR model; use task seq2seq for it, or a DeepSeek-OCR "
+                          "model (deepseek-ai/DeepSeek-OCR, tiny-random, a folder trained here)")
+    return apply_overrides(cfg, {"task": task})
+
+
 def resolve_config(args: argparse.Namespace) -> TrainingConfig:
-    """The config file (or defaults) with the given flags on top, validated."""
+    """The config file (or defaults) with the given flags on top, validated, its task decided."""
     cfg = load_json(TrainingConfig, args.config) if args.config else TrainingConfig()
-    return apply_overrides(cfg, {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()})
-
-
-def _check_choices(cfg: TrainingConfig) -> None:
-    if not cfg.use_deepseek_ocr and cfg.model_name == DEFAULT_MODEL:
-        raise ConfigError(f"{DEFAULT_MODEL} needs --use-deepseek-ocr; the seq2seq baseline needs a seq2seq "
-                          "--model-name such as facebook/bart-base")
-    for key in ("max_train_samples", "max_eval_samples"):
-        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
-            raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")
+    return resolve_task(apply_flags(build_parser(), cfg, args))
 
 
 def build_trainer(cfg: TrainingConfig, train: list[dict], val: list[dict], callbacks: list) -> Any:
     from training.arguments import training_arguments
 
     args = training_arguments(cfg, evaluate=bool(val))
-    if cfg.use_deepseek_ocr:
+    if cfg.task == "deepseek-ocr":
         from training.deepseek_trainer import DeepSeekOCRTrainer
-        from training.trainer import ModelLoadError
 
-        try:
-            return DeepSeekOCRTrainer.from_config(cfg, train, val or None, args=args, callbacks=callbacks)
-        except OSError as err:  # hub/offline/missing-folder failures of from_pretrained
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ModelLoadError(f"cannot load DeepSeek-OCR model {cfg.model_name!r}: {first}") from None
+        return DeepSeekOCRTrainer.from_config(cfg, train, val or None, args=args, callbacks=callbacks)
     from training.trainer import SummarizationTrainer
 
     return SummarizationTrainer.from_config(cfg, train, val or None, args=args, callbacks=callbacks)
@@ -118,7 +80,7 @@ def build_trainer(cfg: TrainingConfig, train: list[dict], val: list[dict], callb
 
 def dry_run(cfg: TrainingConfig, train: list[dict], val: list[dict]) -> None:
     print(f"configuration ok: {len(train)} training and {len(val)} validation records, output {cfg.output_dir}")
-    if cfg.use_deepseek_ocr:
+    if cfg.task == "deepseek-ocr":
         from training.deepseek_trainer import dry_run_report
 
         print(dry_run_report(cfg))
@@ -150,19 +112,32 @@ def finish(trainer: Any, cfg: TrainingConfig, counts: dict[str, int], metrics: d
     if cfg.push_to_hub:
         from huggingface_hub import HfApi
 
-        # Our own upload, not Trainer.push_to_hub, which would replace the model card with its generic one.
-        HfApi().upload_folder(repo_id=cfg.hub_model_id, folder_path=str(out), commit_message="final model",
-                              ignore_patterns=["checkpoint-*", "_*"])
+        try:
+            # Our own upload, not Trainer.push_to_hub, which would replace the model card with its generic one.
+            HfApi().upload_folder(repo_id=cfg.hub_model_id, folder_path=str(out), commit_message="final model",
+                                  ignore_patterns=["checkpoint-*", "_*"])
+        except Exception as err:  # the trained folder is complete on disk; only the upload is missing
+            raise HubError(f"uploading {out} to the hub repository {cfg.hub_model_id!r} failed: {first_line(err)}; "
+                           "the model is saved locally") from None
         print(f"pushed to https://huggingface.co/{cfg.hub_model_id}", flush=True)
 
 
-def run(args: argparse.Namespace) -> Optional[Any]:
-    """Train as `args` say; returns the trainer (None for --dry-run)."""
+def create_hub_repo(cfg: TrainingConfig) -> None:
+    """Created before training, so a hub problem (offline, no token, no rights) stops the run at once, named."""
+    from huggingface_hub import create_repo
+
+    try:
+        create_repo(cfg.hub_model_id, private=cfg.hub_private, exist_ok=True)
+    except Exception as err:
+        raise HubError(f"creating the hub repository {cfg.hub_model_id!r} failed: {first_line(err)}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train as `args` say."""
     from training.data import load_training_records
     from training.run_outputs import prepare_output_dir, resolve_checkpoint
 
     cfg = resolve_config(args)
-    _check_choices(cfg)
     token = args.hub_token or os.environ.get("HF_TOKEN")
     if token:
         # The hub client reads it from here; it never enters the Trainer's arguments, which are pickled.
@@ -170,8 +145,10 @@ def run(args: argparse.Namespace) -> Optional[Any]:
     train, val = load_training_records(cfg, token)
     if args.dry_run:
         dry_run(cfg, train, val)
-        return None
+        return
     prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
+    if cfg.push_to_hub:
+        create_hub_repo(cfg)
     checkpoint = resolve_checkpoint(cfg.output_dir, args.resume) if args.resume else None
     if args.resume and checkpoint is None:
         print(f"no complete checkpoint in {cfg.output_dir} yet: starting from the beginning", flush=True)
@@ -193,31 +170,20 @@ def run(args: argparse.Namespace) -> Optional[Any]:
     if trainer.is_world_process_zero():
         trainer.save_state()
         finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
-    return trainer
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (config, data, model name, output folder): reported as one line."""
+    """Errors caused by input (config, data, model name, output folder, hub access): reported as one line."""
     from data.dataset_loader import DatasetError
     from training.data import TrainDataError
     from training.run_outputs import OutputDirError
+    from training.trainer import ModelLoadError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, DatasetError, TrainDataError, OutputDirError)
-    if "training.trainer" in sys.modules:
-        errors += (sys.modules["training.trainer"].ModelLoadError,)
-    return errors
+    return DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except Exception as err:
-        if not isinstance(err, user_errors()):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), run, argv, user_errors())
 
 
 if __name__ == "__main__":

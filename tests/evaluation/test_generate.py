@@ -59,7 +59,7 @@ def test_other_settings_refuse_to_mix(tiny_model_dir, data_file, tmp_path):
     out = tmp_path / "pred.jsonl"
     base = [str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu"]
     assert main(base + ["--max-new-tokens", "4", "--max-samples", "1"]) == 0
-    assert main(base + ["--max-new-tokens", "5"]) == 1
+    assert main(base + ["--max-new-tokens", "5"]) == 2
     assert main(base + ["--max-new-tokens", "5", "--overwrite", "--max-samples", "1"]) == 0
 
 
@@ -74,4 +74,4 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "evaluation.generate", str(bad), "--model", "tiny-random",
                            "--output", str(tmp_path / "p.jsonl"), "--num-beams", "0"],
                           cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "num_beams" in proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "num-beams" in proc.stderr

@@ -9,8 +9,7 @@ import pysbd
 import pytest
 from rouge_score import rouge_scorer
 
-from evaluation.metrics import (ROUGE_TYPES, bootstrap_intervals, compression_stats, evaluate_pairs, lead_n,
-                                length_stats)
+from evaluation.metrics import ROUGE_TYPES, bootstrap_intervals, compression_stats, evaluate_pairs, lead_n, length_stats
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "bundled" / "scitldr-a" / "test.jsonl"
 SEGMENTER = pysbd.Segmenter(language="en", clean=False)

@@ -1,9 +1,9 @@
 """The API app through Flask's test client: reference requests, every bad input as a 4xx JSON error, auth,
 request ids, batching of concurrent requests, the OpenAPI description, and errors that must not leak."""
 import io
+import struct
 import threading
 import time
-import struct
 import zlib
 
 import pytest

@@ -45,33 +45,33 @@ def set_stdin(monkeypatch, data: bytes, tty: bool = False):
     monkeypatch.setattr(sys, "stdin", stream)
 
 
-def test_text_file_json_output(patched, article, capsys, summarizer):
-    code = infer.main(["--model_path", "m", "--input_file", str(article), "--max_length", "3", "--json",
+def test_text_file_json_output(patched, article, capsys, summarizer, tiny_model_dir):
+    code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "3", "--json",
                        "--device", "cpu"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and patched == [("m", "cpu", None)]
+    assert code == 0 and patched == [(str(tiny_model_dir), "cpu", None)]
     assert out["input"] == str(article) and out["pages"] == 1 and out["vision_tokens"] == 64
     assert out["summary"] == summarizer.summarize_text(ARTICLE, max_length=3).summary
 
 
 @pytest.mark.parametrize("argv", [["-"], []], ids=["dash", "piped"])
-def test_text_from_stdin(patched, monkeypatch, capsys, argv):
+def test_text_from_stdin(patched, monkeypatch, capsys, argv, tiny_model_dir):
     set_stdin(monkeypatch, ARTICLE.encode())
-    assert infer.main(["--model_path", "m", "--max_length", "2", *argv]) == 0
+    assert infer.main(["--model_path", str(tiny_model_dir), "--max_length", "2", *argv]) == 0
     assert capsys.readouterr().out.strip()
 
 
-def test_images_and_pdf(patched, tmp_path, capsys):
+def test_images_and_pdf(patched, tmp_path, capsys, tiny_model_dir):
     images = []
     for index, fmt in enumerate(["PNG", "JPEG"]):
         images.append(tmp_path / f"page{index}.{fmt.lower()}")
         Image.new("RGB", (120, 90), "white").save(images[-1], format=fmt)
-    assert infer.main(["--model_path", "m", "--image_path", *map(str, images), "--max_length", "2"]) == 0
+    assert infer.main(["--model_path", str(tiny_model_dir), "--image_path", *map(str, images), "--max_length", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("== ") == 2 and str(images[1]) in out
     pdf = tmp_path / "doc.pdf"
     Image.new("RGB", (100, 60), "white").save(pdf, resolution=72)
-    assert infer.main(["--model_path", "m", "--pdf_path", str(pdf), "--dpi", "72", "--json", "--max_length", "2"]) == 0
+    assert infer.main(["--model_path", str(tiny_model_dir), "--pdf_path", str(pdf), "--dpi", "72", "--json", "--max_length", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["pages"] == 1
 
 
@@ -81,32 +81,40 @@ def test_images_and_pdf(patched, tmp_path, capsys):
     (["--pdf_path", "missing.pdf"], "pdf file not found: missing.pdf"),
     (["--input_file", "{bad_text}"], "not valid UTF-8"),
     (["--image_path", "{bad_image}"], "not a readable image"),
-    (["--input_file", "{article}", "--max_length", "0"], "'max_length' is out of range"),
-    (["--input_file", "{article}", "--num_beams", "99"], "'num_beams' is out of range"),
+    (["--input_file", "{article}", "--max_length", "0"], "argument --max_new_tokens/--max_length: input should be greater than or equal to 1, got 0"),
+    (["--input_file", "{article}", "--num_beams", "99"], "argument --num_beams: input should be less than or equal to 16, got 99"),
 ])
-def test_input_errors_are_one_line(patched, tmp_path, article, capsys, argv, message):
+def test_input_errors_are_one_line(patched, tmp_path, article, capsys, argv, message, tiny_model_dir):
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait")
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     paths = {"bad_text": tmp_path / "bad.txt", "bad_image": tmp_path / "bad.png", "article": article}
     argv = [a.format(**paths) for a in argv]
-    assert infer.main(["--model_path", "m", *argv]) == 1
+    assert infer.main(["--model_path", str(tiny_model_dir), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_no_model_and_no_input(monkeypatch, article, capsys):
+def test_no_model_and_no_input(monkeypatch, article, capsys, tiny_model_dir):
     monkeypatch.delenv("MODEL_PATH", raising=False)
-    assert infer.main(["--input_file", str(article)]) == 1
+    assert infer.main(["--input_file", str(article)]) == 2
     assert "no model" in capsys.readouterr().err
     set_stdin(monkeypatch, b"", tty=True)
-    assert infer.main(["--model_path", "m"]) == 1
+    assert infer.main(["--model_path", str(tiny_model_dir)]) == 2
     assert "no input" in capsys.readouterr().err
 
 
-def test_unloadable_model_is_one_line(tmp_path, article, capsys):
-    assert infer.main(["--model_path", str(tmp_path / "nowhere"), "--input_file", str(article)]) == 1
+@pytest.mark.parametrize("name, message", [
+    ("{tmp}/nowhere", "model folder not found: {tmp}/nowhere"),
+    ("./nonexistent", "model folder not found: ./nonexistent"),  # a path, not a hub id to download
+    ("{article}", "is a file; pass the model folder"),
+    ("{tmp}", "is not a model folder: it has no config.json"),
+    ("no-such-preset", "is neither a preset (tiny-random), an existing folder, nor a hub id"),
+])
+def test_unloadable_model_is_one_line(tmp_path, article, capsys, name, message):
+    name, message = (text.format(tmp=tmp_path, article=article) for text in (name, message))
+    assert infer.main(["--model_path", name, "--input_file", str(article)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
 def test_readme_command_in_a_subprocess(tiny_model_dir, article):
@@ -118,4 +126,4 @@ def test_readme_command_in_a_subprocess(tiny_model_dir, article):
     assert done.stdout.strip() and "Traceback" not in done.stderr
     missing = subprocess.run(command[:5] + ["--image_path", "nope.png"], capture_output=True, text=True, env=env,
                              cwd=ROOT, timeout=120)
-    assert missing.returncode == 1 and missing.stderr == "error: image file not found: nope.png\n"
+    assert missing.returncode == 2 and missing.stderr == "error: image file not found: nope.png\n"

@@ -36,7 +36,8 @@ def test_readme_commands_parse(command):
     for flag, key in named.items():
         if flag in words:
             assert getattr(cfg, key) == words[words.index(flag) + 1]
-    assert cfg.use_deepseek_ocr == ("--use-deepseek-ocr" in words)
+    # The task follows the model unless the seed's --use-deepseek-ocr names it: only the BART command is seq2seq.
+    assert cfg.task == ("seq2seq" if "facebook/bart-base" in words else "deepseek-ocr")
     assert cfg.push_to_hub == ("--push-to-hub" in words)
     if "--batch-size" in words:
         assert cfg.batch_size == int(words[words.index("--batch-size") + 1])
@@ -56,7 +57,7 @@ def test_every_flag_overrides_the_config_file(tmp_path):
         (1e-4, "tiny", 10, 3)
     assert build_parser().parse_args(["--resume"]).resume == "latest"
     help_text = build_parser().format_help()
-    for group in ("model:", "data:", "training run:", "hugging face hub:"):
+    for group in ("run:", "optimizer settings:", "lora settings:", "render settings:", "generation settings:"):
         assert group in help_text
 
 
@@ -97,8 +98,10 @@ def _write(path: Path, records: list[dict]) -> Path:
     ("no_summary", "record has no 'summary'"),
     ("unknown_model", "cannot load seq2seq model"),
     ("unknown_key", "unknown config key 'optimizer.learning_rat'"),
-    ("batch_zero", "'batch_size' must be at least 1"),
-    ("deepseek_name_for_baseline", "needs --use-deepseek-ocr"),
+    ("batch_zero", "config key 'batch_size': input should be greater than or equal to 1, got 0"),
+    ("deepseek_model_as_seq2seq", "is a DeepSeek-OCR model: it trains with task deepseek-ocr"),
+    ("deepseek_hub_offline", "'deepseek-ai/DeepSeek-OCR' is not available offline"),
+    ("missing_model_folder", "model folder not found"),
 ])
 def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, tiny_config, capsys):
     train = str(prepared / "train.jsonl")
@@ -117,11 +120,17 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, ti
         argv += ["--config", str(config)]
     elif case == "batch_zero":
         argv += ["--batch-size", "0"]
-    elif case == "deepseek_name_for_baseline":
-        argv = argv[:2] + argv[4:]
+    elif case == "deepseek_model_as_seq2seq":
+        argv = argv[:2] + argv[4:] + ["--task", "seq2seq"]
+    elif case == "deepseek_hub_offline":  # the README's first train command, offline (as CI runs)
+        argv = argv[:2] + argv[4:] + ["--use-deepseek-ocr", "--model-name", "deepseek-ai/DeepSeek-OCR"]
+    elif case == "missing_model_folder":
+        argv[3] = str(tmp_path / "no-such-folder")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    if case == "deepseek_hub_offline":
+        assert "tiny-random" in err[0]
     assert not (tmp_path / "o").exists()
 
 

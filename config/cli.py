@@ -1,0 +1,176 @@
+"""Command-line flags generated from the configuration dataclasses, and the one way every command ends.
+
+A setting declared as a field (config/settings.py) becomes a flag of each command that takes its dataclass:
+its name with dashes (nested fields prefixed by their group: `--lora-r`), or the spelling in its `flags`
+extra; its type, choices and help come from the declaration. Unset flags are None, so a flag overrides the
+JSON config or the model folder's saved settings only when given.
+
+Why not `HfArgumentParser` or `jsonargparse`: the first has no nested dataclasses, the second spells nested
+keys `--optimizer.learning_rate`; the reference README's flags (`--learning-rate`, `--train`, `--model_path`)
+need per-field spellings either way. This module is the small part no library does: read the declaration,
+make argparse flags.
+
+Both spellings of a flag work everywhere (`--max-new-tokens` and `--max_new_tokens`); `--help` shows the
+command's own. Bad input ends with one `error:` line and exit status 2, whatever the command.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
+
+from config.loading import ConfigError, apply_overrides
+
+T = TypeVar("T")
+
+USAGE_ERROR = 2  # exit status of every bad input: flags, config, paths, data
+INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) and both `-`/`_` spellings of every long flag."""
+
+    def __init__(self, *args, underscores: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.underscores = underscores  # how this command spells its flags (the reference infer CLI: --model_path)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+    def flag(self, name: str) -> str:
+        """`--some-name` in this command's spelling."""
+        return "--" + (name.replace("-", "_") if self.underscores else name.replace("_", "-"))
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        known = {option for action in self._actions for option in action.option_strings}
+        return super().parse_known_args([_spelled(arg, known) for arg in args], namespace)
+
+
+def _spelled(arg: str, known: set[str]) -> str:
+    if not arg.startswith("--") or arg == "--":
+        return arg
+    name, eq, value = arg.partition("=")
+    if name not in known:
+        for other in (name.replace("_", "-"), "--" + name[2:].replace("-", "_")):
+            if other in known:
+                return other + eq + value
+    return arg
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) with Annotated[...] and Optional[...] removed."""
+    optional = False
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = optional or len(options) < len(typing.get_args(tp))
+            tp = options[0]
+        else:
+            return tp, optional
+
+
+def _fields(cls: type) -> Iterator[tuple[str, Any, Any]]:
+    """(name, type, pydantic FieldInfo) of a settings dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    infos = cls.__pydantic_fields__
+    for f in dataclasses.fields(cls):
+        yield f.name, hints[f.name], infos[f.name]
+
+
+def _extra(info) -> dict:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def _default_text(info) -> str:
+    default = info.get_default(call_default_factory=True)
+    return "" if default is None else f" (default: {default})"
+
+
+def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True,
+                           skip: tuple[str, ...] = ()) -> None:
+    """Flags for every field of `cls` (recursively), with dotted config keys as destinations."""
+    target = group or parser
+    for name, tp, info in _fields(cls):
+        key = prefix + name
+        if key in skip:
+            continue
+        inner, _ = _unwrap(tp)
+        if dataclasses.is_dataclass(inner):
+            sub = parser.add_argument_group(f"{name} settings")
+            add_settings_arguments(parser, inner, sub, f"{key}.", top=False, skip=skip)
+            continue
+        extra = _extra(info)
+        if extra.get("flags"):
+            flags = [parser.flag(f[2:]) for f in extra["flags"]]
+        else:
+            flags = [parser.flag(key.replace(".", "-"))]
+            if top and extra.get("public"):
+                flags.append(parser.flag(extra["public"]))
+        kwargs: dict[str, Any] = {"dest": key, "default": None, "help": (info.description or "") + _default_text(info)}
+        if typing.get_origin(inner) is Literal:
+            kwargs.update(choices=list(typing.get_args(inner)))
+        elif inner is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(inner) is list:
+            kwargs.update(nargs="+", type=_unwrap(typing.get_args(inner)[0])[0], metavar="NAME")
+        else:
+            kwargs.update(type=inner, metavar=extra.get("metavar") or {int: "N", float: "X"}.get(inner, "VALUE"))
+        target.add_argument(*flags, **kwargs)
+        for switch, value in extra.get("switches", {}).items():
+            target.add_argument(parser.flag(switch[2:]), dest=key, action="store_const", const=value,
+                                help=f"same as {flags[0]} {value}")
+
+
+def settings_overrides(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of the settings flags that were given (for `apply_overrides`)."""
+    values = {}
+    for name, tp, _ in _fields(cls):
+        inner, _ = _unwrap(tp)
+        if dataclasses.is_dataclass(inner):
+            values.update(settings_overrides(args, inner, f"{prefix}{name}."))
+        elif getattr(args, prefix + name, None) is not None:
+            values[prefix + name] = getattr(args, prefix + name)
+    return values
+
+
+def apply_flags(parser: argparse.ArgumentParser, base: T, args: argparse.Namespace) -> T:
+    """`base` (a config file's values, a model folder's saved settings) with the given flags on top; a bad value
+    is reported under the flag's name."""
+    try:
+        return apply_overrides(base, settings_overrides(args, type(base)))
+    except ConfigError as err:
+        message = str(err)
+        for action in parser._actions:
+            if action.option_strings:
+                message = message.replace(f"config key '{action.dest}'", "argument " + "/".join(action.option_strings))
+        raise ConfigError(message) from None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int]], argv=None,
+                user_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Parse, run, and turn the errors a user can fix into one `error:` line and exit status 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return run(args) or 0
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; re-running the same command resumes where that is possible",
+              file=sys.stderr)
+        return INTERRUPTED
+    except (ConfigError, *user_errors) as err:
+        print(f"error: {first_line(err)}", file=sys.stderr)
+        return USAGE_ERROR
