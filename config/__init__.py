@@ -12,8 +12,10 @@ from config.modes import (
     RESOLUTION_MODES,
     TILE_SIZE,
     ResolutionMode,
+    tile_count,
     tile_grid,
     valid_vision_tokens,
+    vision_tokens,
     vision_tokens_per_view,
 )
 from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
@@ -21,6 +23,7 @@ from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, Ren
 __all__ = [
     "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
     "ConfigError", "apply_overrides", "from_dict", "load_json", "save_json", "to_dict",
-    "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_grid", "valid_vision_tokens", "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig",
-    "ResolutionMode", "TrainingConfig", "vision_tokens_per_view",
+    "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_count", "tile_grid", "valid_vision_tokens", "vision_tokens",
+    "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig", "ResolutionMode", "TrainingConfig",
+    "vision_tokens_per_view",
 ]

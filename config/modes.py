@@ -35,6 +35,17 @@ RESOLUTION_MODES: dict[str, ResolutionMode] = {
 }
 
 
+def tile_count(grid) -> int:
+    """Tiles of a (columns, rows) grid: (1, 1) means no tiles, as in the official code."""
+    cols, rows = grid
+    return cols * rows if cols * rows > 1 else 0
+
+
+def vision_tokens(global_size: int, tile_size: int, grid) -> int:
+    """Vision tokens (the paper's count, without layout positions) of a global view plus its grid of tiles."""
+    return vision_tokens_per_view(global_size) + tile_count(grid) * vision_tokens_per_view(tile_size)
+
+
 def vision_tokens_per_view(side: int) -> int:
     """Valid vision tokens of one square view (without newline/separator positions): 64, 100, 256, 400."""
     return (side // 64) ** 2
@@ -69,9 +80,5 @@ def tile_grid(width: int, height: int, min_tiles: int = MIN_TILES, max_tiles: in
 def valid_vision_tokens(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
     """Vision tokens (the paper's count, without layout positions) that one page of this size costs in `mode`."""
     geometry = RESOLUTION_MODES[mode]
-    tokens = vision_tokens_per_view(geometry.base_size)
-    if geometry.crop_mode:
-        cols, rows = tile_grid(width, height, max_tiles=max_tiles)
-        if cols * rows > 1:
-            tokens += cols * rows * vision_tokens_per_view(TILE_SIZE)
-    return tokens
+    grid = tile_grid(width, height, max_tiles=max_tiles) if geometry.crop_mode else (1, 1)
+    return vision_tokens(geometry.base_size, TILE_SIZE, grid)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from PIL import Image
 
-from config import vision_tokens_per_view
+from config.modes import vision_tokens
 
 
 @dataclass
@@ -53,9 +53,7 @@ class OCRBackend:
     def vision_tokens(self, page: Image.Image) -> int:
         """The paper's vision-token count of one page (layout positions not counted), as the processor sees it."""
         images = self.processor.image_processor
-        cols, rows = images.crop_grid(*page.size)
-        tiles = cols * rows * vision_tokens_per_view(images.image_size) if cols * rows > 1 else 0
-        return vision_tokens_per_view(images.global_size) + tiles
+        return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
 
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         batch = self.processor([doc.pages for doc in documents], padding_side="left")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from config.modes import MAX_TILES, MIN_TILES, RESOLUTION_MODES, TILE_SIZE, tile_grid
+from config.modes import MAX_TILES, MIN_TILES, RESOLUTION_MODES, TILE_SIZE, tile_count, tile_grid
 
 PATCH_SIZE = 16
 DOWNSAMPLE = 4  # net_2 and net_3 each halve the SAM grid
@@ -36,7 +36,7 @@ def num_image_placeholders(base_size: int, image_size: int, crop_grid: tuple[int
     q = _queries(base_size)
     count = q * (q + 1) + 1
     cols, rows = crop_grid
-    if cols * rows > 1:
+    if tile_count(crop_grid):
         qt = _queries(image_size)
         count += (qt * cols + 1) * (qt * rows)
     return count
@@ -115,7 +115,7 @@ class DeepseekOCRImageProcessor:
         tile = self.image_size
         tiles = torch.zeros(0, 3, tile, tile, dtype=torch.uint8)
         cols, rows = grid
-        if cols * rows > 1:
+        if tile_count(grid):
             resized = pil_to_chw_u8(image.resize((cols * tile, rows * tile), Image.Resampling.BICUBIC))
             # [3, rows*T, cols*T] -> [rows*cols, 3, T, T], row-major (tile k = column k % cols, row k // cols).
             tiles = resized.reshape(3, rows, tile, cols, tile).permute(1, 3, 0, 2, 4).reshape(-1, 3, tile, tile)

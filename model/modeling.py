@@ -21,7 +21,7 @@ from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
 )
 from transformers.utils import ModelOutput
 
-from config.modes import TILE_SIZE
+from config.modes import TILE_SIZE, tile_count
 from model.configuration import DeepseekOCRConfig
 from model.decoder import DeepseekOCRDecoder
 from model.deep_encoder import DeepEncoder
@@ -39,8 +39,7 @@ class VisionFeatures(NamedTuple):
 
 
 def _tiles_per_page(images_spatial_crop: torch.Tensor) -> list[int]:
-    # (1, 1) means "no tiles", as in the official code; any other (cols, rows) grid has cols * rows tiles.
-    return [c * r if c * r > 1 else 0 for c, r in images_spatial_crop.tolist()]
+    return [tile_count(grid) for grid in images_spatial_crop.tolist()]
 
 
 def layout_pages(global_embeds, tile_embeds, images_spatial_crop, image_newline, view_separator) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from config import RenderConfig
+from config.modes import tile_count
 from data.text_to_image import TextToImageConverter
 from model.processing import DeepseekOCRProcessor
 
@@ -34,8 +35,8 @@ def batch_page_keys(batch) -> list[str]:
     """One key per page of a processor batch, pages in batch order (tiles split by each page's grid)."""
     keys, start = [], 0
     tiles = batch["pixel_values_tiles"]
-    for page, (cols, rows) in enumerate(batch["images_spatial_crop"].tolist()):
-        n_tiles = cols * rows if cols * rows > 1 else 0
+    for page, grid in enumerate(batch["images_spatial_crop"].tolist()):
+        n_tiles = tile_count(grid)
         keys.append(page_key(batch["pixel_values"][page], tiles[start:start + n_tiles]))
         start += n_tiles
     return keys

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from config.modes import tile_count
 from model.modeling import VisionFeatures
 
 
@@ -65,7 +66,7 @@ class VisionFeatureCache:
     def features(self, model, page_keys: Sequence[str], pixel_values: torch.Tensor,
                  pixel_values_tiles: Optional[torch.Tensor], images_spatial_crop: torch.Tensor) -> VisionFeatures:
         """The batch's `VisionFeatures`, running the encoder only on the pages not cached yet."""
-        tiles_per_page = [c * r if c * r > 1 else 0 for c, r in images_spatial_crop.tolist()]
+        tiles_per_page = [tile_count(grid) for grid in images_spatial_crop.tolist()]
         starts = [sum(tiles_per_page[:i]) for i in range(len(tiles_per_page))]
         found = {key: self._load(key) for key in dict.fromkeys(page_keys)}
         first = {}
