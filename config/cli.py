@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
 
-from config.loading import ConfigError, apply_overrides
+from config.loading import ConfigError, apply_overrides, field_extra
 
 T = TypeVar("T")
 
@@ -84,10 +84,6 @@ def _fields(cls: type) -> Iterator[tuple[str, Any, Any]]:
         yield f.name, hints[f.name], infos[f.name]
 
 
-def _extra(info) -> dict:
-    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-
-
 def _default_text(info) -> str:
     default = info.get_default(call_default_factory=True)
     return "" if default is None else f" (default: {default})"
@@ -106,7 +102,7 @@ def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = 
             sub = parser.add_argument_group(f"{name} settings")
             add_settings_arguments(parser, inner, sub, f"{key}.", top=False, skip=skip)
             continue
-        extra = _extra(info)
+        extra = field_extra(cls, name)
         if extra.get("flags"):
             flags = [parser.flag(f[2:]) for f in extra["flags"]]
         else:

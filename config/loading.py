@@ -66,6 +66,12 @@ def error_line(err: ValidationError, prefix: str = "") -> str:
     return f"config key '{key}': {message[0].lower()}{message[1:]}, got {first['input']!r}"
 
 
+def field_extra(cls: type, name: str) -> dict:
+    """The `json_schema_extra` of a settings field: its command-line spelling (`flags`), public name..."""
+    extra = cls.__pydantic_fields__[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
 def field_type(cls: type, name: str) -> type:
     """The plain Python type of field `name` (int for `Optional[Int]`), e.g. to parse text such as form fields."""
     tp = typing.get_type_hints(cls)[name]

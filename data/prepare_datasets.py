@@ -21,7 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from config import ConfigError, RenderConfig, apply_overrides, from_dict, save_json, to_dict
+from config import RenderConfig, from_dict, save_json, to_dict
+from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from data.dataset_loader import SPLITS, DatasetError, DatasetLoader, file_stem
 from data.jsonl import AtomicJsonlWriter, JsonlError, write_json_atomic
 
@@ -185,13 +186,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line on stderr (exit 2)."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -202,8 +196,8 @@ def _positive(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="python -m data.prepare_datasets",
         description="Prepare a summarization dataset as train/val/test JSONL files, optionally with page images. "
                     "Splits missing from the source are carved out of train by a seeded hash of each record id.")
@@ -218,35 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="seed of the carved-out splits (default: 42)")
     images = parser.add_argument_group("page images")
     images.add_argument("--generate-images", action="store_true", help="render each document to page images")
-    images.add_argument("--mode", help="resolution mode: tiny, small, base, large, gundam or page (default: small)")
-    images.add_argument("--font-size", type=int, help="font size in pixels (default: 12)")
-    images.add_argument("--overflow", choices=["paginate", "error"],
-                        help="text longer than a page: more pages, or skip the record (default: paginate)")
     images.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                         help="rendering processes (default: CPU count)")
+    add_settings_arguments(parser, RenderConfig, images)
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     # Streaming `datasets` imports torch (seconds) only to share a counter with DataLoader workers; this
     # command never uses torch, so it opts out before `datasets` is first imported.
     os.environ.setdefault("USE_TORCH", "0")
-    try:
-        render_config = apply_overrides(RenderConfig(), {"mode": args.mode, "font_size": args.font_size,
-                                                          "overflow": args.overflow})
-        report = prepare_dataset(args.source, args.output_dir, subset=args.subset, text_field=args.text_field,
-                                 summary_field=args.summary_field, max_samples=args.max_samples, seed=args.seed,
-                                 generate_images=args.generate_images, render_config=render_config,
-                                 workers=args.workers)
-    except (DatasetError, ConfigError, JsonlError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
-        return 130
+    report = prepare_dataset(args.source, args.output_dir, subset=args.subset, text_field=args.text_field,
+                             summary_field=args.summary_field, max_samples=args.max_samples, seed=args.seed,
+                             generate_images=args.generate_images,
+                             render_config=apply_flags(build_parser(), RenderConfig(), args), workers=args.workers)
     print(format_report(report))
-    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return run_command(build_parser(), run, argv, (DatasetError, JsonlError, OSError))
 
 
 if __name__ == "__main__":

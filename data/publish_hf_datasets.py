@@ -203,7 +203,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                  shards_dir=shards_dir, max_shard_size=args.max_shard_size)
     except (PublishError, JsonlError, OSError) as err:
         print(redact(f"error: {err}", token, *typed), file=sys.stderr)
-        return 1
+        return 2  # bad input, as for every command (config/cli.py)
     rows = ", ".join(f"{name} {count}" for name, count in result["splits"].items())
     action = "wrote shards to" if dry_run else "pushed to"
     print(f"{action} {result['target']}: {rows} records")

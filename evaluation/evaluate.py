@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from config.cli import Parser, run_command
 from data.jsonl import iter_jsonl_lines, write_json_atomic, write_jsonl_atomic
 from evaluation.metrics import compression_stats, distribution, evaluate_pairs, lead_n, length_stats, parallel_map
 from evaluation.report import format_table, plot_rouge_vs_compression
@@ -191,13 +192,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line on stderr (exit 2)."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _count(minimum: int):
     def parse(value: str) -> int:
         try:
@@ -210,8 +204,8 @@ def _count(minimum: int):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="python -m evaluation.evaluate",
         description="ROUGE-1/2/L/Lsum (rouge-score, Porter stemming, F1 x100) of predictions against a prepared "
                     "dataset, with bootstrap 95% intervals, an optional Lead-3 baseline on the same examples, "
@@ -235,16 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     if not args.predictions and not args.baseline:
-        parser.error("give a PREDICTIONS file, --baseline lead-3, or both")
-    try:
-        metrics = evaluate(args)
-    except (EvaluationError, OSError, ValueError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
+        raise EvaluationError("give a PREDICTIONS file, --baseline lead-3, or both")
+    metrics = evaluate(args)
     problems = metrics["problems"]
     for message in problems[:10]:
         print(f"warning: {message}", file=sys.stderr)
@@ -255,7 +243,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ratio = metrics["compression"]["overall_ratio"]
     print(f"{counts}; compression ratio: {ratio if ratio is not None else 'n/a'}")
     print(f"wrote {args.output}")
-    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return run_command(build_parser(), run, argv, (EvaluationError, OSError, ValueError))
 
 
 if __name__ == "__main__":

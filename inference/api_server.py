@@ -21,7 +21,8 @@ from typing import Optional
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from config import GenerationSettings
+from config import ConfigError, GenerationSettings
+from config.cli import USAGE_ERROR, first_line
 from inference.api_settings import ServerSettings
 from inference.batching import MicroBatcher
 from inference.inputs import (
@@ -203,31 +204,29 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServerSettings.from_env()
-    except ValueError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     if not settings.model_path:
         print("error: no model: set MODEL_PATH to a trained summarizer folder", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     from transformers.utils import logging as hf_logging
-    from waitress import serve
 
+    from inference.serving import serve
     from inference.summarizer import DeepSeekSummarizer
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logger.info("loading %s", settings.model_path)
     try:
-        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device)
+        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device,
+                                                        dtype=settings.dtype)
     except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
-        print(f"error: cannot load model {settings.model_path!r}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
+        print(f"error: cannot load model {settings.model_path!r}: {first_line(err)}", file=sys.stderr)
+        return USAGE_ERROR
     app = create_app(summarizer, settings)
     logger.info("model on %s; serving on http://%s:%d", summarizer.device, settings.host, settings.port)
-    # Waitress buffers each body before the app sees it; its own (non-JSON) limit only stops absurd bodies,
-    # Flask answers everything over MAX_CONTENT_LENGTH with a JSON 413.
-    serve(app, host=settings.host, port=settings.port, threads=settings.threads,
-          max_request_body_size=2 * settings.max_content_length + 2**20, ident="deepseek-summarizer")
+    serve(app, settings.host, settings.port, settings.threads, settings.max_content_length)
     return 0
 
 

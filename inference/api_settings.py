@@ -1,34 +1,30 @@
-"""The API server's settings, read from environment variables with safe defaults."""
+"""The API server's settings: each field is read from its upper-case environment variable (MODEL_PATH, PORT, ...)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Optional
 
+from pydantic import Field
 
-@dataclass
+from config.loading import ConfigError, Float, Int, Str, field_type, settings
+
+
+@settings
 class ServerSettings:
-    model_path: Optional[str] = None  # MODEL_PATH
-    host: str = "127.0.0.1"  # loopback unless the operator opens it up
-    port: int = 5000
-    device: Optional[str] = None  # DEVICE: cuda if available, else cpu
-    max_content_length: int = 20 * 2**20  # bytes of a request body
-    max_image_pixels: int = 40_000_000  # per image or PDF page (decompression-bomb guard)
-    max_pages: int = 16  # per document (long texts, PDFs)
-    request_timeout: float = 120.0  # seconds a request waits for its summary
-    api_token: Optional[str] = field(default=None, repr=False)  # never printed
-    max_batch_size: int = 8  # 1 turns micro-batching off
-    batch_wait_ms: float = 5.0  # how long the batcher waits for companions of a first request
-    threads: int = 16  # waitress worker threads: concurrent requests in flight
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"PORT must be between 1 and 65535, got {self.port}")
-        for name in ("max_content_length", "max_image_pixels", "max_pages", "max_batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
-        if self.request_timeout <= 0 or self.batch_wait_ms < 0:
-            raise ValueError("REQUEST_TIMEOUT must be positive and BATCH_WAIT_MS not negative")
+    model_path: Optional[Str] = Field(None, description="model folder, hub id or preset to serve")
+    host: Str = Field("127.0.0.1", description="address to bind (loopback unless the operator opens it up)")
+    port: Int = Field(5000, ge=1, le=65535, description="TCP port")
+    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
+    dtype: Optional[Str] = Field(None, description="precision: auto, bfloat16, float16, float32")
+    max_content_length: Int = Field(20 * 2**20, ge=1, description="bytes of a request body")
+    max_image_pixels: Int = Field(40_000_000, ge=1, description="per image or PDF page (decompression-bomb guard)")
+    max_pages: Int = Field(16, ge=1, description="pages per document (long texts, PDFs)")
+    request_timeout: Float = Field(120.0, gt=0, description="seconds a request waits for its summary")
+    api_token: Optional[Str] = Field(None, repr=False, description="bearer token clients must send (never printed)")
+    max_batch_size: Int = Field(8, ge=1, description="documents generated together; 1 turns micro-batching off")
+    batch_wait_ms: Float = Field(5.0, ge=0, description="how long the batcher waits for companions of a request")
+    threads: Int = Field(16, ge=1, description="waitress worker threads: concurrent requests in flight")
 
     @classmethod
     def from_env(cls, environ=None) -> "ServerSettings":
@@ -39,9 +35,19 @@ class ServerSettings:
             raw = environ.get(f.name.upper(), "").strip()
             if not raw:
                 continue
-            kind = type(f.default) if f.default is not None else str
+            kind = field_type(cls, f.name)
             try:
                 values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"environment variable {f.name.upper()} must be {kind.__name__}, got {raw!r}") from None
-        return cls(**values)
+                raise ConfigError(f"environment variable {f.name.upper()} must be {kind.__name__}, got {raw!r}") \
+                    from None
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(_env_names(str(err))) from None
+
+
+def _env_names(message: str) -> str:
+    for f in fields(ServerSettings):
+        message = message.replace(f"config key '{f.name}'", f"environment variable {f.name.upper()}")
+    return message

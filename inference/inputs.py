@@ -14,7 +14,7 @@ from typing import Union
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from config import ConfigError, GenerationSettings, apply_overrides
-from config.loading import field_type
+from config.loading import field_extra, field_type
 
 DEFAULT_PDF_DPI = 144  # the official PDF script's rasterisation resolution
 MIN_PDF_DPI, MAX_PDF_DPI = 36, 600
@@ -27,13 +27,8 @@ def _public_names() -> dict[str, str]:
     """Per-request generation parameters: public name -> GenerationSettings field. The public name is the one the
     reference README's infer flags and API use (`max_length` for max_new_tokens); the batch size is the server's
     and the command's business, not a request's."""
-    infos = GenerationSettings.__pydantic_fields__
-    return {(_extra(infos[f.name]).get("public") or f.name): f.name
+    return {(field_extra(GenerationSettings, f.name).get("public") or f.name): f.name
             for f in dataclasses.fields(GenerationSettings) if f.name != "batch_size"}
-
-
-def _extra(info) -> dict:
-    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
 
 
 GENERATION_PARAMS = _public_names()

@@ -63,7 +63,7 @@ def _folder_kind(folder: Path) -> SourceKind:
         raise ModelSourceError(f"{config_file} is not valid JSON ({err})") from None
     if config.get("model_type") == DeepseekOCRConfig.model_type:
         return "project"
-    if "language_config" in config and "vision_config" in config:
+    if config.get("model_type") == "deepseek_vl_v2" or "language_config" in config:  # the official layout
         return "official"
     if config.get("is_encoder_decoder") or config.get("model_type") in _SEQ2SEQ_TYPES:
         return "seq2seq"

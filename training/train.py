@@ -132,8 +132,8 @@ def create_hub_repo(cfg: TrainingConfig) -> None:
         raise HubError(f"creating the hub repository {cfg.hub_model_id!r} failed: {first_line(err)}") from None
 
 
-def run(args: argparse.Namespace) -> None:
-    """Train as `args` say."""
+def run(args: argparse.Namespace) -> Optional[Any]:
+    """Train as `args` say; returns the trainer (None for --dry-run)."""
     from training.data import load_training_records
     from training.run_outputs import prepare_output_dir, resolve_checkpoint
 
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
     train, val = load_training_records(cfg, token)
     if args.dry_run:
         dry_run(cfg, train, val)
-        return
+        return None
     prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
     if cfg.push_to_hub:
         create_hub_repo(cfg)
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> None:
     if trainer.is_world_process_zero():
         trainer.save_state()
         finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
+    return trainer
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -183,7 +184,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, user_errors())
+    def command(args: argparse.Namespace) -> None:
+        run(args)
+
+    return run_command(build_parser(), command, argv, user_errors())
 
 
 if __name__ == "__main__":

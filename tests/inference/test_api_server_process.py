@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -160,3 +162,30 @@ def test_concurrent_clients_all_answered_and_batched(server, summarizer):
     assert len({body["request_id"] for _, _, body in answers}) == len(texts)
     batching = json.loads(server.request("GET", "/health")[2])["batching"]
     assert batching["largest_batch"] > 1
+
+
+def test_oversize_body_read_in_full_by_urllib_gets_the_json_413(server):
+    """urllib sends the whole body before reading: it must still get the API's JSON answer, not a reset."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/summarize/text", method="POST",
+                                     data=json.dumps({"text": "z" * 1_000_000}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=120)
+    assert caught.value.code == 413
+    body = json.loads(caught.value.read())
+    assert body["status"] == 413 and "MAX_CONTENT_LENGTH" in body["error"] and body["request_id"]
+
+
+def test_body_beyond_the_servers_buffer_limit_is_answered_in_json_at_once(server):
+    """A declared length beyond what waitress buffers (8 x MAX_CONTENT_LENGTH here) is refused before the body is
+    read, and that answer is JSON too."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"POST /summarize/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50000000\r\n\r\n" + b"{" * 1000)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
+    assert json.loads(body)["status"] == 413
+    assert server.request("GET", "/health")[0] == 200

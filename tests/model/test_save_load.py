@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from model.configuration import DeepseekOCRConfig
 from model.convert import load_model
+from model.source import ModelSourceError
 from model.modeling import DeepseekOCRForConditionalGeneration
 
 IDS = torch.tensor([[0] + [128815] * 21 + [5, 6, 7]])
@@ -85,11 +86,11 @@ def test_official_folder_sharded_with_index(tmp_path, monkeypatch):
 
 def test_hub_id_offline_fails_in_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="cannot fetch 'deepseek-ai/DeepSeek-OCR'") as info:
+    with pytest.raises(ModelSourceError, match="'deepseek-ai/DeepSeek-OCR' is not available offline") as info:
         load_model("deepseek-ai/DeepSeek-OCR")
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "tiny-random" in str(info.value)
 
 
 def test_unknown_name_is_a_clear_error():
-    with pytest.raises(FileNotFoundError, match="neither a preset"):
+    with pytest.raises(ModelSourceError, match="neither a preset"):
         load_model("no such model")

@@ -98,7 +98,7 @@ def _write(path: Path, records: list[dict]) -> Path:
     ("no_summary", "record has no 'summary'"),
     ("unknown_model", "cannot load seq2seq model"),
     ("unknown_key", "unknown config key 'optimizer.learning_rat'"),
-    ("batch_zero", "config key 'batch_size': input should be greater than or equal to 1, got 0"),
+    ("batch_zero", "argument --batch-size: input should be greater than or equal to 1, got 0"),
     ("deepseek_model_as_seq2seq", "is a DeepSeek-OCR model: it trains with task deepseek-ocr"),
     ("deepseek_hub_offline", "'deepseek-ai/DeepSeek-OCR' is not available offline"),
     ("missing_model_folder", "model folder not found"),
