@@ -107,7 +107,7 @@ def test_render_failures_are_skipped_and_counted(tmp_path):
 def test_wrong_field_is_one_line_error(tmp_path, capsys):
     source = tmp_path / "docs.csv"
     source.write_text("body,tldr\nSome text.,Short.\n")
-    assert main([str(source), "--text-field", "nope", "--output-dir", str(tmp_path / "out")]) == 1
+    assert main([str(source), "--text-field", "nope", "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'nope'" in err and "available columns: body, tldr" in err
 

@@ -127,8 +127,8 @@ def test_baseline_without_predictions(scitldr, tmp_path):
 
 def test_bad_input_is_one_line_and_non_zero(scitldr, tmp_path, capsys):
     unmatched = write_jsonl(tmp_path / "p.jsonl", [{"id": "nope", "prediction": "x"}])
-    assert run(scitldr[2], unmatched, "--output", tmp_path / "m.json") == 1
-    assert run(tmp_path / "absent.jsonl", unmatched) == 1
+    assert run(scitldr[2], unmatched, "--output", tmp_path / "m.json") == 2
+    assert run(tmp_path / "absent.jsonl", unmatched) == 2
     err = capsys.readouterr().err
     assert "no prediction id" in err and "cannot read reference file" in err and "Traceback" not in err
     with pytest.raises(SystemExit) as exit_info:
@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_non_zero(scitldr, tmp_path, capsys):
 def test_module_entry_point_errors_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "evaluation.evaluate", str(tmp_path / "absent.jsonl"),
                              "--baseline", "lead-3"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = subprocess.run([sys.executable, "-m", "evaluation.evaluate", "--help"], cwd=ROOT, capture_output=True,
                             text=True)

@@ -75,3 +75,21 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
                            "--output", str(tmp_path / "p.jsonl"), "--num-beams", "0"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "num-beams" in proc.stderr
+
+
+def test_starts_from_the_model_folders_saved_settings(tiny_model_dir, data_file, tmp_path):
+    """Like infer and the API: the folder's generation_settings.json (written by training), flags on top."""
+    import shutil
+
+    from config import GenerationSettings, load_run_settings, save_run_settings
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    render, _ = load_run_settings(tiny_model_dir)
+    save_run_settings(folder, render, GenerationSettings(max_new_tokens=4, no_repeat_ngram_size=3, batch_size=2))
+    out = tmp_path / "pred.jsonl"
+    assert main([str(data_file), "--model", str(folder), "--output", str(out), "--max-samples", "1",
+                 "--num-beams", "2"]) == 0
+    recorded = json.loads(out.with_name("pred.jsonl.settings.json").read_text())["generation"]
+    assert (recorded["max_new_tokens"], recorded["no_repeat_ngram_size"], recorded["batch_size"]) == (4, 3, 2)
+    assert recorded["num_beams"] == 2  # the flag over the folder's value

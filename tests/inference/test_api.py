@@ -9,6 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
+from config import ConfigError
 from inference.api_server import create_app
 from inference.api_settings import ServerSettings
 from inference.backends import Document
@@ -210,9 +211,10 @@ def test_settings_from_environment():
     assert (settings.host, settings.port, settings.request_timeout) == ("127.0.0.1", 6001, 7.5)
     assert settings.max_content_length == 20 * 2**20 and settings.max_image_pixels == 40_000_000
     assert "tok" not in repr(settings)
-    with pytest.raises(ValueError, match="PORT must be int"):
+    with pytest.raises(ConfigError, match="PORT must be int"):
         ServerSettings.from_env({"PORT": "five thousand"})
-    with pytest.raises(ValueError, match="MAX_BATCH_SIZE must be at least 1"):
+    with pytest.raises(ConfigError, match="environment variable MAX_BATCH_SIZE: input should be greater than or "
+                                          "equal to 1, got 0"):
         ServerSettings.from_env({"MAX_BATCH_SIZE": "0"})
 
 
@@ -222,3 +224,20 @@ def test_server_without_model_path_exits_with_one_line(monkeypatch, capsys):
     monkeypatch.delenv("MODEL_PATH", raising=False)
     assert api_server.main() == 2
     assert capsys.readouterr().err == "error: no model: set MODEL_PATH to a trained summarizer folder\n"
+
+
+def test_openapi_generation_parameters_are_the_ones_the_server_enforces(client):
+    """Schema and validation come from one declaration: every documented bound is the one that rejects."""
+    properties = client.get("/openapi.json").json["paths"]["/summarize/text"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["properties"]
+    assert set(properties) == {"text", "max_length", "num_beams", "temperature", "length_penalty",
+                               "no_repeat_ngram_size"}
+    assert (properties["max_length"]["minimum"], properties["max_length"]["maximum"]) == (1, 8192)
+    for name, schema in properties.items():
+        if name == "text":
+            continue
+        assert schema["description"]
+        step = 1 if schema["type"] == "integer" else 0.5
+        for outside in (schema["minimum"] - step, schema["maximum"] + step):
+            answer = client.post("/summarize/text", json={"text": "hi", name: outside})
+            assert answer.status_code == 400 and name in answer.json["error"], (name, outside, answer.json)

@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 
 from model.configuration import DeepseekOCRConfig
 from model.convert import load_model
-from model.source import ModelSourceError
 from model.modeling import DeepseekOCRForConditionalGeneration
+from model.source import ModelSourceError
 
 IDS = torch.tensor([[0] + [128815] * 21 + [5, 6, 7]])
 

@@ -102,6 +102,8 @@ def _write(path: Path, records: list[dict]) -> Path:
     ("deepseek_model_as_seq2seq", "is a DeepSeek-OCR model: it trains with task deepseek-ocr"),
     ("deepseek_hub_offline", "'deepseek-ai/DeepSeek-OCR' is not available offline"),
     ("missing_model_folder", "model folder not found"),
+    # Offline, the hub step fails; the error names it (not the model, which is fine).
+    ("push_offline", "creating the hub repository 'someone/summarizer' failed"),
 ])
 def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, tiny_config, capsys):
     train = str(prepared / "train.jsonl")
@@ -126,11 +128,15 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, ti
         argv = argv[:2] + argv[4:] + ["--use-deepseek-ocr", "--model-name", "deepseek-ai/DeepSeek-OCR"]
     elif case == "missing_model_folder":
         argv[3] = str(tmp_path / "no-such-folder")
+    elif case == "push_offline":
+        argv[3] = "tiny-random"
+        argv += ["--push-to-hub", "--hub-model-id", "someone/summarizer", "--hub-token", "hf_secret_value"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     if case == "deepseek_hub_offline":
         assert "tiny-random" in err[0]
+    assert "hf_secret_value" not in err[0]
     assert not (tmp_path / "o").exists()
 
 
