@@ -84,14 +84,17 @@ def sentence_lines(text: str) -> str:
 def lead_n(text: str, n: int = 3) -> str:
     """The first `n` sentences of `text` (same splitter as scoring), one per line.
 
-    pysbd is slow on long articles, so it segments a growing prefix until the prefix holds more than `n`
-    sentences (the n-th boundary is then followed by real text) or the whole text.
+    pysbd is slow on long articles, so it segments a growing prefix (doubling it) until the prefix holds more
+    than `n` sentences and its first `n` equal those of the previous prefix, or until it is the whole text. One
+    prefix is not enough: a cut inside the n-th sentence can make pysbd split that sentence's start (an unclosed
+    "(vs." or "i.e."), which looks like n complete sentences followed by more.
     """
-    limit = 400 * (n + 1)
+    limit, previous = 400 * (n + 1), None
     while True:
         sentences = split_sentences(text[:limit])
-        if len(sentences) > n or limit >= len(text):
+        if limit >= len(text) or (len(sentences) > n and sentences[:n] == previous):
             break
+        previous = sentences[:n]
         limit *= 2
     # Whitespace inside a sentence (a line break in the source) is collapsed so each sentence stays one line.
     return "\n".join(" ".join(s.split()) for s in sentences[:n])

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import TrainingConfig, from_dict
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -71,19 +71,13 @@ def test_development_imports_work():
         assert proc.returncode == 0, f"{statement}: {proc.stderr[-500:]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_first_command_runs_the_main_job_end_to_end(tmp_path):
     """README's first command at small sizes: prepare -> train -> generate -> evaluate -> serve + curl."""
     first = re.search(r"```bash\n# 1\..*?\n(.+?)\n", README).group(1).strip()
     assert first == "bash demo.sh"
     env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "DEMO_SAMPLES": "6", "DEMO_STEPS": "3",
-           "DEMO_TEST": "3", "DEMO_PORT": str(_free_port())}
+           "DEMO_TEST": "3", "DEMO_PORT": str(free_port())}
     proc = subprocess.run(["bash", "demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = tmp_path / "demo"

@@ -109,6 +109,23 @@ def test_pagination_keeps_every_line():
     assert sum(ink_rows(page) for page in document.pages) == len(lines)
 
 
+
+@pytest.mark.parametrize("mode,font_size,line_spacing", [("tiny", 12, 1.2), ("tiny", 20, 1.0), ("small", 14, 1.5)])
+def test_paginated_pages_keep_every_margin_blank(mode, font_size, line_spacing):
+    converter = TextToImageConverter(mode=mode, font_size=font_size, line_spacing=line_spacing)
+    document = converter.render(abstracts(3))
+    margin, line_height = converter.config.margin, font_size * line_spacing
+    assert document.num_pages >= 2
+    for number, page in enumerate(document.pages, 1):
+        pixels = np.asarray(page)
+        height, width = pixels.shape
+        for side, strip in (("bottom", pixels[height - margin:]), ("top", pixels[:margin]),
+                            ("left", pixels[:, :margin]), ("right", pixels[:, width - margin:])):
+            assert (strip == 255).all(), f"page {number}: ink in the {side} margin"
+        if number < document.num_pages:  # a full page: its last line sits just above the bottom margin
+            assert np.flatnonzero(ink(page).any(axis=1)).max() >= height - margin - 2.5 * line_height
+
+
 def test_paginated_text_reads_back_in_order(tmp_path):
     text = abstracts(2)
     document = TextToImageConverter(mode="tiny").render(text)

@@ -40,6 +40,19 @@ def test_one_line_per_record_with_figures(tiny_model_dir, data_file, tmp_path):
     assert settings["generation"]["max_new_tokens"] == 4 and settings["generation"]["batch_size"] == 2
 
 
+
+def test_max_new_tokens_bounds_the_generated_tokens(tiny_model_dir, data_file, tmp_path, count_tokens):
+    totals = {}
+    for limit in (2, 7):  # the folder's own limit is 4
+        out = tmp_path / f"pred{limit}.jsonl"
+        assert main([str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+                     "--max-new-tokens", str(limit)]) == 0
+        lines = _read(out)
+        assert all(0 < count_tokens(line["prediction"]) <= limit for line in lines)
+        assert [line["generated_tokens"] for line in lines] == [count_tokens(line["prediction"]) for line in lines]
+        totals[limit] = sum(line["generated_tokens"] for line in lines)
+    assert totals[7] > totals[2]
+
 def test_resume_skips_done_ids_and_drops_a_cut_line(tiny_model_dir, data_file, tmp_path):
     out = tmp_path / "pred.jsonl"
     args = [str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",

@@ -66,6 +66,19 @@ def test_newline_references_kept_and_rougeL_differs_from_rougeLsum():
     assert "intervals" not in result
 
 
+
+def test_rougeLsum_takes_the_reference_lines_as_its_sentences():
+    # CNN/DailyMail highlights: one per line, no final punctuation, so only the newlines mark the sentences.
+    highlights = "Storm hits the coast on Monday\nThousands lose power\nSchools closed across the county"
+    # One unpunctuated sentence holding every highlight, in another order.
+    prediction = "schools closed across the county thousands lose power storm hits the coast on monday"
+    scores = evaluate_pairs([prediction], [highlights], workers=1, bootstrap=0)["scores"]
+    # Each line is a subsequence of the prediction: the union LCS covers every token of both texts. Read as one
+    # sentence, the reference shares only its longest in-order run with the prediction (rougeL).
+    assert scores["rougeLsum"] == pytest.approx(100)
+    assert scores["rougeL"] < 60
+
+
 def test_multi_reference_takes_best_per_metric():
     prediction = "the cat sat on the mat near the door"
     refs = ["a dog barked loudly at night", "the cat sat on the mat", "cat mat door near"]
@@ -114,6 +127,24 @@ def test_lead_n_is_first_sentences_of_the_splitter(scitldr):
         assert lead_n(text) == "\n".join(" ".join(s.split()) for s in sentences[:3])
     assert lead_n("") == ""
     assert lead_n(long_text, n=1).count("\n") == 0
+
+
+
+def test_lead_n_when_the_third_sentence_crosses_the_search_prefix():
+    # Cut inside "(vs. ... i.e. ...)", pysbd splits the third sentence's start off as if it were a sentence.
+    first, third = "The first sentence is short.", \
+        "Growth was 2.5 percent (vs. 1.9 percent in 2019, i.e. a rise) according to the report."
+    prefix = 1600  # lead_n's first search prefix for n=3
+    cuts = []
+    for pad in range(0, len(third), 4):
+        second = "The second sentence runs on" + " and on" * ((prefix - len(first) - 40 - pad) // 7) + " to its end."
+        head = f"{first} {second} "
+        text = head + third + " The fourth sentence follows. " + "Filler sentences come after it. " * 60
+        cuts.append(prefix - len(head))
+        lead = lead_n(text).splitlines()
+        assert lead[0] == first and lead[2] == third, f"cut {cuts[-1]} characters into the third sentence"
+        assert lead[1].startswith("The second sentence runs on and on") and lead[1].endswith(" to its end.")
+    assert min(cuts) <= 8 and max(cuts) >= len(third) - 8  # the cut swept across the whole third sentence
 
 
 def test_length_and_compression_stats():

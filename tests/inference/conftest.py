@@ -56,3 +56,13 @@ def summarizer(tiny_model_dir):
     from inference.summarizer import DeepSeekSummarizer
 
     return DeepSeekSummarizer.from_pretrained(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def count_tokens(tiny_model_dir):
+    """Tokens of a summary by the folder's own tokenizer, to check generation limits: the random tiny model
+    seldom emits its end token, so a summary runs to the limit it is given and a larger limit gives more."""
+    from model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    return lambda summary: len(tokenizer(summary, add_special_tokens=False).input_ids)

@@ -68,6 +68,20 @@ def test_reference_requests(client):
     assert pdf.status_code == 200 and pdf.json["pages"] == 1
 
 
+
+@pytest.mark.parametrize("route", ["text", "file"])
+def test_max_length_bounds_the_generated_tokens(client, count_tokens, route):
+    text = "The harbour reopened on Friday after a week of storms. Fishing boats left at dawn."
+    counts = {}
+    for limit in (2, 7):  # the folder's own limit is 4
+        if route == "text":
+            answer = client.post("/summarize/text", json={"text": text, "max_length": limit})
+        else:  # a form field: text that the server converts
+            answer = client.post("/summarize/file", data=upload(text.encode(), "a.txt", max_length=limit))
+        assert answer.status_code == 200, answer.json
+        counts[limit] = count_tokens(answer.json["summary"])
+    assert 0 < counts[2] <= 2 < counts[7] <= 7
+
 def test_incoming_request_id_is_kept_and_bad_ones_replaced(client):
     assert client.get("/health", headers={"X-Request-ID": "abc-123"}).json["request_id"] == "abc-123"
     replaced = client.get("/health", headers={"X-Request-ID": "bad id; <script>"})

@@ -61,6 +61,15 @@ def test_text_from_stdin(patched, monkeypatch, capsys, argv, tiny_model_dir):
     assert capsys.readouterr().out.strip()
 
 
+
+def test_max_length_bounds_the_generated_tokens(patched, article, capsys, tiny_model_dir, count_tokens):
+    counts = {}
+    for limit in (2, 7):  # the folder's own limit is 4
+        assert infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--json",
+                           "--max_length", str(limit)]) == 0
+        counts[limit] = count_tokens(json.loads(capsys.readouterr().out)["summary"])
+    assert 0 < counts[2] <= 2 < counts[7] <= 7
+
 def test_images_and_pdf(patched, tmp_path, capsys, tiny_model_dir):
     images = []
     for index, fmt in enumerate(["PNG", "JPEG"]):

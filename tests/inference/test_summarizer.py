@@ -49,6 +49,14 @@ def test_batched_equals_one_at_a_time_for_greedy(summarizer):
     assert [r.summary for r in batched] == [r.summary for r in single]
 
 
+
+def test_max_length_bounds_the_generated_tokens(summarizer, count_tokens):
+    # The folder's own limit is 4: a max_length that is ignored gives 4 tokens for both limits.
+    short, long = ([count_tokens(r.summary) for r in summarizer.summarize_text(TEXTS[:2], max_length=limit)]
+                   for limit in (2, 7))
+    assert all(0 < n <= 2 for n in short) and all(n <= 7 for n in long)
+    assert sum(long) > sum(short)
+
 def test_image_sources_exif_rotation_and_rgb(summarizer, tmp_path):
     wide = Image.new("L", (80, 40), 255)
     wide.paste(0, (0, 0, 10, 40))

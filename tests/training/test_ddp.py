@@ -7,14 +7,19 @@ import sys
 
 import pytest
 
+from tests.conftest import free_port
 from tests.training.conftest import REPO, base_args, model_args
 
-# Runs the CLI's `run` on each rank, then records a digest of that rank's final weights.
+# Runs the train CLI on each rank, keeping the trainer it builds, then records a digest of that rank's final weights.
 RANK_RUN = """
 import hashlib, os, sys
 from pathlib import Path
-from training.train import build_parser, run
-trainer = run(build_parser().parse_args(sys.argv[2:]))
+import training.train as train
+built = []
+build_trainer = train.build_trainer
+train.build_trainer = lambda *args, **kwargs: built.append(build_trainer(*args, **kwargs)) or built[-1]
+assert train.main(sys.argv[2:]) == 0
+trainer = built[0]
 assert trainer.args.world_size == 2
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()
 Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
@@ -27,8 +32,9 @@ def test_two_process_ddp_run(tmp_path, prepared, tiny_bart, tiny_config, kind):
     script.write_text(RANK_RUN)
     digests.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(script), str(digests), *base_args(prepared, tiny_bart, tiny_config, out), "--max-steps", "4", *model_args(kind, tiny_bart)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(script), str(digests), *base_args(prepared, tiny_bart, tiny_config, out),
+               "--max-steps", "4", *model_args(kind, tiny_bart)]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (digests / "rank0.sha256").read_text(), (digests / "rank1.sha256").read_text()

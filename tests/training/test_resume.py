@@ -1,5 +1,6 @@
 """A run killed at any moment resumes from its last complete checkpoint and ends with the same weights as an
-uninterrupted run (bitwise on CPU); partial checkpoints are never resumed from."""
+uninterrupted run (bitwise on CPU); partial checkpoints are never resumed from; a resumed run trains only the
+steps after its checkpoint."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import transformers
 from safetensors.torch import load_file
 
 from tests.training.conftest import REPO, base_args, model_args
@@ -62,6 +64,34 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_b
     assert state["global_step"] == 8
     a, b = _weights(straight), _weights(killed)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+
+def test_resume_trains_on_from_the_latest_complete_checkpoint(tmp_path, prepared, tiny_bart, tiny_config,
+                                                              monkeypatch):
+    # Deterministic CPU runs end with the same weights whether they resume or start over, so equal weights (the
+    # test above) cannot tell; the optimizer steps this process runs can. Checkpoint choice and resuming are the
+    # CLI's and the Trainer's, the same for both tasks: the fast baseline is enough here.
+    out = tmp_path / "run"
+    argv = base_args(prepared, tiny_bart, tiny_config, out)
+    assert main([*argv, "--max-steps", "4"]) == 0
+    assert sorted(checkpoint_step(p) for p in out.glob("checkpoint-*")) == [2, 4]
+    (out / "checkpoint-6").mkdir()  # as a run killed while saving step 6 leaves it: no trainer_state.json
+    (out / "checkpoint-6" / "model.safetensors").write_bytes(b"")
+
+    started = []  # the global step each optimizer step of the resumed run starts from
+    training_step = transformers.Trainer.training_step
+
+    def recorded_step(self, *args, **kwargs):
+        started.append(self.state.global_step)
+        return training_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", recorded_step)
+    assert main([*argv, "--max-steps", "8", "--resume"]) == 0
+    assert started == [4, 5, 6, 7]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, 9))
 
 
 def test_partial_checkpoints_are_skipped_and_removed(tmp_path):
