@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import types
 import typing
-from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
-from config.loading import ConfigError, apply_overrides, field_extra
+from config.loading import ConfigError, apply_overrides, field_extra, field_type
 
 T = TypeVar("T")
 
@@ -61,27 +60,10 @@ def _spelled(arg: str, known: set[str]) -> str:
     return arg
 
 
-def _unwrap(tp: Any) -> tuple[Any, bool]:
-    """(inner type, optional?) with Annotated[...] and Optional[...] removed."""
-    optional = False
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            options = [a for a in typing.get_args(tp) if a is not type(None)]
-            optional = optional or len(options) < len(typing.get_args(tp))
-            tp = options[0]
-        else:
-            return tp, optional
-
-
 def _fields(cls: type) -> Iterator[tuple[str, Any, Any]]:
-    """(name, type, pydantic FieldInfo) of a settings dataclass, in declaration order."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    infos = cls.__pydantic_fields__
+    """(name, plain type, pydantic FieldInfo) of a settings dataclass, in declaration order."""
     for f in dataclasses.fields(cls):
-        yield f.name, hints[f.name], infos[f.name]
+        yield f.name, field_type(cls, f.name), cls.__pydantic_fields__[f.name]
 
 
 def _default_text(info) -> str:
@@ -89,18 +71,14 @@ def _default_text(info) -> str:
     return "" if default is None else f" (default: {default})"
 
 
-def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True,
-                           skip: tuple[str, ...] = ()) -> None:
+def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True) -> None:
     """Flags for every field of `cls` (recursively), with dotted config keys as destinations."""
     target = group or parser
-    for name, tp, info in _fields(cls):
+    for name, inner, info in _fields(cls):
         key = prefix + name
-        if key in skip:
-            continue
-        inner, _ = _unwrap(tp)
         if dataclasses.is_dataclass(inner):
             sub = parser.add_argument_group(f"{name} settings")
-            add_settings_arguments(parser, inner, sub, f"{key}.", top=False, skip=skip)
+            add_settings_arguments(parser, inner, sub, f"{key}.", top=False)
             continue
         extra = field_extra(cls, name)
         if extra.get("flags"):
@@ -115,7 +93,7 @@ def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = 
         elif inner is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
         elif typing.get_origin(inner) is list:
-            kwargs.update(nargs="+", type=_unwrap(typing.get_args(inner)[0])[0], metavar="NAME")
+            kwargs.update(nargs="+", type=typing.get_args(inner)[0], metavar="NAME")
         else:
             kwargs.update(type=inner, metavar=extra.get("metavar") or {int: "N", float: "X"}.get(inner, "VALUE"))
         target.add_argument(*flags, **kwargs)
@@ -127,8 +105,7 @@ def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = 
 def settings_overrides(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
     """{dotted key: value} of the settings flags that were given (for `apply_overrides`)."""
     values = {}
-    for name, tp, _ in _fields(cls):
-        inner, _ = _unwrap(tp)
+    for name, inner, _ in _fields(cls):
         if dataclasses.is_dataclass(inner):
             values.update(settings_overrides(args, inner, f"{prefix}{name}."))
         elif getattr(args, prefix + name, None) is not None:
