@@ -154,6 +154,9 @@ class TrainingConfig:
     push_to_hub: bool = False
     hub_model_id: Optional[str] = None
     hub_private: bool = False
+    # DeepSeek-OCR: also write the final model in the official layout (model.export), for vLLM, SGLang...
+    export_dir: Optional[str] = None
+    export_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 
     def __post_init__(self) -> None:
         positive = ["batch_size", "num_epochs", "gradient_accumulation_steps", "max_length", "max_source_length",

@@ -139,7 +139,8 @@ def _write_settings(source: str, folder: Path) -> None:
     save_run_settings(folder, *load_run_settings(source_folder))
 
 
-def _prepare_output(output: Path, overwrite: bool) -> None:
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty folder unless `overwrite`."""
     if output.exists() and not output.is_dir():
         raise ExportError(f"output path {output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
@@ -152,7 +153,7 @@ def export_model(source: str, output: str | Path, dtype: str = "bfloat16", overw
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
     output = Path(output).expanduser()
-    _prepare_output(output, overwrite)
+    check_output(output, overwrite)
     model = load_source(source, DTYPES[dtype])
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.export-tmp-{os.getpid()}")

@@ -31,7 +31,7 @@ FLAG_KEYS = {
     "output": "output_dir", "batch_size": "batch_size", "num_epochs": "num_epochs", "max_steps": "max_steps",
     "learning_rate": "optimizer.learning_rate", "gradient_accumulation_steps": "gradient_accumulation_steps",
     "eval_steps": "eval_steps", "seed": "seed", "report_to": "report_to", "push_to_hub": "push_to_hub",
-    "hub_model_id": "hub_model_id",
+    "hub_model_id": "hub_model_id", "export": "export_dir", "export_dtype": "export_dtype",
 }
 
 
@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-to", metavar="TRACKER", help="tensorboard (default), wandb, ... or none")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                      help="continue from the latest complete checkpoint in --output, or from CHECKPOINT")
-    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output (and an --export "
+                     "folder)")
+    run.add_argument("--export", metavar="DIR", help="DeepSeek-OCR: also write the final model in the official "
+                     "layout to DIR (python -m model.export), for vLLM / SGLang")
+    run.add_argument("--export-dtype", choices=["bfloat16", "float32"], help="dtype of --export (default bfloat16)")
     run.add_argument("--dry-run", action="store_true", help="check config, data and model, then stop")
     hub = parser.add_argument_group("hugging face hub")
     hub.add_argument("--push-to-hub", **flag, help="upload checkpoints and the final model")
@@ -93,6 +97,10 @@ def _check_choices(cfg: TrainingConfig) -> None:
     if not cfg.use_deepseek_ocr and cfg.model_name == DEFAULT_MODEL:
         raise ConfigError(f"{DEFAULT_MODEL} needs --use-deepseek-ocr; the seq2seq baseline needs a seq2seq "
                           "--model-name such as facebook/bart-base")
+    if cfg.export_dir and not cfg.use_deepseek_ocr:
+        raise ConfigError("config key 'export_dir' needs --use-deepseek-ocr: the official layout is DeepSeek-OCR's")
+    if cfg.export_dir and Path(cfg.export_dir).resolve() == Path(cfg.output_dir).resolve():
+        raise ConfigError("config key 'export_dir' must be another folder than the output folder")
     for key in ("max_train_samples", "max_eval_samples"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ConfigError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")
@@ -172,6 +180,10 @@ def run(args: argparse.Namespace) -> Optional[Any]:
         dry_run(cfg, train, val)
         return None
     prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
+    if cfg.export_dir:  # a busy export folder is refused now, not after the training
+        from model.export import check_output
+
+        check_output(Path(cfg.export_dir), overwrite=args.overwrite)
     checkpoint = resolve_checkpoint(cfg.output_dir, args.resume) if args.resume else None
     if args.resume and checkpoint is None:
         print(f"no complete checkpoint in {cfg.output_dir} yet: starting from the beginning", flush=True)
@@ -193,6 +205,11 @@ def run(args: argparse.Namespace) -> Optional[Any]:
     if trainer.is_world_process_zero():
         trainer.save_state()
         finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
+        if cfg.export_dir:
+            from model.export import export_model
+
+            export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=args.overwrite)
+            print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
     return trainer
 
 
@@ -203,6 +220,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from training.run_outputs import OutputDirError
 
     errors: tuple[type[BaseException], ...] = (ConfigError, DatasetError, TrainDataError, OutputDirError)
+    if "model.export" in sys.modules:
+        errors += (sys.modules["model.export"].ExportError,)
     if "training.trainer" in sys.modules:
         errors += (sys.modules["training.trainer"].ModelLoadError,)
     return errors
