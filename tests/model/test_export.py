@@ -12,6 +12,7 @@ from model.configuration import DeepseekOCRConfig
 from model.convert import build_empty_model, load_model, load_official_state_dict
 from model.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
 from model.modeling import DeepseekOCRForConditionalGeneration
+from model.tokenizer import load_tokenizer
 from tests.inference.conftest import TINY_GENERATION, TINY_RENDER, tiny_model_dir  # noqa: F401  (a fixture)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "deepseek_ocr_reference"
@@ -115,6 +116,8 @@ def test_trained_folder_exports_its_settings_and_summarizes_identically(tiny_mod
     official_processor = json.loads((out / "processor_config.json").read_text())
     assert official_processor["processor_class"] == "DeepseekVLV2Processor" and "image_processor" not in official_processor
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizerFast"
+    sample = "Budget <image> approved: <td>12</td> für 3 Jahre."
+    assert load_tokenizer(str(out))(sample).input_ids == load_tokenizer()(sample).input_ids
     source = DeepSeekSummarizer.from_pretrained(tiny_model_dir, device="cpu")
     exported = DeepSeekSummarizer.from_pretrained(out, device="cpu")
     assert exported.render_config == TINY_RENDER and exported.generation == TINY_GENERATION
