@@ -70,17 +70,46 @@ def _document(summarizer, record: dict[str, Any], base: Path, use_images: bool):
     return summarizer.prepare_text(record["text"])
 
 
-def _write_predictions(args: argparse.Namespace, settings: GenerationSettings, data_file: Path,
-                       records: list[dict[str, Any]], sink_path: Path, done: int, device: str) -> None:
-    """Generate `records` batch by batch, appending whole lines to `sink_path`."""
+def generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from data.tokens import count_text_tokens
     from inference.inputs import InputError
     from inference.summarizer import DeepSeekSummarizer
 
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=device, dtype=args.dtype)
-    print(f"[generate] {len(records)} records ({done} already done) with {args.model} on {summarizer.device}")
+    data_file, output = Path(args.data_file), Path(args.output)
+    if not data_file.is_file():
+        raise GenerateError(f"data file not found: {data_file}")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                                  length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                                  temperature=args.temperature, batch_size=args.batch_size)
+    recorded = {"model": str(args.model), "data_file": str(data_file), "generation": vars(settings),
+                "use_images": not args.render_text}
+    if not args.overwrite and output.exists() and settings_path(output).exists():
+        previous = json.loads(settings_path(output).read_text(encoding="utf-8"))
+        if previous != recorded:
+            raise GenerateError(f"{output} was generated with other settings ({settings_path(output).name}); "
+                                f"use --overwrite or another --output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    all_records = list(_records(data_file, args.max_samples))
+    order = [str(record["id"]) for record in all_records]
+    # Under torchrun / accelerate launch each process takes a share of the records and writes its own part.
+    processes = Processes.from_env()
+    gather_parts(output, order, processes, overwrite=args.overwrite)
+    done = completed_ids(output)
+    records = processes.share([r for r in all_records if str(r["id"]) not in done])
+    sink_path = output if processes.size == 1 else part_path(output, processes)
+    if processes.is_main:
+        write_json_atomic(settings_path(output), recorded)
+    if not records:
+        if processes.size == 1:
+            print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
+        merge_shares(output, order, processes)
+        return 0
+
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=processes.device(args.device),
+                                                    dtype=args.dtype)
+    print(f"[generate] {len(records)} records ({len(done)} already done) with {args.model} on {summarizer.device}")
     failed = 0
     with open(sink_path, "a", encoding="utf-8") as sink, tqdm(total=len(records), unit="doc", desc="generate") as bar:
         for start in range(0, len(records), settings.batch_size):
@@ -104,38 +133,6 @@ def _write_predictions(args: argparse.Namespace, settings: GenerationSettings, d
             bar.update(len(records[start:start + settings.batch_size]))
     print(f"[generate] wrote {len(records) - failed} predictions to {sink_path}"
           + (f"; {failed} records skipped (see above)" if failed else ""))
-
-
-def generate(args: argparse.Namespace) -> int:
-    data_file, output = Path(args.data_file), Path(args.output)
-    if not data_file.is_file():
-        raise GenerateError(f"data file not found: {data_file}")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                  length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                                  temperature=args.temperature, batch_size=args.batch_size)
-    recorded = {"model": str(args.model), "data_file": str(data_file), "generation": vars(settings),
-                "use_images": not args.render_text}
-    if not args.overwrite and output.exists() and settings_path(output).exists():
-        previous = json.loads(settings_path(output).read_text(encoding="utf-8"))
-        if previous != recorded:
-            raise GenerateError(f"{output} was generated with other settings ({settings_path(output).name}); "
-                                f"use --overwrite or another --output")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    all_records = list(_records(data_file, args.max_samples))
-    order = [str(record["id"]) for record in all_records]
-    # Several processes (torchrun / accelerate launch): each takes a share and writes its own part file.
-    processes = Processes.from_env()
-    gather_parts(output, order, processes, overwrite=args.overwrite)
-    done = completed_ids(output)
-    records = [r for r in all_records if str(r["id"]) not in done]
-    sink_path = output if processes.size == 1 else part_path(output, processes)
-    records = processes.share(records)
-    if processes.is_main:
-        write_json_atomic(settings_path(output), recorded)
-    if records:
-        _write_predictions(args, settings, data_file, records, sink_path, len(done), processes.device(args.device))
-    elif processes.size == 1:
-        print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
     merge_shares(output, order, processes)
     return 0
 

@@ -120,6 +120,11 @@ def write_official_weights(model, folder: Path, dtype: str = "bfloat16", max_sha
                   metadata={"format": "pt"})
     # Written even for one shard: the official folder has an index, and loaders look for it.
     write_json_atomic(folder / INDEX_FILE, {"metadata": split.metadata, "weight_map": split.tensor_to_filename})
+    # safetensors writes its files owner-only; a server running as another user (a container) must read them, so
+    # they get the permissions the umask gives any other file, as the index just got.
+    mode = (folder / INDEX_FILE).stat().st_mode & 0o777
+    for filename in split.filename_to_tensors:
+        (folder / filename).chmod(mode)
     write_json_atomic(folder / "config.json", model.config.to_official_config(dtype))
 
 

@@ -13,7 +13,7 @@ from model.convert import build_empty_model, load_model, load_official_state_dic
 from model.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
 from model.modeling import DeepseekOCRForConditionalGeneration
 from model.tokenizer import load_tokenizer
-from tests.inference.conftest import TINY_GENERATION, TINY_RENDER, tiny_model_dir  # noqa: F401  (a fixture)
+from tests.inference.conftest import TINY_GENERATION, TINY_RENDER
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "deepseek_ocr_reference"
 CLIP_PATCH = "model.vision_model.embeddings.patch_embedding.weight"
