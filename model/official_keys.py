@@ -32,7 +32,7 @@ VISION_PARTS = ("sam_model.", "vision_model.")  # official model.X <-> vision_en
 VISION_PREFIX = "vision_encoder."
 EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
 EXPERT_KEY = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-PACKED_EXPERT_KEY = re.compile(r"^language_model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
+PACKED_EXPERT_KEY = re.compile(rf"^{re.escape(DECODER_PREFIX)}layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
 
 
 def expert_key(layer: int, expert: int, proj: str) -> str:
