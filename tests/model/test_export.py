@@ -126,31 +126,6 @@ def test_trained_folder_exports_its_settings_and_summarizes_identically(tiny_mod
     assert exported.summarize_text(text).summary == source.summarize_text(text).summary
 
 
-def test_lora_checkpoint_is_merged_before_export(tmp_path):
-    model = load_model("tiny-random")
-    state = model.state_dict()
-    name, r, alpha = "language_model.layers.0.self_attn.q_proj", 4, 8
-    base = state.pop(f"{name}.weight")
-    torch.manual_seed(2)
-    a, b = torch.randn(r, base.shape[1]), torch.randn(base.shape[0], r)
-    state.update({f"{name}.base_layer.weight": base, f"{name}.lora_A.default.weight": a,
-                  f"{name}.lora_B.default.weight": b})
-    run = tmp_path / "run"
-    checkpoint = run / "checkpoint-2"
-    checkpoint.mkdir(parents=True)
-    model.config.save_pretrained(checkpoint)
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in state.items()}, str(checkpoint / "model.safetensors"))
-    assert main(["--model", str(checkpoint), "--output", str(tmp_path / "x")]) == 1  # alpha unknown: refused
-    (run / "training_config.json").write_text(json.dumps({"lora": {"r": r, "alpha": alpha}}))
-    out = export_model(str(checkpoint), tmp_path / "export", dtype="float32")
-    merged = load_model(str(out)).state_dict()
-    assert torch.allclose(merged[f"{name}.weight"], base + alpha / r * (b @ a), atol=1e-6)
-    assert torch.equal(merged["language_model.layers.0.self_attn.k_proj.weight"],
-                       model.state_dict()["language_model.layers.0.self_attn.k_proj.weight"])
-
-
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     not_a_model = tmp_path / "notes"
     not_a_model.mkdir()
