@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from evaluation.distributed import part_files
+from evaluation.distributed import Processes, gather_parts, part_files
 from evaluation.generate import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,3 +91,23 @@ def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process
     # Each process reports the finished records it skipped: those the killed run had written.
     assert f"({written} already done)" in result.stdout
     assert _untimed(out) == one_process and part_files(out) == []
+
+
+def test_one_process_resumes_the_parts_of_a_multi_process_run(tiny_model_dir, data_file, one_process, tmp_path,
+                                                                capsys):
+    out = tmp_path / "pred.jsonl"
+    lines = [json.dumps(row) + "\n" for row in one_process]
+    # As a killed two-process run leaves them: records 0 and 2 in rank 0's part, 1 in rank 1's plus a cut line.
+    (tmp_path / "pred.jsonl.part-000-of-002").write_text(lines[0] + lines[2])
+    (tmp_path / "pred.jsonl.part-001-of-002").write_text(lines[1] + '{"id": "cut-off", "predic')
+    assert main(_args(data_file, tiny_model_dir, out)) == 0
+    assert "(3 already done)" in capsys.readouterr().out
+    assert _untimed(out) == one_process and part_files(out) == []
+
+
+def test_overwrite_drops_the_parts_too(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    out.write_text('{"id": "a", "prediction": "old"}\n')
+    (tmp_path / "pred.jsonl.part-001-of-003").write_text('{"id": "b", "prediction": "old"}\n')
+    gather_parts(out, ["a", "b"], Processes(), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
