@@ -164,6 +164,7 @@ class DeepseekOCRConfig(PretrainedConfig):
                "layers": vision.sam_depth, "width": vision.sam_width}
         clip = {"heads": vision.clip_heads, "image_size": vision.clip_pos_grid * CLIP_PATCH_SIZE,
                 "layers": vision.clip_layers, "patch_size": CLIP_PATCH_SIZE, "width": vision.clip_width}
+        # mlp_ratio and model_name are the official file's values; no official code derives a size from them.
         vision_config = {"image_size": vision.sam_pos_grid * vision.sam_patch_size, "mlp_ratio": 3.7362,
                          "model_name": "deeplip_b_l", "model_type": "vision",
                          "width": {"clip-l-14-224": clip, "sam_vit_b": sam}}
