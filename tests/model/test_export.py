@@ -66,14 +66,18 @@ def test_bfloat16_export_is_the_model_in_bfloat16(tmp_path):
 def test_real_size_model_exports_the_official_checkpoint_keys_and_shapes():
     with torch.device("meta"):
         model = DeepseekOCRForConditionalGeneration(DeepseekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
-    exported = {key: tuple(value.shape) for key, value in official_state_dict(model).items()}
-    entries = json.loads((FIXTURE / "real_checkpoint_keys.json").read_text())["keys"]
+    official = official_state_dict(model)
+    exported = {key: tuple(value.shape) for key, value in official.items()}
+    fixture = json.loads((FIXTURE / "real_checkpoint_keys.json").read_text())
+    entries = fixture["keys"]
     checkpoint = {e["key"]: tuple(e["shape"]) for e in entries if e["in_real_checkpoint_index"]}
     assert len(checkpoint) == 2710
     assert sorted(set(checkpoint) - set(exported)) == [] and sorted(set(exported) - set(checkpoint)) == []
     assert exported == checkpoint
     # The model's only key the checkpoint lacks is the buffer the official code builds itself.
     assert {e["key"] for e in entries} - set(exported) == {POSITION_IDS}
+    # In bfloat16 the shards hold exactly the bytes of the real checkpoint (its index's total_size).
+    assert sum(value.numel() for value in official.values()) * 2 == fixture["index_total_size_bytes"]
 
 
 @pytest.fixture(scope="module")
