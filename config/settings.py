@@ -161,6 +161,11 @@ class TrainingConfig:
     hub_model_id: Optional[Str] = Field(None, description="hub repository",
                                         json_schema_extra={"metavar": "USER/NAME"})
     hub_private: Bool = Field(False, description="create the hub repository as private")
+    # DeepSeek-OCR: also write the final model in the official layout (model.export), for vLLM, SGLang...
+    export_dir: Optional[Str] = Field(None, description="DeepSeek-OCR: also export the final model in the official "
+                                      "layout to this folder (python -m model.export)",
+                                      json_schema_extra=_flags("--export", metavar="DIR"))
+    export_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the export's weights")
 
     def __post_init__(self) -> None:
         if self.max_steps == 0:

@@ -6,6 +6,7 @@ Each output line holds `id`, `prediction` and the record's figures (pages, visio
 tokens, seconds). Lines are appended as batches finish; a re-run skips the ids already written, and a line cut
 short by a kill is dropped before appending. The generation settings are recorded beside the output
 (`<output>.settings.json`); resuming with other settings is refused, so one file never mixes two settings.
+Launched by torchrun or `accelerate launch`, the records are shared between the processes (evaluation.distributed).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Iterator, Optional
 from config import GenerationSettings, to_dict
 from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
+from evaluation.distributed import Processes, gather_parts, merge_shares, part_path
 from inference.model_settings import saved_generation_settings
 
 
@@ -86,25 +88,33 @@ def generate(args: argparse.Namespace) -> int:
     settings = apply_flags(build_parser(), saved_generation_settings(args.model), args)
     recorded = {"model": str(args.model), "data_file": str(data_file), "generation": to_dict(settings),
                 "use_images": not args.render_text}
-    if args.overwrite:
-        output.unlink(missing_ok=True)
-    elif output.exists() and settings_path(output).exists():
+    if not args.overwrite and output.exists() and settings_path(output).exists():
         previous = json.loads(settings_path(output).read_text(encoding="utf-8"))
         if previous != recorded:
             raise GenerateError(f"{output} was generated with other settings ({settings_path(output).name}); "
                                 f"use --overwrite or another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
+    all_records = list(_records(data_file, args.max_samples))
+    order = [str(record["id"]) for record in all_records]
+    # Under torchrun / accelerate launch each process takes a share of the records and writes its own part.
+    processes = Processes.from_env()
+    gather_parts(output, order, processes, overwrite=args.overwrite)
     done = completed_ids(output)
-    records = [r for r in _records(data_file, args.max_samples) if str(r["id"]) not in done]
-    write_json_atomic(settings_path(output), recorded)
+    records = processes.share([r for r in all_records if str(r["id"]) not in done])
+    sink_path = output if processes.size == 1 else part_path(output, processes)
+    if processes.is_main:
+        write_json_atomic(settings_path(output), recorded)
     if not records:
-        print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
+        if processes.size == 1:
+            print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
+        merge_shares(output, order, processes)
         return 0
 
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=processes.device(args.device),
+                                                    dtype=args.dtype)
     print(f"[generate] {len(records)} records ({len(done)} already done) with {args.model} on {summarizer.device}")
     failed = 0
-    with open(output, "a", encoding="utf-8") as sink, tqdm(total=len(records), unit="doc", desc="generate") as bar:
+    with open(sink_path, "a", encoding="utf-8") as sink, tqdm(total=len(records), unit="doc", desc="generate") as bar:
         for start in range(0, len(records), settings.batch_size):
             batch, documents = [], []
             for record in records[start:start + settings.batch_size]:
@@ -124,8 +134,9 @@ def generate(args: argparse.Namespace) -> int:
             sink.flush()
             os.fsync(sink.fileno())
             bar.update(len(records[start:start + settings.batch_size]))
-    print(f"[generate] wrote {len(records) - failed} predictions to {output}"
+    print(f"[generate] wrote {len(records) - failed} predictions to {sink_path}"
           + (f"; {failed} records skipped (see above)" if failed else ""))
+    merge_shares(output, order, processes)
     return 0
 
 

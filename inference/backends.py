@@ -39,12 +39,12 @@ class OCRBackend:
     def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype) -> "OCRBackend":
         from model.convert import load_model
         from model.image_processing import DeepseekOCRImageProcessor
-        from model.processing import PROCESSOR_CONFIG_NAME, DeepseekOCRProcessor
+        from model.processing import DeepseekOCRProcessor, saved_processor_config
         from model.tokenizer import load_tokenizer
 
         model = load_model(name_or_path, device=device, dtype=dtype)
         folder = Path(name_or_path)
-        if (folder / PROCESSOR_CONFIG_NAME).is_file():
+        if saved_processor_config(folder) is not None:
             processor = DeepseekOCRProcessor.from_pretrained(folder)
         else:  # the official checkpoint or a preset: the image settings of the render mode
             processor = DeepseekOCRProcessor(load_tokenizer(name_or_path), DeepseekOCRImageProcessor.from_mode(mode))

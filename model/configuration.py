@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import transformers
 from transformers import AutoConfig, PretrainedConfig
 
 OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR"
@@ -23,6 +24,30 @@ _OFFICIAL_TEXT_FIELDS = (
     "rms_norm_eps", "rope_theta", "hidden_act", "attention_bias", "attention_dropout", "initializer_range",
     "bos_token_id", "eos_token_id", "tie_word_embeddings",
 )
+# Official fields with one value in every DeepSeek-OCR checkpoint (MHA, not MLA; no RoPE scaling; the MoE
+# router's expert-parallel size), written by `to_official_config` so the official loaders find every field.
+_OFFICIAL_TEXT_CONSTANTS = {
+    "ep_size": 1, "use_mla": False, "q_lora_rank": None, "kv_lora_rank": None, "qk_nope_head_dim": 0,
+    "qk_rope_head_dim": 0, "v_head_dim": 0, "rope_scaling": None, "pretraining_tp": 1, "use_cache": True,
+    "lm_head": True, "rm_head": False,
+}
+_OFFICIAL_LANGUAGE_HEADER = {
+    "architectures": ["DeepseekV2ForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_deepseekv2.DeepseekV2Config",
+                 "AutoModel": "modeling_deepseek.DeepseekV2Model",
+                 "AutoModelForCausalLM": "modeling_deepseek.DeepseekV2ForCausalLM"},
+}
+OFFICIAL_MODEL_TYPE = "deepseek_vl_v2"  # the official config.json's model_type
+_OFFICIAL_HEADER = {
+    "architectures": ["DeepseekOCRForCausalLM"],
+    "auto_map": {"AutoConfig": "modeling_deepseekocr.DeepseekOCRConfig",
+                 "AutoModel": "modeling_deepseekocr.DeepseekOCRForCausalLM"},
+    "candidate_resolutions": [[1024, 1024]], "global_view_pos": "head", "tile_tag": "2D",
+    "model_type": OFFICIAL_MODEL_TYPE,
+}
+# Vision sizes the official schema cannot express travel under this key of `vision_config` (a tiny preset only;
+# the official code hard-codes the real encoder and ignores `vision_config` altogether).
+_OWN_VISION_KEY = "summarizer_vision_config"
 
 
 def _vision_config_cls():
@@ -118,8 +143,44 @@ class DeepseekOCRConfig(PretrainedConfig):
             raise ValueError("projector_config.n_embed must equal the decoder hidden_size")
         if "input_dim" in projector:
             fields["projector_input_dim"] = projector["input_dim"]
+        if _OWN_VISION_KEY in official.get("vision_config", {}):
+            fields["vision_config"] = official["vision_config"][_OWN_VISION_KEY]
         fields.update(overrides)
         return cls(**fields)
+
+    def to_official_config(self, torch_dtype: str) -> dict[str, Any]:
+        """The official `config.json` of this model: the inverse of `from_official_config`.
+
+        Language fields at the top level and again under `language_config` (the official loaders read both),
+        `projector_config`, and `vision_config` in the official schema.
+        """
+        from model.deep_encoder import CLIP_PATCH_SIZE
+
+        language = {key: getattr(self, key) for key in _OFFICIAL_TEXT_FIELDS if key != "rope_theta"}
+        language["rope_theta"] = self.rope_parameters["rope_theta"]
+        language.update(_OFFICIAL_TEXT_CONSTANTS)
+        vision = self.vision
+        sam = {"downsample_channels": list(vision.downsample_channels),
+               "global_attn_indexes": list(vision.sam_global_blocks), "heads": vision.sam_heads,
+               "layers": vision.sam_depth, "width": vision.sam_width}
+        clip = {"heads": vision.clip_heads, "image_size": vision.clip_pos_grid * CLIP_PATCH_SIZE,
+                "layers": vision.clip_layers, "patch_size": CLIP_PATCH_SIZE, "width": vision.clip_width}
+        # mlp_ratio and model_name are the official file's values; no official code derives a size from them.
+        vision_config = {"image_size": vision.sam_pos_grid * vision.sam_patch_size, "mlp_ratio": 3.7362,
+                         "model_name": "deeplip_b_l", "model_type": "vision",
+                         "width": {"clip-l-14-224": clip, "sam_vit_b": sam}}
+        if self.vision_config != _vision_config_cls()().to_dict():
+            vision_config[_OWN_VISION_KEY] = self.vision_config
+        return {
+            **_OFFICIAL_HEADER,
+            "language_config": {**language, **_OFFICIAL_LANGUAGE_HEADER, "torch_dtype": torch_dtype},
+            "projector_config": {"input_dim": self.projector_input_dim, "model_type": "mlp_projector",
+                                 "n_embed": self.hidden_size, "projector_type": "linear"},
+            "vision_config": vision_config,
+            "torch_dtype": torch_dtype,
+            "transformers_version": transformers.__version__,
+            **language,
+        }
 
     @classmethod
     def preset(cls, name: str) -> "DeepseekOCRConfig":

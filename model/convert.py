@@ -1,18 +1,11 @@
 """Official DeepSeek-OCR checkpoint -> `DeepseekOCRForConditionalGeneration`, and the `load_model` entry point.
 
-Official key (without the leading "model.")          ->  this model
-  embed_tokens / layers.N.* / norm                   ->  language_model.embed_tokens / .layers.N.* / .norm
-  layers.N.mlp.experts.E.{gate,up,down}_proj.weight  ->  layers.N.mlp.experts.gate_up_proj[E] (gate rows first,
-                                                         then up) / .down_proj[E]
-  projector.layers.{weight,bias}                     ->  projector.{weight,bias}
-  image_newline, view_seperator (sic)                ->  image_newline, view_separator
-  sam_model.*, vision_model.*                        ->  vision_encoder.* (the vision module's own converter)
-  lm_head.weight (no "model." prefix)                ->  lm_head.weight
+The key names come from the table in `model.official_keys` (which `model.export` reads the other way); the vision
+keys go through the vision module's own converter.
 """
 from __future__ import annotations
 
 import json
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -22,27 +15,30 @@ from transformers import initialization
 
 from model.configuration import DeepseekOCRConfig
 from model.deep_encoder import convert_official_vision_state_dict
+from model.official_keys import (
+    DECODER_PARTS,
+    DECODER_PREFIX,
+    EXPERT_KEY,
+    EXPERT_PROJS,
+    OFFICIAL_PREFIX,
+    PLAIN_RENAMES,
+    UNPREFIXED_KEYS,
+    VISION_PARTS,
+    VISION_PREFIX,
+    packed_expert_key,
+)
 from model.source import ModelSourceError, download, resolve_model_source
-
-_EXPERT_KEY = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-_PLAIN_RENAMES = {
-    "projector.layers.weight": "projector.weight",
-    "projector.layers.bias": "projector.bias",
-    "image_newline": "image_newline",
-    "view_seperator": "view_separator",
-}
 
 
 def _pack_experts(experts: dict[int, dict[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
     packed = {}
     for layer, by_expert in experts.items():
         ids = sorted(by_expert)
-        if ids != list(range(len(ids))) or any(len(by_expert[e]) != 3 for e in ids):
+        if ids != list(range(len(ids))) or any(len(by_expert[e]) != len(EXPERT_PROJS) for e in ids):
             raise ValueError(f"layer {layer}: incomplete routed experts (need gate/up/down for experts 0..n-1)")
-        prefix = f"language_model.layers.{layer}.mlp.experts."
-        packed[prefix + "gate_up_proj"] = torch.stack(
+        packed[packed_expert_key(layer, "gate_up_proj")] = torch.stack(
             [torch.cat([by_expert[e]["gate_proj"], by_expert[e]["up_proj"]], dim=0) for e in ids])
-        packed[prefix + "down_proj"] = torch.stack([by_expert[e]["down_proj"] for e in ids])
+        packed[packed_expert_key(layer, "down_proj")] = torch.stack([by_expert[e]["down_proj"] for e in ids])
     return packed
 
 
@@ -50,23 +46,23 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     """Rename official keys to this model's keys; unknown keys are kept as they are, for `check_state_dict`."""
     converted, vision, experts = {}, {}, {}
     for key, value in official.items():
-        if key == "lm_head.weight":
+        if key in UNPREFIXED_KEYS:
             converted[key] = value
             continue
-        name = key[len("model."):] if key.startswith("model.") else key
-        if match := _EXPERT_KEY.match(name):
+        name = key[len(OFFICIAL_PREFIX):] if key.startswith(OFFICIAL_PREFIX) else key
+        if match := EXPERT_KEY.match(name):
             layer, expert, proj = int(match[1]), int(match[2]), match[3]
             experts.setdefault(layer, {}).setdefault(expert, {})[proj] = value
-        elif name.startswith(("sam_model.", "vision_model.")):
+        elif name.startswith(VISION_PARTS):
             vision[name] = value
-        elif name in _PLAIN_RENAMES:
-            converted[_PLAIN_RENAMES[name]] = value
-        elif name.startswith(("embed_tokens.", "layers.", "norm.")):
-            converted["language_model." + name] = value
+        elif name in PLAIN_RENAMES:
+            converted[PLAIN_RENAMES[name]] = value
+        elif name.startswith(DECODER_PARTS):
+            converted[DECODER_PREFIX + name] = value
         else:
             converted[key] = value
     converted.update(_pack_experts(experts))
-    converted.update({"vision_encoder." + k: v for k, v in convert_official_vision_state_dict(vision).items()})
+    converted.update({VISION_PREFIX + k: v for k, v in convert_official_vision_state_dict(vision).items()})
     return converted
 
 
@@ -93,7 +89,7 @@ def load_official_state_dict(model: torch.nn.Module, official: dict[str, torch.T
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def _read_official_folder(folder: Path) -> dict[str, torch.Tensor]:
+def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
@@ -131,7 +127,7 @@ def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"
     config = DeepseekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
     config._attn_implementation = attn_implementation
     model = build_empty_model(config, dtype)
-    load_official_state_dict(model, _read_official_folder(folder))
+    load_official_state_dict(model, read_safetensors_folder(folder))
     return model
 
 

@@ -1,9 +1,9 @@
 """DeepSeek-OCR's DeepEncoder (SAM ViT-B + 16x compressor + CLIP-L), written natively for PyTorch.
 
 Mirrors the official `deepencoder.py` of the HF remote code, module for module, so that official checkpoint keys
-map 1:1 (`sam_model.*`, `vision_model.*`), except for two points handled by `convert_official_vision_state_dict`:
-CLIP's fused `qkv_proj` is split into q/k/v (we reuse transformers' `CLIPEncoderLayer`), and the keys listed in
-`DROPPED_OFFICIAL_VISION_KEYS` are discarded.
+map 1:1 (`sam_model.*`, `vision_model.*`), except for two points handled by `convert_official_vision_state_dict`
+(and undone by `to_official_vision_state_dict` for export): CLIP's fused `qkv_proj` is split into q/k/v (we reuse
+transformers' `CLIPEncoderLayer`), and the keys listed in `DROPPED_OFFICIAL_VISION_KEYS` are discarded.
 
 Why SAM is our own code and not transformers' `DeepseekOcr2SamVisionEncoder`: in float32 that module computes the
 same function, but it resizes the global-attention `rel_pos` tables in the layer dtype (the official code resizes
@@ -33,6 +33,9 @@ DROPPED_OFFICIAL_VISION_KEYS = (
     "vision_model.embeddings.patch_embedding.weight",
     "vision_model.embeddings.position_ids",
 )
+CLIP_PATCH_KEY = DROPPED_OFFICIAL_VISION_KEYS[0]
+CLIP_PATCH_SIZE = 14  # CLIP-L/14: the kernel of the unused patch-embedding conv
+_QKV = ("q_proj", "k_proj", "v_proj")  # the three blocks of CLIP's fused qkv_proj, in this order
 
 
 @dataclass
@@ -357,8 +360,29 @@ def convert_official_vision_state_dict(sd: dict[str, torch.Tensor]) -> dict[str,
             continue
         if ".self_attn.qkv_proj." in key:
             prefix, kind = key.split(".qkv_proj.")
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+            for name, part in zip(_QKV, value.chunk(3, dim=0)):
                 out[f"{prefix}.{name}.{kind}"] = part.clone()
         else:
             out[key] = value
+    return out
+
+
+def to_official_vision_state_dict(sd: dict[str, torch.Tensor], cfg: VisionConfig) -> dict[str, torch.Tensor]:
+    """`DeepEncoder` keys -> official `sam_model.*`/`vision_model.*` keys (without the leading `model.`): the inverse
+    of `convert_official_vision_state_dict`.
+
+    q/k/v are fused back into `qkv_proj`, and CLIP's `patch_embedding` conv, which the official loaders expect
+    but no official forward uses, is written as zeros of its official shape. `position_ids` is not written: the
+    real checkpoint does not hold it either (the official code builds it).
+    """
+    out = {}
+    for key, value in sd.items():
+        if ".self_attn.q_proj." in key:
+            prefix, kind = key.split(".q_proj.")
+            out[f"{prefix}.qkv_proj.{kind}"] = torch.cat([sd[f"{prefix}.{name}.{kind}"] for name in _QKV], dim=0)
+        elif ".self_attn.k_proj." not in key and ".self_attn.v_proj." not in key:
+            out[key] = value
+    like = sd["vision_model.embeddings.class_embedding"]
+    out[CLIP_PATCH_KEY] = torch.zeros(cfg.clip_width, 3, CLIP_PATCH_SIZE, CLIP_PATCH_SIZE,
+                                      dtype=like.dtype, device=like.device)
     return out

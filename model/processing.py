@@ -26,6 +26,10 @@ from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 IGNORE_INDEX = -100
 DEFAULT_INSTRUCTION = "Summarize the document."
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+# In a folder of the official layout (`model.export`), processor_config.json holds the official processor's
+# settings, which serving engines pass as keyword arguments to their own processor; this project's settings
+# live beside it under their own name there.
+EXPORTED_PROCESSOR_CONFIG_NAME = "summarizer_processor_config.json"
 # Batch keys for logging and reports, not model inputs: drop them before `model(**batch)`.
 REPORTING_KEYS = ("num_pages", "num_image_tokens", "target_truncated")
 
@@ -42,6 +46,17 @@ def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instructio
     if text:
         ids.extend(tokenizer.encode(text, add_special_tokens=False))
     return ids
+
+
+def saved_processor_config(directory: str | Path) -> Path | None:
+    """The file holding this project's processor settings in a model folder, or None (official checkpoint,
+    preset, or no such folder)."""
+    directory = Path(directory)
+    for name in (EXPORTED_PROCESSOR_CONFIG_NAME, PROCESSOR_CONFIG_NAME):
+        path = directory / name
+        if path.is_file() and "image_processor" in json.loads(path.read_text(encoding="utf-8")):
+            return path
+    return None
 
 
 class DeepseekOCRProcessor:
@@ -136,18 +151,22 @@ class DeepseekOCRProcessor:
     def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write `processor_config.json` (image settings, instruction) and the tokenizer files into `directory`."""
+    def save_pretrained(self, directory: str | Path, config_name: str = PROCESSOR_CONFIG_NAME) -> None:
+        """Write the processor settings (image settings, instruction) as `config_name` and the tokenizer files
+        into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"image_processor": self.image_processor.to_dict(), "instruction": self.instruction}
-        write_json_atomic(directory / PROCESSOR_CONFIG_NAME, config)
+        write_json_atomic(directory / config_name, config)
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "DeepseekOCRProcessor":
-        """The processor saved in `directory` by `save_pretrained` (a trained model folder)."""
+        """The processor saved in `directory` by `save_pretrained` (a trained or exported model folder)."""
         directory = Path(directory)
-        config = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text(encoding="utf-8"))
+        path = saved_processor_config(directory)
+        if path is None:
+            raise FileNotFoundError(f"{directory} holds no processor settings of this project")
+        config = json.loads(path.read_text(encoding="utf-8"))
         return cls(load_tokenizer(str(directory)), DeepseekOCRImageProcessor.from_dict(config["image_processor"]),
                    instruction=config["instruction"])

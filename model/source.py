@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from model.configuration import OFFICIAL_HUB_ID, TINY_PRESET, DeepseekOCRConfig
+from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepseekOCRConfig
 
 SourceKind = Literal["preset", "project", "official", "seq2seq", "hub"]
 PRESETS = (TINY_PRESET,)
@@ -63,7 +63,7 @@ def _folder_kind(folder: Path) -> SourceKind:
         raise ModelSourceError(f"{config_file} is not valid JSON ({err})") from None
     if config.get("model_type") == DeepseekOCRConfig.model_type:
         return "project"
-    if config.get("model_type") == "deepseek_vl_v2" or "language_config" in config:  # the official layout
+    if config.get("model_type") == OFFICIAL_MODEL_TYPE or "language_config" in config:
         return "official"
     if config.get("is_encoder_decoder") or config.get("model_type") in _SEQ2SEQ_TYPES:
         return "seq2seq"

@@ -21,6 +21,7 @@ from config import LoraConfig, TrainingConfig, save_run_settings
 from model.convert import load_model, model_config
 from model.device import PRECISIONS
 from model.image_processing import DeepseekOCRImageProcessor
+from model.lora import merge_lora_state_dict
 from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
 from model.tokenizer import load_tokenizer
@@ -53,22 +54,15 @@ def has_lora(model) -> bool:
 
 
 def merged_state_dict(model, state: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
-    """The plain model's state dict with every LoRA delta (scaling * B @ A) added to its base weight.
+    """The plain model's state dict with every active LoRA delta (scaling * B @ A) added to its base weight.
 
     `state` is the model's full state dict (default: `model.state_dict()`; under FSDP, the gathered one); the
     model is not touched.
     """
     state = model.state_dict() if state is None else state
-    merged = {key.replace(".base_layer.", "."): value for key, value in state.items() if ".lora_" not in key}
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer):
-            weight = merged[f"{name}.weight"]
-            total = weight.float()
-            for adapter in module.active_adapters:
-                a, b = state[f"{name}.lora_A.{adapter}.weight"], state[f"{name}.lora_B.{adapter}.weight"]
-                total = total + module.scaling[adapter] * (b.float() @ a.float())
-            merged[f"{name}.weight"] = total.to(weight.dtype)
-    return merged
+    scalings = {(name, adapter): module.scaling[adapter] for name, module in model.named_modules()
+                if isinstance(module, LoraLayer) for adapter in module.active_adapters}
+    return merge_lora_state_dict(state, scalings)
 
 
 def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):

@@ -39,7 +39,8 @@ def build_parser() -> Parser:
     run.add_argument("--config", metavar="FILE", help="JSON training config (README format)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                      help="continue from the latest complete checkpoint in --output, or from CHECKPOINT")
-    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output (and an --export "
+                     "folder)")
     run.add_argument("--dry-run", action="store_true", help="check config, data and model, then stop")
     run.add_argument("--hub-token", metavar="TOKEN", help="hub write token (default: $HF_TOKEN); never saved")
     add_settings_arguments(parser, TrainingConfig)
@@ -62,7 +63,16 @@ def resolve_task(cfg: TrainingConfig) -> TrainingConfig:
 def resolve_config(args: argparse.Namespace) -> TrainingConfig:
     """The config file (or defaults) with the given flags on top, validated, its task decided."""
     cfg = load_json(TrainingConfig, args.config) if args.config else TrainingConfig()
-    return resolve_task(apply_flags(build_parser(), cfg, args))
+    cfg = resolve_task(apply_flags(build_parser(), cfg, args))
+    check_export(cfg)
+    return cfg
+
+
+def check_export(cfg: TrainingConfig) -> None:
+    if cfg.export_dir and cfg.task != "deepseek-ocr":
+        raise ConfigError("config key 'export_dir' needs task deepseek-ocr: the official layout is DeepSeek-OCR's")
+    if cfg.export_dir and Path(cfg.export_dir).resolve() == Path(cfg.output_dir).resolve():
+        raise ConfigError("config key 'export_dir' must be another folder than the output folder")
 
 
 def build_trainer(cfg: TrainingConfig, train: list[dict], val: list[dict], callbacks: list) -> Any:
@@ -147,6 +157,10 @@ def run(args: argparse.Namespace) -> Optional[Any]:
         dry_run(cfg, train, val)
         return None
     prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
+    if cfg.export_dir:  # a busy export folder is refused now, not after the training
+        from model.export import check_output
+
+        check_output(Path(cfg.export_dir), overwrite=args.overwrite)
     if cfg.push_to_hub:
         create_hub_repo(cfg)
     checkpoint = resolve_checkpoint(cfg.output_dir, args.resume) if args.resume else None
@@ -170,17 +184,24 @@ def run(args: argparse.Namespace) -> Optional[Any]:
     if trainer.is_world_process_zero():
         trainer.save_state()
         finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
+        if cfg.export_dir:
+            from model.export import export_model
+
+            export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=args.overwrite)
+            print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
     return trainer
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, model name, output folder, hub access): reported as one line."""
     from data.dataset_loader import DatasetError
+    from model.export import ExportError
     from training.data import TrainDataError
     from training.run_outputs import OutputDirError
     from training.trainer import ModelLoadError
 
-    return DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError
+    return (DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError,
+            ExportError)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

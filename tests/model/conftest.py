@@ -8,6 +8,8 @@ import official_weights
 import pytest
 import torch
 
+from tests.inference.conftest import tiny_model_dir  # noqa: F401  (a fixture: the export tests export that folder)
+
 
 @pytest.fixture(scope="session")
 def official_state_dict() -> dict[str, torch.Tensor]:

@@ -1,0 +1,133 @@
+"""Batch generation spread over processes (one per GPU): each process writes its own part of the predictions and
+the first one merges the parts, in input order, into the one predictions file.
+
+    torchrun --nproc_per_node 4 -m evaluation.generate test.jsonl --model M --output predictions.jsonl
+    accelerate launch --num_processes 4 -m evaluation.generate test.jsonl --model M --output predictions.jsonl
+
+Both launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them (a plain `python -m`)
+there is one process and nothing here is used. The processes meet twice through a gloo process group (it works
+with and without GPUs, and only carries the two barriers):
+1. before generating: the first process folds the parts an interrupted run left (of any process count) into the
+   predictions file, so every process sees the same finished ids and takes the same share of the rest;
+2. after generating: it merges the new parts into the predictions file (written atomically) and deletes them.
+Process r takes every world_size-th remaining record from the r-th: neighbouring records, often of similar
+length, go to different processes. A part is appended batch by batch like the one-process file, so a killed run
+loses at most the batches in flight; re-running the same command resumes.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Sequence
+
+# The second barrier waits for the slowest process's whole share: hours on a large test set.
+BARRIER_TIMEOUT = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Processes":
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def start(self) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", rank=self.rank, world_size=self.size, timeout=BARRIER_TIMEOUT)
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def stop(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def device(self, requested: str) -> str:
+        """One GPU per process (the launcher's LOCAL_RANK) when CUDA is asked for or automatic."""
+        import torch
+
+        if self.size > 1 and requested in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def share(self, records: Sequence[dict]) -> list[dict]:
+        return list(records[self.rank::self.size])
+
+
+def part_path(output: Path, processes: Processes) -> Path:
+    return output.with_name(f"{output.name}.part-{processes.rank:03d}-of-{processes.size:03d}")
+
+
+def part_files(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(glob.escape(output.name) + ".part-*-of-*"))
+
+
+def merge_parts(output: Path, order: Sequence[str]) -> int:
+    """Fold every part file into `output`: one line per id, ids of `order` (the input's order) first, any other id
+    after them as found; written through a temporary file, then the parts are deleted. Returns the line count."""
+    from evaluation.generate import completed_ids
+
+    parts = part_files(output)
+    if not parts:
+        return len(completed_ids(output))
+    lines: dict[str, str] = {}
+    for path in [output, *parts]:
+        completed_ids(path)  # drops a line cut short by a kill (and checks every line is a prediction)
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                if line.strip():
+                    lines.setdefault(str(json.loads(line)["id"]), line)
+    merged = [lines.pop(record_id) for record_id in order if record_id in lines] + list(lines.values())
+    tmp = output.with_name(f".{output.name}.merge-tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(merged)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, output)
+    for path in parts:
+        path.unlink()
+    return len(merged)
+
+
+def gather_parts(output: Path, order: Sequence[str], processes: Processes, overwrite: bool) -> None:
+    """Before generating: the first process starts afresh (`overwrite`) or folds the parts of an interrupted run
+    into `output`; the others wait, then all read the same finished ids. Also run by a single process, which then
+    resumes a multi-process run."""
+    if processes.size > 1:
+        processes.start()
+    if processes.is_main:
+        if overwrite:
+            for path in (output, *part_files(output)):
+                path.unlink(missing_ok=True)
+        merge_parts(output, order)
+    if processes.size > 1:
+        processes.barrier()
+
+
+def merge_shares(output: Path, order: Sequence[str], processes: Processes) -> None:
+    """After generating: once every process has finished its part, the first one merges them into `output`."""
+    if processes.size == 1:
+        return
+    processes.barrier()
+    if processes.is_main:
+        count = merge_parts(output, order)
+        print(f"[generate] merged the parts of {processes.size} processes: {count} predictions in {output}")
+    processes.stop()

@@ -1,0 +1,113 @@
+"""Generation over two CPU processes (torchrun, gloo): the same predictions, in the same order, as one process;
+a two-process run killed midway resumes to the same file."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from evaluation.distributed import Processes, gather_parts, part_files
+from evaluation.generate import main
+
+REPO = Path(__file__).resolve().parents[2]
+N_RECORDS = 8
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    rows = [json.loads(line) for line in (REPO / "data/bundled/scitldr-a/test.jsonl").open()][:N_RECORDS]
+    path = tmp_path_factory.mktemp("gen2") / "test.jsonl"
+    path.write_text("".join(json.dumps({"id": r["paper_id"], "text": " ".join(r["source"])}) + "\n" for r in rows))
+    return path
+
+
+def _args(data_file, model, output):
+    return [str(data_file), "--model", str(model), "--output", str(output), "--device", "cpu",
+            "--max-new-tokens", "6", "--batch-size", "1"]
+
+
+def _untimed(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "pred.jsonl"
+    assert main(_args(data_file, tiny_model_dir, out)) == 0
+    return _untimed(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_processes(args):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "evaluation.generate", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return command, env
+
+
+def test_two_processes_give_the_one_process_predictions(tiny_model_dir, data_file, one_process, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    command, env = _two_processes(_args(data_file, tiny_model_dir, out))
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _untimed(out) == one_process
+    # Both processes generated a share, and only the merged file is left.
+    assert "part-000-of-002" in result.stdout and "part-001-of-002" in result.stdout
+    assert result.stdout.count("merged the parts of 2 processes") == 1
+    assert part_files(out) == [] and (tmp_path / "pred.jsonl.settings.json").is_file()
+
+
+def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    command, env = _two_processes(_args(data_file, tiny_model_dir, out))
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not any(p.stat().st_size for p in part_files(out)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The launcher and both workers at once, mid-generation, as a crash or a preempted machine would (the
+    # workers run in sessions of their own, so the launcher's process group does not reach them).
+    launcher = psutil.Process(run.pid)
+    processes = [*launcher.children(recursive=True), launcher]
+    for process in processes:
+        process.kill()
+    psutil.wait_procs(processes, timeout=30)
+    run.wait()
+    written = sum(len(p.read_text().splitlines()) for p in part_files(out))
+    assert 0 < written < N_RECORDS, "the run must be killed with part of the work done"
+    assert not out.exists() or len(_untimed(out)) < N_RECORDS
+    result = subprocess.run(_two_processes(_args(data_file, tiny_model_dir, out))[0], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Each process reports the finished records it skipped: those the killed run had written.
+    assert f"({written} already done)" in result.stdout
+    assert _untimed(out) == one_process and part_files(out) == []
+
+
+def test_one_process_resumes_the_parts_of_a_multi_process_run(tiny_model_dir, data_file, one_process, tmp_path,
+                                                                capsys):
+    out = tmp_path / "pred.jsonl"
+    lines = [json.dumps(row) + "\n" for row in one_process]
+    # As a killed two-process run leaves them: records 0 and 2 in rank 0's part, 1 in rank 1's plus a cut line.
+    (tmp_path / "pred.jsonl.part-000-of-002").write_text(lines[0] + lines[2])
+    (tmp_path / "pred.jsonl.part-001-of-002").write_text(lines[1] + '{"id": "cut-off", "predic')
+    assert main(_args(data_file, tiny_model_dir, out)) == 0
+    assert "(3 already done)" in capsys.readouterr().out
+    assert _untimed(out) == one_process and part_files(out) == []
+
+
+def test_overwrite_drops_the_parts_too(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    out.write_text('{"id": "a", "prediction": "old"}\n')
+    (tmp_path / "pred.jsonl.part-001-of-003").write_text('{"id": "b", "prediction": "old"}\n')
+    gather_parts(out, ["a", "b"], Processes(), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,0 +1,154 @@
+"""Export to the official layout: the round trip is exact, the keys are the official checkpoint's, the golden
+fixture's weights come out with their official checksums, and bad input leaves nothing behind."""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from model.configuration import DeepseekOCRConfig
+from model.convert import build_empty_model, load_model, load_official_state_dict
+from model.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
+from model.modeling import DeepseekOCRForConditionalGeneration
+from model.tokenizer import load_tokenizer
+from tests.inference.conftest import TINY_GENERATION, TINY_RENDER
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "deepseek_ocr_reference"
+CLIP_PATCH = "model.vision_model.embeddings.patch_embedding.weight"
+POSITION_IDS = "model.vision_model.embeddings.position_ids"  # a buffer the official code builds; not stored
+
+
+def _read_export(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an exported folder, through its index (so a shard missing from the index is caught)."""
+    weight_map = json.loads((folder / INDEX_FILE).read_text())["weight_map"]
+    state = {}
+    for file in sorted(set(weight_map.values())):
+        with safe_open(str(folder / file), framework="pt") as handle:
+            for key in handle.keys():
+                assert weight_map[key] == file
+                state[key] = handle.get_tensor(key)
+    assert set(state) == set(weight_map)
+    return state
+
+
+def _inputs(config):
+    torch.manual_seed(1)
+    placeholders = 73  # one 512x512 view: 8 rows of (8 + newline) + separator
+    ids = torch.tensor([[0] + [config.image_token_id] * placeholders + [201, 23465, 14133]])
+    return {"input_ids": ids, "pixel_values": torch.randn(1, 3, 512, 512)}
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+    original = load_model("tiny-random")
+    out = export_model("tiny-random", tmp_path / "export", dtype="float32", max_shard_size="10MB")
+    assert len(set(json.loads((out / INDEX_FILE).read_text())["weight_map"].values())) > 1  # really sharded
+    loaded = load_model(str(out))
+    reference = original.state_dict()
+    assert set(loaded.state_dict()) == set(reference)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    with torch.no_grad():
+        assert torch.equal(loaded(**_inputs(original.config)).logits, original(**_inputs(original.config)).logits)
+
+
+def test_bfloat16_export_is_the_model_in_bfloat16(tmp_path):
+    out = export_model("tiny-random", tmp_path / "export")  # the default dtype
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert {t.dtype for t in _read_export(out).values()} == {torch.bfloat16}
+    loaded = load_model(str(out), dtype=torch.bfloat16)
+    original = load_model("tiny-random", dtype=torch.bfloat16)
+    for key, value in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_real_size_model_exports_the_official_checkpoint_keys_and_shapes():
+    with torch.device("meta"):
+        model = DeepseekOCRForConditionalGeneration(DeepseekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
+    official = official_state_dict(model)
+    exported = {key: tuple(value.shape) for key, value in official.items()}
+    fixture = json.loads((FIXTURE / "real_checkpoint_keys.json").read_text())
+    entries = fixture["keys"]
+    checkpoint = {e["key"]: tuple(e["shape"]) for e in entries if e["in_real_checkpoint_index"]}
+    assert len(checkpoint) == 2710
+    assert sorted(set(checkpoint) - set(exported)) == [] and sorted(set(exported) - set(checkpoint)) == []
+    assert exported == checkpoint
+    # The model's only key the checkpoint lacks is the buffer the official code builds itself.
+    assert {e["key"] for e in entries} - set(exported) == {POSITION_IDS}
+    # In bfloat16 the shards hold exactly the bytes of the real checkpoint (its index's total_size).
+    assert sum(value.numel() for value in official.values()) * 2 == fixture["index_total_size_bytes"]
+
+
+@pytest.fixture(scope="module")
+def golden_export(official_state_dict, official_config, tmp_path_factory):
+    model = build_empty_model(DeepseekOCRConfig.from_official_config(official_config), torch.float32)
+    load_official_state_dict(model, official_state_dict)
+    folder = tmp_path_factory.mktemp("golden-export")
+    write_official_weights(model, folder, "float32")
+    return folder
+
+
+def test_golden_weights_export_with_the_official_keys_and_checksums(golden_export):
+    exported = _read_export(golden_export)
+    fixture = json.loads((FIXTURE / "state_dict_keys.json").read_text())["keys"]
+    buffers = {e["key"] for e in fixture if e["kind"] != "parameter"}
+    assert buffers == {POSITION_IDS}
+    assert set(exported) == {e["key"] for e in fixture} - buffers
+    checksums = {e["key"]: e for e in json.loads((FIXTURE / "weights_checksums.json").read_text())["tensors"]}
+    for key, tensor in exported.items():
+        assert list(tensor.shape) == checksums[key]["shape"], key
+        if key == CLIP_PATCH:  # never used by the official forward; present with its official shape
+            continue
+        digest = hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+        assert digest == checksums[key]["sha256_le_bytes"], key
+    assert exported[CLIP_PATCH].shape == (1024, 3, 14, 14)
+
+
+def test_golden_config_carries_every_official_value(golden_export, official_config):
+    exported = json.loads((golden_export / "config.json").read_text())
+    provenance = {"_name_or_path", "transformers_version"}  # who wrote the file, not what the model is
+    assert set(exported) == set(official_config) - {"_name_or_path"}
+    for key in set(official_config) - provenance:
+        assert exported[key] == official_config[key], key
+
+
+def test_trained_folder_exports_its_settings_and_summarizes_identically(tiny_model_dir, tmp_path):
+    from inference.summarizer import DeepSeekSummarizer
+
+    out = export_model(str(tiny_model_dir), tmp_path / "export", dtype="float32")
+    official_processor = json.loads((out / "processor_config.json").read_text())
+    assert official_processor["processor_class"] == "DeepseekVLV2Processor" and "image_processor" not in official_processor
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizerFast"
+    sample = "Budget <image> approved: <td>12</td> für 3 Jahre."
+    assert load_tokenizer(str(out))(sample).input_ids == load_tokenizer()(sample).input_ids
+    source = DeepSeekSummarizer.from_pretrained(tiny_model_dir, device="cpu")
+    exported = DeepSeekSummarizer.from_pretrained(out, device="cpu")
+    assert exported.render_config == TINY_RENDER and exported.generation == TINY_GENERATION
+    assert exported.backend.processor.image_processor.to_dict() == source.backend.processor.image_processor.to_dict()
+    text = "The committee met on Tuesday and approved the budget for the new library after a long debate."
+    assert exported.summarize_text(text).summary == source.summarize_text(text).summary
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    (not_a_model / "readme.txt").write_text("hi")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    cases = {
+        "not a model folder": ["--model", str(not_a_model), "--output", str(tmp_path / "o1")],
+        "model folder not found": ["--model", str(tmp_path / "absent"), "--output", str(tmp_path / "o2")],
+        "unknown dtype": ["--model", "tiny-random", "--output", str(tmp_path / "o3"), "--dtype", "float8"],
+        "not empty": ["--model", "tiny-random", "--output", str(busy)],
+    }
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "notes"]  # no output, no temporary folder
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    assert main(["--model", "tiny-random", "--output", str(busy), "--overwrite"]) == 0
+    assert (busy / "config.json").is_file() and not (busy / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "notes"]
