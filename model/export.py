@@ -32,7 +32,7 @@ from data.jsonl import write_json_atomic
 from model.configuration import TINY_PRESET, DeepseekOCRConfig
 from model.convert import build_empty_model, check_state_dict, load_model, read_safetensors_folder
 from model.image_processing import DOWNSAMPLE, PATCH_SIZE
-from model.lora import has_lora_keys, merge_lora_state_dict, saved_lora_scalings
+from model.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
 from model.official_keys import to_official_state_dict
 from model.processing import (
     EXPORTED_PROCESSOR_CONFIG_NAME,
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, (ExportError, ModelSourceError, OSError))
+    return run_command(build_parser(), run, argv, (ExportError, LoraMergeError, ModelSourceError, OSError))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ import torch
 LORA_A_KEY = re.compile(r"^(.+)\.lora_A\.([^.]+)\.weight$")
 
 
+class LoraMergeError(ValueError):
+    """Adapters that cannot be merged as saved; one line for the user."""
+
+
 def has_lora_keys(state) -> bool:
     return any(".lora_" in key for key in state)
 
@@ -43,7 +47,7 @@ def saved_lora_scalings(state: dict[str, torch.Tensor], folder: Path) -> dict[tu
     else:
         alpha = None
     if alpha is None:
-        raise ValueError(f"{folder} holds unmerged LoRA adapters but no {TRAINING_CONFIG_FILE} (here or one folder "
+        raise LoraMergeError(f"{folder} holds unmerged LoRA adapters but no {TRAINING_CONFIG_FILE} (here or one folder "
                          "up) gives their lora.alpha; export the run's final folder instead")
     return {(match[1], match[2]): alpha / value.shape[0]
             for key, value in state.items() if (match := LORA_A_KEY.match(key))}
