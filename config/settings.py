@@ -13,6 +13,10 @@ from config.loading import ConfigError
 
 from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 
+# What DeepSeek-OCR's decoder reads of a document: its rendered pages (vision tokens), or its text tokens (the
+# control arm that measures what compression costs). Saved with the model (processor_config.json).
+InputMode = Literal["pixels", "text"]
+
 
 @dataclass
 class RenderConfig:
@@ -131,13 +135,14 @@ class TrainingConfig:
     max_steps: int = -1  # > 0 overrides num_epochs
     gradient_accumulation_steps: int = 8
     max_length: int = 512  # summary tokens (DeepSeek-OCR) / target tokens (seq2seq)
-    max_source_length: int = 1024  # seq2seq baseline only: source text tokens
+    max_source_length: int = 1024  # source text tokens: seq2seq baseline, and DeepSeek-OCR with input_mode "text"
     source_prefix: Optional[str] = None  # seq2seq baseline: "summarize: " for T5
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = "auto"  # auto: bf16 on CUDA, float32 on CPU
     gradient_checkpointing: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # DeepSeek-OCR specifics.
     instruction: str = "Summarize the document."
+    input_mode: InputMode = "pixels"
     train_projector: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     vision_cache: Literal["none", "memory", "disk"] = "none"
@@ -165,5 +170,8 @@ class TrainingConfig:
             raise ConfigError(f"config key 'max_steps' must be -1 (use num_epochs) or positive, got {self.max_steps}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ConfigError(f"config key 'eval_steps' must be at least 1, got {self.eval_steps}")
+        if self.input_mode == "text" and (self.vision_cache != "none" or self.train_projector):
+            raise ConfigError("config key 'input_mode' is 'text': the model reads no pages, so 'vision_cache' "
+                              "must be 'none' and 'train_projector' false")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("config key 'hub_model_id' is required when 'push_to_hub' is true")

@@ -150,7 +150,8 @@ class DeepSeekSummarizer:
 
     def _require_images(self) -> None:
         if not self.backend.reads_images:
-            raise InputError("this model is a text-only seq2seq baseline; it cannot read images or PDFs")
+            raise InputError("this model reads text only (a seq2seq baseline or a text-input DeepSeek-OCR); "
+                             "it cannot read images or PDFs")
 
     # ------------------------------------------------------------------------------------------ summarizing
 

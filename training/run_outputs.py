@@ -113,7 +113,9 @@ def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, 
                      metrics: dict[str, Any]) -> Path:
     """README.md: what was trained on what, the final metrics, intended use and how to load the folder."""
     folder = Path(folder)
-    kind = "DeepSeek-OCR (page images → summary)" if cfg.use_deepseek_ocr else "seq2seq baseline (text → summary)"
+    pages = cfg.use_deepseek_ocr and cfg.input_mode == "pixels"
+    kind = "seq2seq baseline (text → summary)" if not cfg.use_deepseek_ocr else \
+        "DeepSeek-OCR (page images → summary)" if pages else "DeepSeek-OCR decoder on text tokens (text → summary)"
     base = "" if Path(cfg.model_name).exists() else f"base_model: {cfg.model_name}\n"
     load = f"`python -m inference.infer --model_path {folder} --input_file article.txt`"
     if not cfg.use_deepseek_ocr:
@@ -147,8 +149,7 @@ Loss curves: `{PLOT_FILE}`.
 
 ## Intended use
 
-Abstractive summaries of documents like the training data ({'rendered as page images' if cfg.use_deepseek_ocr
-else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
+Abstractive summaries of documents like the training data ({'rendered as page images' if pages else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
 
 ## How to load
 
