@@ -197,6 +197,14 @@ def check_dataset(spec: DatasetSpec) -> None:
 
 def load_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None,
                     max_steps: Optional[int] = None) -> ExperimentConfig:
+    """`read_experiment`, then the dataset's existence (which may ask the hub)."""
+    exp = read_experiment(path, overrides, max_steps)
+    check_dataset(exp.dataset)
+    return exp
+
+
+def read_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None,
+                    max_steps: Optional[int] = None) -> ExperimentConfig:
     """Read and check an experiment file; `overrides` (dotted keys, None skipped) go on top of it, and
     `max_steps` caps the training of every trained arm (DeepSeek-OCR and seq2seq) for a quicker run."""
     exp = load_json(ExperimentConfig, path)
@@ -209,5 +217,4 @@ def load_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]]
                 arm.training["max_steps"] = max_steps
     for arm in exp.arms:
         _check_arm(exp, arm)
-    check_dataset(exp.dataset)
     return exp
