@@ -166,11 +166,13 @@ def check_dataset(spec: DatasetSpec) -> None:
     """A dataset that is plainly not there fails now rather than after other arms have run."""
     if spec.source == "bundled":
         return
+    from data.dataset_loader import LOCAL_FORMATS
+
     path = Path(spec.source).expanduser()
-    looks_local = spec.source.startswith((".", "/", "~")) or path.suffix or spec.source.count("/") != 1
     if path.exists():
         return
-    if looks_local:
+    # What data.dataset_loader would read as a local path rather than a hub id.
+    if path.suffix.lower() in LOCAL_FORMATS or spec.source.startswith((".", "/", "~")):
         raise ConfigError(f"dataset not found: {spec.source} (config key 'dataset.source')")
     if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         from huggingface_hub import scan_cache_dir

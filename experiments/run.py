@@ -91,8 +91,10 @@ def _measurement(stage):
 def _report(exp, folder: Path, markers: dict, config_path: str) -> dict[str, Path]:
     from experiments.report import collect, markdown, write_results
 
+    from model.configuration import TINY_PRESET
+
     note = ""
-    if exp.training.get("model_name", "deepseek-ai/DeepSeek-OCR") == "tiny-random":
+    if exp.training.get("model_name") == TINY_PRESET:
         note = ("**CPU smoke run**: DeepSeek-OCR's `tiny-random` preset (the real architecture at tiny widths, "
                 "random weights) and a tiny random BART, trained for a few steps. It shows that every arm runs "
                 "end to end, not what pixels cost against text: expect ROUGE far below Lead-3.")
