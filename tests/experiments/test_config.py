@@ -56,7 +56,8 @@ def _write(tmp_path, mutate) -> Path:
 ])
 def test_a_bad_config_fails_in_one_line_before_any_work(tmp_path, capsys, mutate, message):
     output = tmp_path / "out"
-    code = main([str(_write(tmp_path, mutate)), "--output-dir", str(output)])
+    # --estimate-only: were the check missing, the test would fail at once instead of running the experiment.
+    code = main([str(_write(tmp_path, mutate)), "--output-dir", str(output), "--estimate-only"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
     assert not output.exists()
