@@ -47,7 +47,8 @@ class DatasetSpec:
 class EstimateSpec:
     """Seconds used for the wall-time estimate printed before a run, until this run has measured its own."""
 
-    train_step_s: float = 1.0
+    train_step_s: float = 1.0  # a DeepSeek-OCR optimizer step
+    seq2seq_step_s: Optional[float] = None  # a seq2seq baseline step; None: train_step_s
     generate_doc_s: float = 1.0
     measured_on: str = "not measured"  # where the two figures come from
 

@@ -55,7 +55,8 @@ def estimate_table(exp: ExperimentConfig, markers: dict[str, dict[str, Any]]) ->
         parts = []
         if arm.train and f"train/{arm.name}" not in markers:
             steps = planned_steps(exp, arm)
-            step_s = measured_step.get(_family(arm), exp.estimate.train_step_s)
+            hint = exp.estimate.seq2seq_step_s if arm.type == "seq2seq" else None
+            step_s = measured_step.get(_family(arm), hint or exp.estimate.train_step_s)
             seconds = steps * step_s if steps is not None else None
             parts.append(f"train {steps if steps is not None else '?'} steps x {step_s:.3g} s = {_duration(seconds)}")
             total += seconds or 0

@@ -45,8 +45,9 @@ class DeepSeekOCRCollator:
     """Callable for the DataLoader: a list of records -> processor batch (+ `page_keys` when asked).
 
     A record's pages are its `images` (paths or PIL images, in order) when it has them, otherwise its `text`
-    rendered with `render`; a text-input processor gets the `text` itself. Long texts paginate (the renderer never cuts text), so a document becomes several
-    pages; summaries longer than `max_target_length` tokens (EOS included) are shortened, never the prompt.
+    rendered with `render`; a text-input processor gets the `text` itself. Long texts paginate (the renderer
+    never cuts text), so a document becomes several pages; summaries longer than `max_target_length` tokens (EOS
+    included) are shortened, never the prompt.
     """
 
     def __init__(self, processor: DeepseekOCRProcessor, render: RenderConfig, max_target_length: int,

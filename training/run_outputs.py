@@ -149,7 +149,8 @@ Loss curves: `{PLOT_FILE}`.
 
 ## Intended use
 
-Abstractive summaries of documents like the training data ({'rendered as page images' if pages else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
+Abstractive summaries of documents like the training data ({'rendered as page images' if pages
+else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
 
 ## How to load
 
