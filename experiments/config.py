@@ -150,17 +150,23 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
             raise ConfigError(f"{where}: 'train' is false (zero-shot), so 'training' settings would be unused")
         if arm.model_name == TINY_SEQ2SEQ and not arm.train:
             raise ConfigError(f"{where}: {TINY_SEQ2SEQ} has random weights; zero-shot it would only score noise")
+    if arm.type == "lead-3":
+        return
+    try:
+        arm_generation(exp, arm)
+        if arm.train:  # every key and contradiction that TrainingConfig itself knows
+            cfg = from_dict(TrainingConfig, arm_training(exp, arm))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if arm.type == "seq2seq" and arm.train and cfg.lora.enabled:
+        raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
     if arm.type == "pixels":
-        unprepared = sorted(k for k in arm.render if k not in PREPARED_RENDER_KEYS)
+        default = RenderConfig()
+        unprepared = [key for key, value in to_dict(cfg.render).items()
+                      if key not in PREPARED_RENDER_KEYS and value != getattr(default, key)]
         if unprepared:
             raise ConfigError(f"{where}: render key '{unprepared[0]}' cannot be prepared by data.prepare_datasets "
-                              f"(it takes {', '.join(PREPARED_RENDER_KEYS)})")
-    if arm.type != "lead-3":
-        arm_generation(exp, arm)
-    if arm.type != "lead-3" and arm.train:
-        cfg = from_dict(TrainingConfig, arm_training(exp, arm))  # every key and contradiction TrainingConfig knows
-        if arm.type == "seq2seq" and cfg.lora.enabled:
-            raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
+                              f"(it takes {', '.join(PREPARED_RENDER_KEYS)}; leave the others at their defaults)")
 
 
 def check_dataset(spec: DatasetSpec) -> None:

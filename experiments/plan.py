@@ -89,7 +89,7 @@ def _base_model(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> tuple[str,
         from huggingface_hub import snapshot_download
 
         snapshot_download(model_name, local_dir=target,
-                          allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"])
+                          allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
 
     return str(target), [Stage(f"model/{_safe(model_name)}", "model", None, action=download,
                                describe=f"download {model_name} (weights, config, tokenizer) -> {target}")]

@@ -66,3 +66,9 @@ def test_a_bad_config_fails_in_one_line_before_any_work(tmp_path, capsys, mutate
 def test_a_missing_config_file_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "none.json")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: config file not found")
+
+
+def test_page_settings_the_preparation_cannot_make_are_refused(tmp_path, capsys):
+    path = _write(tmp_path, lambda d: d["training"]["render"].update(line_spacing=1.5))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--estimate-only"]) == 2
+    assert "render key 'line_spacing'" in capsys.readouterr().err
