@@ -97,6 +97,8 @@ class StageRunner:
             stage.action()
         else:
             code = run_module(stage.module, [*stage.argv, *extra])
+            if code == 130:  # the command caught Ctrl-C itself; the whole run stops, resumable
+                raise KeyboardInterrupt
             if code != 0:
                 raise StageFailed(f"stage {stage.id} failed (exit status {code}, see its message above); "
                                   "fix it and run the experiment again: finished stages are kept")
