@@ -68,7 +68,7 @@ def arm_result(exp: ExperimentConfig, folder: Path, arm, markers: dict[str, dict
         row["compression_ratio"] = round(sum(tokens) / sum(fed), 4) if sum(fed) else None
         row["truncated_documents"] = sum(t > f for t, f in zip(tokens, fed))
         row["max_source_length"] = limit
-        row["truncated_training_documents"] = train.get("truncated_sources")
+        row["truncated_training_inputs"] = train.get("truncated_sources")  # documents cut, over all steps
     return row
 
 
