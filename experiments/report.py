@@ -46,6 +46,7 @@ def arm_result(exp: ExperimentConfig, folder: Path, arm, markers: dict[str, dict
         "scores": system["scores"], "intervals": system.get("intervals"),
         "documents": metrics["counts"]["examples"],
         "missing_predictions": metrics["counts"].get("missing_predictions", 0),
+        "empty_predictions": metrics["counts"].get("empty_predictions", 0),
         "text_tokens": (compression["text_tokens"] or {}).get("mean"),
         "vision_tokens": None, "decoder_document_tokens": None, "compression_ratio": None,
         "truncated_documents": None,
@@ -112,7 +113,7 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 def markdown(results: dict[str, Any], note: str = "") -> str:
     """results.md: the table, then each stage with its time and command."""
-    head = ["arm", "reads", *[LABELS[m] for m in METRICS], "R-Lsum 95% CI", "doc text tokens",
+    head = ["arm", "reads", *[LABELS[m] for m in METRICS], "R-Lsum 95% CI", "empty", "doc text tokens",
             "decoder doc tokens", "compression", "train s", "steps", "s/step", "generate s"]
     lines = [f"# Experiment {results['experiment']}", "", note, "" if note else None,
              f"Config `{results['config']}`, {results['dataset']['test_documents']} test documents of "
@@ -127,13 +128,14 @@ def markdown(results: dict[str, Any], note: str = "") -> str:
         interval = (row["intervals"] or {}).get("rougeLsum")
         cells = [row["name"], reads, *[_cell(row["scores"][m], 2) for m in METRICS],
                  f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "-",
+                 f"{row['empty_predictions']}/{row['documents']}" if row["type"] != "lead-3" else "-",
                  _cell(row["text_tokens"]), _cell(row["decoder_document_tokens"]),
                  f"{row['compression_ratio']:.2f}x" if row["compression_ratio"] else "-",
                  _cell(row["train_seconds"]), _cell(row["train_steps"]), _cell(row["step_seconds"], 3),
                  _cell(row["generation_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Compression: document text tokens / tokens the decoder reads for the document (vision tokens for "
-              "pages). Times are wall seconds of each stage on this machine; s/step is the trainer's own runtime "
+    lines += ["", "Empty: generated summaries with no text (scored 0). Compression: document text tokens / tokens "
+              "the decoder reads for the document (vision tokens for pages). Times are wall seconds of each stage on this machine; s/step is the trainer's own runtime "
               "per optimizer step.", "", "## Stages", "", "| stage | seconds | command |", "|---|---|---|"]
     for stage in results["stages"]:
         again = " (continued after an interruption)" if stage["continued_after_interruption"] else ""
