@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from experiments.run import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_smoke_experiment_scores_every_arm_and_resumes_after_a_kill(tmp_path, capsys):
     config, out = small_smoke(tmp_path), tmp_path / "experiment"
     args = [str(config), "--output-dir", str(out), "--max-samples", "4", "--test-samples", "2", "--max-steps", "2"]
