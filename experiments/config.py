@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from config import (ConfigError, GenerationSettings, RenderConfig, TrainingConfig, apply_overrides, from_dict,
-                    load_json, to_dict)
+from config import (
+    ConfigError,
+    GenerationSettings,
+    RenderConfig,
+    TrainingConfig,
+    apply_overrides,
+    from_dict,
+    load_json,
+    to_dict,
+)
 
 ArmType = Literal["pixels", "text", "seq2seq", "lead-3"]
 # Built by the runner (random weights, a byte-level BPE trained on the experiment's own training texts) so the

@@ -135,8 +135,9 @@ def markdown(results: dict[str, Any], note: str = "") -> str:
                  _cell(row["generation_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Empty: generated summaries with no text (scored 0). Compression: document text tokens / tokens "
-              "the decoder reads for the document (vision tokens for pages). Times are wall seconds of each stage on this machine; s/step is the trainer's own runtime "
-              "per optimizer step.", "", "## Stages", "", "| stage | seconds | command |", "|---|---|---|"]
+              "the decoder reads for the document (vision tokens for pages). Times are wall seconds of each stage "
+              "on this machine; s/step is the trainer's own runtime per optimizer step.",
+              "", "## Stages", "", "| stage | seconds | command |", "|---|---|---|"]
     for stage in results["stages"]:
         again = " (continued after an interruption)" if stage["continued_after_interruption"] else ""
         lines.append(f"| {stage['stage']}{again} | {stage['seconds']:.1f} | `{stage['command']}` |")

@@ -90,7 +90,6 @@ def _measurement(stage):
 
 def _report(exp, folder: Path, markers: dict, config_path: str) -> dict[str, Path]:
     from experiments.report import collect, markdown, write_results
-
     from model.configuration import TINY_PRESET
 
     note = ""

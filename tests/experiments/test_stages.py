@@ -27,8 +27,8 @@ def test_finished_stages_are_skipped_and_changed_settings_redo_them_and_what_fol
 
 
 def test_an_interrupted_command_continues_with_its_resume_flag(tmp_path, capsys):
-    stage = Stage("evaluate/x", "evaluate", "x", "evaluation.evaluate", ["no-such-references.jsonl", "--baseline",
-                                                                         "lead-3", "--output", str(tmp_path / "m.json")],
+    argv = ["no-such-references.jsonl", "--baseline", "lead-3", "--output", str(tmp_path / "m.json")]
+    stage = Stage("evaluate/x", "evaluate", "x", "evaluation.evaluate", argv,
                   fresh=["--bootstrap", "0"], resume=["--bootstrap", "10"])
     runner = StageRunner(tmp_path / "exp")
     with pytest.raises(StageFailed, match="evaluate/x failed"):  # a failed command leaves the stage started
