@@ -17,6 +17,10 @@ from pydantic import Field
 from config.loading import Bool, ConfigError, Float, Int, Str, settings
 from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 
+# What DeepSeek-OCR's decoder reads of a document: its rendered pages (vision tokens), or its text tokens (the
+# control arm that measures what compression costs). Saved with the model (processor_config.json).
+InputMode = Literal["pixels", "text"]
+
 
 def _flags(*names: str, **extra) -> dict:
     return {"flags": list(names), **extra}
@@ -132,7 +136,8 @@ class TrainingConfig:
     max_steps: Int = Field(-1, ge=-1, description="optimizer steps; overrides num_epochs (-1: use num_epochs)")
     gradient_accumulation_steps: Int = Field(8, ge=1, description="batches per optimizer step")
     max_length: Int = Field(512, ge=1, description="summary tokens (DeepSeek-OCR) / target tokens (seq2seq)")
-    max_source_length: Int = Field(1024, ge=1, description="seq2seq baseline: source text tokens")
+    max_source_length: Int = Field(1024, ge=1, description="source text tokens: the seq2seq baseline, and "
+                                   "DeepSeek-OCR with input_mode text")
     source_prefix: Optional[Str] = Field(None, description="seq2seq baseline: text before each document "
                                          "(default: 'summarize: ' for T5, none otherwise)")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
@@ -142,6 +147,8 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # DeepSeek-OCR specifics.
     instruction: Str = Field("Summarize the document.", description="DeepSeek-OCR: the prompt after the pages")
+    input_mode: InputMode = Field("pixels", description="DeepSeek-OCR reads the document's rendered pages, or its "
+                                  "text tokens (the control arm that measures what compression costs)")
     train_projector: Bool = Field(False, description="DeepSeek-OCR: also train the vision projector")
     lora: LoraConfig = field(default_factory=LoraConfig)
     vision_cache: Literal["none", "memory", "disk"] = Field(
@@ -170,5 +177,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.max_steps == 0:
             raise ConfigError("config key 'max_steps' must be -1 (use num_epochs) or positive, got 0")
+        if self.input_mode == "text" and (self.vision_cache != "none" or self.train_projector):
+            raise ConfigError("config key 'input_mode' is 'text': the model reads no pages, so 'vision_cache' "
+                              "must be 'none' and 'train_projector' false")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("config key 'hub_model_id' is required when 'push_to_hub' is true")

@@ -66,7 +66,7 @@ def _document(summarizer, record: dict[str, Any], base: Path, use_images: bool):
     from inference.backends import Document
     from inference.inputs import load_image
 
-    if use_images and record.get("images") and summarizer.model_type == "deepseek-ocr":
+    if use_images and record.get("images") and summarizer.backend.reads_images:
         pages = [load_image(str(base / path)) for path in record["images"]]
         return Document(pages, record.get("text"), (record.get("render") or {}).get("text_tokens"))
     return summarizer.prepare_text(record["text"])

@@ -1,7 +1,8 @@
 """The two kinds of model a summarizer folder can hold, behind one `generate(documents, kwargs)` call.
 
 - `OCRBackend`: DeepSeek-OCR (this project's fine-tuned folders, the official checkpoint, presets): page images
-  in, through the model's processor, batched with left padding.
+  in (or the text itself for a folder trained with text input), through the model's processor, batched with
+  left padding.
 - `Seq2SeqBackend`: the BART/T5 baseline written by the generic trainer: source text in.
 """
 from __future__ import annotations
@@ -27,13 +28,13 @@ class Document:
 
 
 class OCRBackend:
-    reads_images = True
-
     def __init__(self, model, processor, device: torch.device):
         from model.processing import REPORTING_KEYS
 
         self.model, self.processor, self.device = model, processor, device
         self._reporting_keys = REPORTING_KEYS
+        # A model trained on text tokens (input_mode "text", saved with its processor) reads the document's text.
+        self.reads_images = processor.input_mode == "pixels"
 
     @classmethod
     def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype) -> "OCRBackend":
@@ -56,7 +57,8 @@ class OCRBackend:
         return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
 
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
-        batch = self.processor([doc.pages for doc in documents], padding_side="left")
+        batch = self.processor([doc.pages if self.reads_images else doc.text for doc in documents],
+                               padding_side="left")
         for key in self._reporting_keys:
             batch.pop(key, None)
         batch = {key: value.to(self.device) for key, value in batch.items()}

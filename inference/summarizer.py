@@ -129,7 +129,8 @@ class DeepSeekSummarizer:
 
     def _require_images(self) -> None:
         if not self.backend.reads_images:
-            raise InputError("this model is a text-only seq2seq baseline; it cannot read images or PDFs")
+            raise InputError("this model is text-only (a seq2seq baseline, or DeepSeek-OCR trained on text "
+                             "input); it cannot read images or PDFs")
 
     # ------------------------------------------------------------------------------------------ summarizing
 

@@ -8,17 +8,28 @@ Each page's `<image>` (id 128815) is expanded to that page's placeholder count (
 3x2-tile gundam page...); pages follow each other with nothing in between, as the official code does for a
 prompt holding several `<image>` tags back to back. Training, evaluation and inference all call
 `build_prompt_ids`, so the layout cannot drift between them.
+
+Text input (`input_mode="text"`) is the control that measures what compression costs: the same decoder reads the
+document's own text tokens where the placeholders would be, and nothing else in the prompt changes:
+
+    BOS, text tokens of the document (its first max_source_length), tokens of "\\n" + instruction
+
+Text input (`input_mode="text"`) is the control experiment for the cost of compression: the same decoder reads
+the document's own text tokens where the placeholders would be, and nothing else in the prompt changes:
+
+    BOS, text tokens of the document (at most max_source_length), tokens of "\n" + instruction
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from config.settings import InputMode
 from data.jsonl import write_json_atomic
 from model.image_processing import DeepseekOCRImageProcessor
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
@@ -30,15 +41,25 @@ PROCESSOR_CONFIG_NAME = "processor_config.json"
 # settings, which serving engines pass as keyword arguments to their own processor; this project's settings
 # live beside it under their own name there.
 EXPORTED_PROCESSOR_CONFIG_NAME = "summarizer_processor_config.json"
+INPUT_MODES = get_args(InputMode)
 # Batch keys for logging and reports, not model inputs: drop them before `model(**batch)`.
-REPORTING_KEYS = ("num_pages", "num_image_tokens", "target_truncated")
+REPORTING_KEYS = ("num_pages", "num_image_tokens", "target_truncated", "source_truncated")
 
 
-def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instruction: str) -> list[int]:
-    """BOS + every page's expanded `<image>` placeholders + the tokens of "\\n" + instruction (right-stripped)."""
-    if not placeholders_per_page:
-        raise ValueError("a document needs at least one page")
+def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instruction: str,
+                     text_ids: Sequence[int] | None = None) -> list[int]:
+    """BOS + the document + the tokens of "\\n" + instruction (right-stripped).
+
+    The document is every page's expanded `<image>` placeholders, or, for text input, `text_ids` (the document's
+    own text tokens) in their place; a document is one or the other.
+    """
     ids = [tokenizer.bos_token_id]
+    if text_ids is not None:
+        if placeholders_per_page or not text_ids:
+            raise ValueError("a text document needs at least one text token and no pages")
+        ids.extend(text_ids)
+    elif not placeholders_per_page:
+        raise ValueError("a document needs at least one page")
     for count in placeholders_per_page:
         ids.extend([IMAGE_TOKEN_ID] * count)
     # The official template strips the whole "<image>...\n{instruction}" content: only the end can lose spaces.
@@ -60,23 +81,32 @@ def saved_processor_config(directory: str | Path) -> Path | None:
 
 
 class DeepseekOCRProcessor:
-    """Documents (lists of page images) and optional target summaries -> padded model inputs.
+    """Documents (lists of page images, or texts with `input_mode="text"`) and optional target summaries ->
+    padded model inputs.
 
     Targets longer than `max_target_length` tokens (EOS included) are cut, never the prompt or its image
     placeholders. Each call returns `target_truncated [B]` (reliable inside DataLoader workers) and adds the
-    number of cut targets to `self.truncated_targets`, a running count for this process.
+    number of cut targets to `self.truncated_targets`, a running count for this process. Text documents longer
+    than `max_source_length` tokens keep their beginning, flagged the same way (`source_truncated`,
+    `self.truncated_sources`).
     """
 
     def __init__(self, tokenizer, image_processor: DeepseekOCRImageProcessor,
-                 instruction: str = DEFAULT_INSTRUCTION):
+                 instruction: str = DEFAULT_INSTRUCTION, input_mode: InputMode = "pixels",
+                 max_source_length: int | None = None):
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, not {input_mode!r}")
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.instruction = instruction
+        self.input_mode = input_mode
+        self.max_source_length = max_source_length
         self.truncated_targets = 0
+        self.truncated_sources = 0
 
     def __call__(
         self,
-        documents: Sequence[Sequence[Image.Image]],
+        documents: Sequence[Sequence[Image.Image] | str],
         targets: Sequence[str] | None = None,
         max_target_length: int | None = None,
         padding_side: Literal["left", "right"] | None = None,
@@ -90,17 +120,22 @@ class DeepseekOCRProcessor:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
 
-        sequences, label_rows, truncated = [], [], []
+        sequences, label_rows, truncated, sources_cut = [], [], [], []
         global_views, tiles, crops, num_pages, num_image_tokens = [], [], [], [], []
-        for index, pages in enumerate(documents):
+        for index, document in enumerate(documents):
             counts = []
-            for image in pages:
-                page = self.image_processor(image)
-                global_views.append(page.global_view)
-                tiles.append(page.tiles)
-                crops.append(page.crop_grid)
-                counts.append(page.num_placeholders)
-            prompt = build_prompt_ids(self.tokenizer, counts, self.instruction)
+            if self.input_mode == "text":
+                text_ids, was_cut = self._source_ids(document)
+                sources_cut.append(was_cut)
+                prompt = build_prompt_ids(self.tokenizer, counts, self.instruction, text_ids=text_ids)
+            else:
+                for image in document:
+                    page = self.image_processor(image)
+                    global_views.append(page.global_view)
+                    tiles.append(page.tiles)
+                    crops.append(page.crop_grid)
+                    counts.append(page.num_placeholders)
+                prompt = build_prompt_ids(self.tokenizer, counts, self.instruction)
             num_pages.append(len(counts))
             num_image_tokens.append(sum(counts))
             if targets is None:
@@ -112,15 +147,27 @@ class DeepseekOCRProcessor:
             truncated.append(was_cut)
 
         batch = self._pad(sequences, label_rows if targets is not None else None, padding_side)
-        batch["pixel_values"] = torch.cat(global_views)
-        batch["pixel_values_tiles"] = torch.cat(tiles)
-        batch["images_spatial_crop"] = torch.tensor(crops, dtype=torch.long)
+        if self.input_mode == "text":
+            batch["source_truncated"] = torch.tensor(sources_cut, dtype=torch.bool)
+            self.truncated_sources += sum(sources_cut)
+        else:
+            batch["pixel_values"] = torch.cat(global_views)
+            batch["pixel_values_tiles"] = torch.cat(tiles)
+            batch["images_spatial_crop"] = torch.tensor(crops, dtype=torch.long)
         batch["num_pages"] = torch.tensor(num_pages, dtype=torch.long)
         batch["num_image_tokens"] = torch.tensor(num_image_tokens, dtype=torch.long)
         if targets is not None:
             batch["target_truncated"] = torch.tensor(truncated, dtype=torch.bool)
             self.truncated_targets += sum(truncated)
         return BatchFeature(batch)
+
+    def _source_ids(self, text: str) -> tuple[list[int], bool]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text input needs each document as a non-empty string")
+        # A document that happens to contain "<image>" or "<｜end▁of▁sentence｜>" is text, not control tokens.
+        ids = self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True)
+        cut = self.max_source_length is not None and len(ids) > self.max_source_length
+        return (ids[: self.max_source_length] if cut else ids), cut
 
     def _target_ids(self, target: str, max_target_length: int | None) -> tuple[list[int], bool]:
         ids = self.tokenizer.encode(target.strip(), add_special_tokens=False)
@@ -152,11 +199,12 @@ class DeepseekOCRProcessor:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
 
     def save_pretrained(self, directory: str | Path, config_name: str = PROCESSOR_CONFIG_NAME) -> None:
-        """Write the processor settings (image settings, instruction) as `config_name` and the tokenizer files
-        into `directory`."""
+        """Write the processor settings (image settings, instruction, input mode) as `config_name` and the
+        tokenizer files into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"image_processor": self.image_processor.to_dict(), "instruction": self.instruction}
+        config = {"image_processor": self.image_processor.to_dict(), "instruction": self.instruction,
+                  "input_mode": self.input_mode, "max_source_length": self.max_source_length}
         write_json_atomic(directory / config_name, config)
         self.tokenizer.save_pretrained(directory)
 
@@ -168,5 +216,7 @@ class DeepseekOCRProcessor:
         if path is None:
             raise FileNotFoundError(f"{directory} holds no processor settings of this project")
         config = json.loads(path.read_text(encoding="utf-8"))
+        # Folders saved before text input existed read pages.
         return cls(load_tokenizer(str(directory)), DeepseekOCRImageProcessor.from_dict(config["image_processor"]),
-                   instruction=config["instruction"])
+                   instruction=config["instruction"], input_mode=config.get("input_mode", "pixels"),
+                   max_source_length=config.get("max_source_length"))

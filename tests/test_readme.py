@@ -3,7 +3,7 @@
 - every `python -m MODULE --flag ...` command in a bash block uses only flags that MODULE's --help lists;
 - the JSON configuration block loads as a TrainingConfig;
 - the `from X import Y` checks of the Development section import;
-- the first command (demo.sh, the main job end to end) runs at small sizes.
+- the first command (demo.sh, the smoke experiment end to end, then the API) runs at small sizes.
 """
 import json
 import os
@@ -73,18 +73,21 @@ def test_development_imports_work():
 
 @pytest.mark.slow
 def test_first_command_runs_the_main_job_end_to_end(tmp_path):
-    """README's first command at small sizes: prepare -> train -> generate -> evaluate -> serve + curl."""
+    """README's first command at small sizes: the smoke experiment (every arm) -> serve + curl."""
     first = re.search(r"```bash\n# 1\..*?\n(.+?)\n", README).group(1).strip()
     assert first == "bash demo.sh"
-    env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "DEMO_SAMPLES": "6", "DEMO_STEPS": "3",
+    env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "DEMO_SAMPLES": "4", "DEMO_STEPS": "2",
            "DEMO_TEST": "3", "DEMO_PORT": str(free_port())}
     proc = subprocess.run(["bash", "demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = tmp_path / "demo"
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert "lead-3" in json.dumps(metrics) and "rougeLsum" in json.dumps(metrics)
-    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
+    results = json.loads((out / "results.json").read_text())
+    assert {arm["type"] for arm in results["arms"]} == {"pixels", "text", "seq2seq", "lead-3"}
+    assert all(arm["documents"] == 3 for arm in results["arms"])
+    assert len((out / "arms" / "pixels-12px" / "predictions.jsonl").read_text().splitlines()) == 3
+    assert "rougeLsum" in (out / "arms" / "pixels-12px" / "metrics.json").read_text()
     response = json.loads((out / "api_response.json").read_text())
     assert "summary" in response and response["pages"] >= 1
-    assert (out / "deepseek-summarizer" / "README.md").is_file()
+    assert (out / "arms" / "pixels-12px" / "model" / "README.md").is_file()
+    assert (out / "rouge_vs_compression.png").is_file() and "| lead-3 |" in (out / "results.md").read_text()
     assert "not summary quality" in proc.stdout

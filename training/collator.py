@@ -46,8 +46,9 @@ class DeepSeekOCRCollator:
     """Callable for the DataLoader: a list of records -> processor batch (+ `page_keys` when asked).
 
     A record's pages are its `images` (paths or PIL images, in order) when it has them, otherwise its `text`
-    rendered with `render`. Long texts paginate (the renderer never cuts text), so a document becomes several
-    pages; summaries longer than `max_target_length` tokens (EOS included) are shortened, never the prompt.
+    rendered with `render`; a text-input processor gets the `text` itself. Long texts paginate (the renderer
+    never cuts text), so a document becomes several pages; summaries longer than `max_target_length` tokens (EOS
+    included) are shortened, never the prompt.
     """
 
     def __init__(self, processor: DeepseekOCRProcessor, render: RenderConfig, max_target_length: int,
@@ -76,8 +77,12 @@ class DeepSeekOCRCollator:
             logger.warning("record %s was rendered in mode %r but training uses %r; inference will render in %r",
                            record.get("id"), mode, self.render.mode, self.render.mode)
 
+    def document(self, record: dict[str, Any]) -> list[Image.Image] | str:
+        """What the processor reads of a record: its pages, or its text for a text-input model."""
+        return record["text"] if self.processor.input_mode == "text" else self.pages(record)
+
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        documents = [self.pages(record) for record in records]
+        documents = [self.document(record) for record in records]
         batch = self.processor(documents, targets=[record["summary"] for record in records],
                                max_target_length=self.max_target_length, padding_side="right")
         batch = dict(batch)

@@ -88,7 +88,7 @@ def load_hub_records(cfg: TrainingConfig, token: Optional[str] = None) -> tuple[
 def load_training_records(cfg: TrainingConfig, token: Optional[str] = None) -> tuple[list[dict], list[dict]]:
     """(train, val) records for `cfg`: local files when given, otherwise the hub dataset."""
     if cfg.train_file:
-        need_images = cfg.task == "deepseek-ocr"
+        need_images = cfg.task == "deepseek-ocr" and cfg.input_mode == "pixels"
         train = load_jsonl_records(cfg.train_file, limit=cfg.max_train_samples, need_images=need_images)
         val = load_jsonl_records(cfg.val_file, limit=cfg.max_eval_samples, need_images=need_images) \
             if cfg.val_file else []

@@ -94,6 +94,7 @@ class DeepSeekOCRTrainer(Trainer):
         # forward (which takes **kwargs) and skip its own division by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.truncated_targets = 0
+        self.truncated_sources = 0  # text input only: documents cut to max_source_length tokens
         self._part_sums: dict[str, torch.Tensor] = {}
         self._part_count = 0
 
@@ -112,7 +113,8 @@ class DeepSeekOCRTrainer(Trainer):
         )
         model = build_model(cfg, half)
         processor = DeepseekOCRProcessor(load_tokenizer(cfg.model_name),
-                                         DeepseekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction)
+                                         DeepseekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
+                                         input_mode=cfg.input_mode, max_source_length=cfg.max_source_length)
         cache = None
         if cfg.vision_cache != "none":
             folder = os.environ.get(VISION_CACHE_ENV, DEFAULT_VISION_CACHE_DIR) if cfg.vision_cache == "disk" else None
@@ -126,6 +128,7 @@ class DeepSeekOCRTrainer(Trainer):
         inputs = dict(inputs)
         page_keys = inputs.pop("page_keys", None)
         truncated = inputs.pop("target_truncated", None)
+        sources_cut = inputs.pop("source_truncated", None)
         for key in REPORTING_KEYS:
             inputs.pop(key, None)
         if self.vision_cache is not None and page_keys is not None:
@@ -137,6 +140,8 @@ class DeepSeekOCRTrainer(Trainer):
         outputs = model(**inputs)
         if model.training:
             self._record(outputs, truncated)
+            if sources_cut is not None:
+                self.truncated_sources += int(sources_cut.sum())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def _record(self, outputs, truncated: Optional[torch.Tensor]) -> None:
@@ -154,6 +159,8 @@ class DeepSeekOCRTrainer(Trainer):
             for name, total in self._part_sums.items():
                 logs[name] = round(float(total) / self._part_count, 6)
             logs["truncated_targets"] = self.truncated_targets
+            if self.cfg.input_mode == "text":
+                logs["truncated_sources"] = self.truncated_sources
             self._part_sums, self._part_count = {}, 0
         super().log(logs, start_time)
 

@@ -121,7 +121,9 @@ def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, 
     """README.md: what was trained on what, the final metrics, intended use and how to load the folder."""
     folder = Path(folder)
     ocr = cfg.task == "deepseek-ocr"
-    kind = "DeepSeek-OCR (page images → summary)" if ocr else "seq2seq baseline (text → summary)"
+    pages = ocr and cfg.input_mode == "pixels"
+    kind = "seq2seq baseline (text → summary)" if not ocr else \
+        "DeepSeek-OCR (page images → summary)" if pages else "DeepSeek-OCR decoder on text tokens (text → summary)"
     base = "" if Path(cfg.model_name).exists() else f"base_model: {cfg.model_name}\n"
     load = f"`python -m inference.infer --model_path {folder} --input_file article.txt`"
     if not ocr:
@@ -155,7 +157,7 @@ Loss curves: `{PLOT_FILE}`.
 
 ## Intended use
 
-Abstractive summaries of documents like the training data ({'rendered as page images' if ocr
+Abstractive summaries of documents like the training data ({'rendered as page images' if pages
 else 'as plain text'}). Summaries can contain errors or content absent from the source; review them before use.
 
 ## How to load

@@ -25,7 +25,7 @@ def tiny_model_dir(tmp_path_factory):
     load_model("tiny-random").save_pretrained(folder)
     DeepseekOCRProcessor(load_tokenizer(), DeepseekOCRImageProcessor.from_mode("tiny")).save_pretrained(folder)
     save_run_settings(folder, TINY_RENDER, TINY_GENERATION)
-    (folder / "training_config.json").write_text(json.dumps({"use_deepseek_ocr": True}), encoding="utf-8")
+    (folder / "training_config.json").write_text(json.dumps({"task": "deepseek-ocr"}), encoding="utf-8")
     return folder
 
 

@@ -200,3 +200,43 @@ def test_save_and_load_round_trip(tokenizer, tmp_path):
 def test_mismatched_targets_are_rejected(tokenizer):
     with pytest.raises(ValueError):
         tiny(tokenizer)([[page(600, 800)]], targets=["a", "b"])
+
+
+# --- text input: the same prompt with the document's text tokens where the pages would be -----------------
+
+
+def test_text_input_puts_the_text_tokens_where_the_pages_go(tokenizer, tmp_path):
+    processor = tiny(tokenizer, input_mode="text", max_source_length=6)
+    short, long = "A cat sat.", "One two three four five six seven eight nine ten eleven twelve."
+    batch = processor([short, long], targets=["Cat.", "Numbers."])
+    assert not {"pixel_values", "pixel_values_tiles", "images_spatial_crop"} & set(batch)
+    assert not (batch["input_ids"] == IMAGE_TOKEN_ID).any()
+    short_ids = tokenizer.encode(short, add_special_tokens=False)
+    prompt = [BOS_TOKEN_ID, *short_ids, *REAL_INSTRUCTION_IDS]
+    assert batch["input_ids"][0][:len(prompt)].tolist() == prompt
+    assert batch["input_ids"][1][1:7].tolist() == tokenizer.encode(long, add_special_tokens=False)[:6]
+    assert batch["source_truncated"].tolist() == [False, True] and processor.truncated_sources == 1
+    assert batch["num_image_tokens"].tolist() == [0, 0] and "source_truncated" in REPORTING_KEYS
+    labels = batch["labels"][0]
+    assert processor.decode(labels[labels != IGNORE_INDEX]) == "Cat."
+
+    # A document quoting the image tag stays text: no placeholder the model would try to fill with pixels.
+    assert not (processor(["See <image> here."])["input_ids"] == IMAGE_TOKEN_ID).any()
+    # Generation prompts are left-padded and end with the instruction, as for pages.
+    generation = processor([short, long])
+    assert generation["input_ids"][:, -len(REAL_INSTRUCTION_IDS):].tolist() == [REAL_INSTRUCTION_IDS] * 2
+
+    processor.save_pretrained(tmp_path)
+    reloaded = DeepseekOCRProcessor.from_pretrained(tmp_path)
+    assert (reloaded.input_mode, reloaded.max_source_length) == ("text", 6)
+
+
+def test_text_prompt_needs_text_and_no_pages(tokenizer):
+    with pytest.raises(ValueError):
+        build_prompt_ids(tokenizer, [73], INSTRUCTION, text_ids=[5, 6])
+    with pytest.raises(ValueError):
+        build_prompt_ids(tokenizer, [], INSTRUCTION, text_ids=[])
+    with pytest.raises(ValueError):
+        tiny(tokenizer, input_mode="text")([""])
+    with pytest.raises(ValueError):
+        tiny(tokenizer, input_mode="vision")

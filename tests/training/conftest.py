@@ -1,7 +1,7 @@
 """Tiny shared fixtures for the training tests: a prepared SciTLDR sample and a random 2-layer BART.
 
-The BART uses a 400-token byte-level BPE trained here on the sample, so a training step takes milliseconds and
-nothing is downloaded.
+The BART (training.tiny_seq2seq) uses a 400-token byte-level BPE trained on the sample, so a training step takes
+milliseconds and nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -13,33 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from training.tiny_seq2seq import build_tiny_bart
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_STEPS = ["--max-steps", "6", "--batch-size", "2", "--report-to", "none", "--seed", "7"]
-
-
-def build_tiny_bart(folder: Path, texts: list[str]) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
-                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>",
-                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
-    config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                        decoder_start_token_id=2, forced_bos_token_id=None, forced_eos_token_id=None)
-    torch.manual_seed(0)
-    BartForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 """DeepSeekOCRTrainer on tiny-random: overfitting, a frozen encoder, LoRA, the saved folder, the dry run."""
 import time
 
+import pytest
 import torch
+from PIL import Image
 
-from config import LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
+from config import ConfigError, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
+from inference.inputs import InputError
 from model.convert import load_model
 from model.processing import REPORTING_KEYS
 from tests.training.test_collator import bundled_records
@@ -91,3 +94,34 @@ def test_dry_run_report_for_the_real_model_is_fast():
     assert int(full.split()[2].replace(",", "")) > 2_900_000_000  # decoder trainable
     assert int(lora.split()[2].replace(",", "")) < 10_000_000  # adapters only
     assert float(full.split()[-1]) > 5 * float(lora.split()[-1])
+
+
+def test_text_input_trains_on_text_tokens_and_the_saved_folder_reads_text(tmp_path):
+    from inference.summarizer import DeepSeekSummarizer
+    from model.tokenizer import IMAGE_TOKEN_ID
+
+    # max_source_length 40 cuts both documents: the source truncation counter is checked on the way.
+    cfg = tiny_config(tmp_path, max_steps=40, input_mode="text", max_source_length=40, log_interval=10)
+    records = bundled_records(2)
+    trainer = DeepSeekOCRTrainer.from_config(cfg, records)
+    batch = trainer.data_collator(records)
+    assert "pixel_values" not in batch and not (batch["input_ids"] == IMAGE_TOKEN_ID).any()
+    assert batch["source_truncated"].tolist() == [True, True]
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs[-1]["loss"] < 0.5 < 5 < logs[0]["loss"], logs
+    assert logs[-1]["truncated_sources"] == 2 * 40
+
+    trainer.save_model()
+    summarizer = DeepSeekSummarizer.from_pretrained(tmp_path / "run")
+    assert not summarizer.backend.reads_images
+    result = summarizer.summarize_text(records[0]["text"], max_length=4)
+    assert result.pages == 0 and result.vision_tokens is None and result.text_tokens > 40
+    with pytest.raises(InputError):
+        summarizer.summarize_image(Image.new("RGB", (64, 64), "white"))
+
+
+def test_text_input_rules_out_page_only_settings(tmp_path):
+    for contradiction in ({"vision_cache": "memory"}, {"train_projector": True}):
+        with pytest.raises(ConfigError, match="input_mode"):
+            tiny_config(tmp_path, input_mode="text", **contradiction)

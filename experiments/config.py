@@ -1,0 +1,238 @@
+"""The experiment config: a dataset, shared DeepSeek-OCR training and generation settings, and the arms.
+
+Everything is checked when the file is loaded, before any work starts: unknown keys and wrong types (through
+`config.from_dict`, so messages name the key), unknown arm types, a dataset that is not there, and settings that
+contradict the arm they are given to. Each problem is one `ConfigError` line.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from config import (
+    ConfigError,
+    GenerationSettings,
+    RenderConfig,
+    TrainingConfig,
+    apply_overrides,
+    from_dict,
+    load_json,
+    to_dict,
+)
+from config.loading import Bool, Float, Int, Str, settings
+
+ArmType = Literal["pixels", "text", "seq2seq", "lead-3"]
+# Built by the runner (random weights, a byte-level BPE trained on the experiment's own training texts) so the
+# seq2seq arm runs offline on a CPU; like DeepSeek-OCR's "tiny-random", it shows the pipeline, not quality.
+TINY_SEQ2SEQ = "tiny-random-bart"
+# Per arm, these come from the arm itself and the experiment's folders; setting them by hand would contradict it.
+RUNNER_KEYS = ("train_file", "val_file", "hf_dataset", "output_dir", "task", "input_mode", "generation")
+# data.prepare_datasets renders with these render keys; others would give pages the runner cannot prepare.
+PREPARED_RENDER_KEYS = ("mode", "font_size", "overflow")
+
+
+@settings
+class DatasetSpec:
+    source: Str = "bundled"  # as for data.prepare_datasets: hub id, local file or folder, or "bundled"
+    subset: Optional[Str] = None
+    text_field: Optional[Str] = None
+    summary_field: Optional[Str] = None
+    max_samples: Optional[Int] = None  # records kept per split (train, val, test) when preparing
+    test_samples: Int = 100  # test documents summarized and scored by every arm (the first ones of the split)
+    seed: Int = 42
+
+    def __post_init__(self) -> None:
+        if self.test_samples < 1 or (self.max_samples is not None and self.max_samples < 1):
+            raise ConfigError("config keys 'dataset.test_samples' and 'dataset.max_samples' must be at least 1")
+        if self.max_samples is not None and self.test_samples > self.max_samples:
+            raise ConfigError(f"config key 'dataset.test_samples' ({self.test_samples}) is more than "
+                              f"'dataset.max_samples' ({self.max_samples}) test records will be prepared")
+
+
+@settings
+class EstimateSpec:
+    """Seconds used for the wall-time estimate printed before a run, until this run has measured its own."""
+
+    train_step_s: Float = 1.0  # a DeepSeek-OCR optimizer step
+    seq2seq_step_s: Optional[Float] = None  # a seq2seq baseline step; None: train_step_s
+    generate_doc_s: Float = 1.0
+    measured_on: Str = "not measured"  # where the two figures come from
+
+
+@settings
+class ArmSpec:
+    name: Str
+    type: ArmType
+    render: dict = field(default_factory=dict)  # pixels: over the shared training.render
+    training: dict = field(default_factory=dict)  # TrainingConfig keys over the shared block
+    generation: dict = field(default_factory=dict)  # GenerationSettings keys over the shared block
+    model_name: Optional[Str] = None  # seq2seq: hub id, folder or "tiny-random-bart"
+    train: Bool = True  # seq2seq: False scores the model zero-shot
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise ConfigError(f"arm name {self.name!r} must be letters, digits, '-', '_' or '.' (it names a folder)")
+
+
+@settings
+class ExperimentConfig:
+    name: Str
+    arms: list[ArmSpec]
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    output_dir: Optional[Str] = None  # default: experiments_output/<name>
+    training: dict = field(default_factory=dict)  # TrainingConfig keys shared by DeepSeek-OCR arms
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    bootstrap: Int = 1000  # resamples for the ROUGE confidence intervals
+    estimate: EstimateSpec = field(default_factory=EstimateSpec)
+    comment: list[Str] = field(default_factory=list)  # free text: measured memory, provenance, caveats
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ConfigError("config key 'arms' needs at least one arm")
+        names = [arm.name for arm in self.arms]
+        repeated = next((n for n in names if names.count(n) > 1), None)
+        if repeated:
+            raise ConfigError(f"arm name {repeated!r} is used twice")
+        if self.bootstrap < 0:
+            raise ConfigError(f"config key 'bootstrap' must be >= 0, got {self.bootstrap}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir or Path("experiments_output") / self.name)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` on top, nested objects merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def arm_training(exp: ExperimentConfig, arm: ArmSpec) -> dict[str, Any]:
+    """The TrainingConfig keys of a trained arm, without the runner's files, folder and task.
+
+    The generation settings are the experiment's, so evaluation during training, the saved model folder and the
+    generate stage all decode alike.
+    """
+    generation = to_dict(arm_generation(exp, arm))
+    if arm.type == "seq2seq":
+        # The shared block is DeepSeek-OCR's (render, LoRA, vision cache...); a baseline brings its own.
+        return merged(arm.training, {"model_name": arm.model_name, "generation": generation})
+    keys = merged(exp.training, {**arm.training, "generation": generation})
+    if arm.type == "pixels" and arm.render:
+        keys = merged(keys, {"render": arm.render})
+    if arm.type == "text":
+        keys["input_mode"] = "text"
+    return keys
+
+
+def arm_generation(exp: ExperimentConfig, arm: ArmSpec) -> GenerationSettings:
+    return apply_overrides(exp.generation, arm.generation)
+
+
+def arm_render(exp: ExperimentConfig, arm: ArmSpec) -> RenderConfig:
+    return from_dict(TrainingConfig, arm_training(exp, arm)).render
+
+
+def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
+    where = f"arm {arm.name!r} ({arm.type})"
+    for source, keys in (("training", exp.training), (f"arms.{arm.name}.training", arm.training)):
+        owned = next((k for k in RUNNER_KEYS if k in keys), None)
+        if owned:
+            raise ConfigError(f"config key '{source}.{owned}' is set by the runner from the arm type and folders; "
+                              "remove it")
+    if arm.render and arm.type != "pixels":
+        raise ConfigError(f"{where}: 'render' applies to pixels arms only")
+    if arm.type == "lead-3" and (arm.training or arm.generation or arm.model_name):
+        raise ConfigError(f"{where}: Lead-3 takes no model, training or generation settings")
+    if arm.type in ("pixels", "text") and (arm.model_name or not arm.train):
+        raise ConfigError(f"{where}: DeepSeek-OCR arms always train the model of the shared 'training.model_name'; "
+                          "'model_name' and 'train' are for seq2seq arms")
+    if arm.type == "seq2seq":
+        if not arm.model_name:
+            raise ConfigError(f"{where}: needs 'model_name' (e.g. facebook/bart-large-cnn, or {TINY_SEQ2SEQ})")
+        if not arm.train and arm.training:
+            raise ConfigError(f"{where}: 'train' is false (zero-shot), so 'training' settings would be unused")
+        if arm.model_name == TINY_SEQ2SEQ and not arm.train:
+            raise ConfigError(f"{where}: {TINY_SEQ2SEQ} has random weights; zero-shot it would only score noise")
+    if arm.type == "lead-3":
+        return
+    try:
+        arm_generation(exp, arm)
+        if arm.train:  # every key and contradiction that TrainingConfig itself knows
+            cfg = from_dict(TrainingConfig, arm_training(exp, arm))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if arm.type == "seq2seq" and arm.train and cfg.lora.enabled:
+        raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
+    if arm.type == "pixels":
+        default = RenderConfig()
+        unprepared = [key for key, value in to_dict(cfg.render).items()
+                      if key not in PREPARED_RENDER_KEYS and value != getattr(default, key)]
+        if unprepared:
+            raise ConfigError(f"{where}: render key '{unprepared[0]}' cannot be prepared by data.prepare_datasets "
+                              f"(it takes {', '.join(PREPARED_RENDER_KEYS)}; leave the others at their defaults)")
+
+
+def check_dataset(spec: DatasetSpec) -> None:
+    """A dataset that is plainly not there fails now rather than after other arms have run."""
+    if spec.source == "bundled":
+        return
+    from data.dataset_loader import LOCAL_FORMATS
+
+    path = Path(spec.source).expanduser()
+    if path.exists():
+        return
+    # What data.dataset_loader would read as a local path rather than a hub id.
+    if path.suffix.lower() in LOCAL_FORMATS or spec.source.startswith((".", "/", "~")):
+        raise ConfigError(f"dataset not found: {spec.source} (config key 'dataset.source')")
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import scan_cache_dir
+
+        try:
+            cached = {repo.repo_id for repo in scan_cache_dir().repos if repo.repo_type == "dataset"}
+        except Exception:  # no cache folder yet
+            cached = set()
+        if spec.source not in cached:
+            raise ConfigError(f"dataset {spec.source!r} is not in the local Hugging Face cache and the hub is "
+                              "offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); run once online or use a local file")
+        return
+    from huggingface_hub import HfApi
+
+    try:
+        exists = HfApi().repo_exists(spec.source, repo_type="dataset", token=os.environ.get("HF_TOKEN"))
+    except Exception as err:  # network down, proxy...: say so now, not after hours of other arms
+        raise ConfigError(f"cannot check dataset {spec.source!r} on the Hugging Face hub: "
+                          f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
+    if not exists:
+        raise ConfigError(f"dataset {spec.source!r} does not exist on the Hugging Face hub "
+                          "(config key 'dataset.source')")
+
+
+def load_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None,
+                    max_steps: Optional[int] = None) -> ExperimentConfig:
+    """`read_experiment`, then the dataset's existence (which may ask the hub)."""
+    exp = read_experiment(path, overrides, max_steps)
+    check_dataset(exp.dataset)
+    return exp
+
+
+def read_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None,
+                    max_steps: Optional[int] = None) -> ExperimentConfig:
+    """Read and check an experiment file; `overrides` (dotted keys, None skipped) go on top of it, and
+    `max_steps` caps the training of every trained arm (DeepSeek-OCR and seq2seq) for a quicker run."""
+    exp = load_json(ExperimentConfig, path)
+    if overrides:
+        exp = apply_overrides(exp, overrides)
+    if max_steps is not None:
+        exp.training["max_steps"] = max_steps
+        for arm in exp.arms:
+            if arm.type == "seq2seq" and arm.train:
+                arm.training["max_steps"] = max_steps
+    for arm in exp.arms:
+        _check_arm(exp, arm)
+    return exp

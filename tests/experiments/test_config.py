@@ -1,0 +1,74 @@
+"""Experiment configs: the shipped ones load and plan; bad ones fail with one line before any work starts."""
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.config import read_experiment
+from experiments.estimate import estimate_table
+from experiments.plan import build_plan
+from experiments.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs" / "experiments").glob("*.json"))
+SMOKE = REPO / "configs" / "experiments" / "smoke-cpu.json"
+
+
+def test_every_shipped_config_loads_plans_and_estimates(tmp_path):
+    assert {p.stem for p in SHIPPED} >= {"smoke-cpu", "cnn-dailymail-lora", "cnn-dailymail-full", "xsum-lora",
+                                         "xsum-full"}
+    for path in SHIPPED:
+        exp = read_experiment(path)
+        assert {arm.type for arm in exp.arms} == {"pixels", "text", "seq2seq", "lead-3"}, path
+        assert sum(arm.type == "pixels" for arm in exp.arms) >= 2, f"{path}: a sweep needs several pixels arms"
+        stages = build_plan(exp, tmp_path / path.stem)
+        ids = [s.id for s in stages]
+        for stage in stages:  # every stage comes after the stages it reads
+            assert all(ids.index(upstream) < ids.index(stage.id) for upstream in stage.after), stage.id
+        assert {f"evaluate/{arm.name}" for arm in exp.arms} <= set(ids)
+        text_config = json.loads((tmp_path / path.stem / "arms" / "text" / "train_config.json").read_text())
+        assert text_config["input_mode"] == "text"
+        table = estimate_table(exp, {})
+        assert "total about" in table and exp.estimate.measured_on in table
+        if "cpu" not in path.stem:
+            assert any("dry-run" in line and "GiB" in line for line in exp.comment), path
+
+
+def _write(tmp_path, mutate) -> Path:
+    data = json.loads(SMOKE.read_text())
+    mutate(data)
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["arms"].append({"name": "ocr", "type": "ocr"}), "arms[5].type"),
+    (lambda d: d["dataset"].update(source="./no/such/data.jsonl"), "dataset not found"),
+    (lambda d: d["dataset"].update(source="nobody/no-such-dataset"), "no-such-dataset"),
+    (lambda d: d["arms"][2].update(render={"font_size": 10}), "pixels arms only"),
+    (lambda d: d["training"].update(input_mode="text"), "set by the runner"),
+    (lambda d: d["training"].update(vision_cache="memory"), "input_mode"),  # the text arm cannot cache pages
+    (lambda d: d["dataset"].update(test_samples=100), "test_samples"),
+    (lambda d: (d["arms"][3].update(train=False), d["arms"][3].pop("training")), "random weights"),
+    (lambda d: d["arms"][3].update(train=False), "would be unused"),
+    (lambda d: d["arms"][1].update(name="pixels-12px"), "used twice"),
+])
+def test_a_bad_config_fails_in_one_line_before_any_work(tmp_path, capsys, mutate, message):
+    output = tmp_path / "out"
+    # --estimate-only: were the check missing, the test would fail at once instead of running the experiment.
+    code = main([str(_write(tmp_path, mutate)), "--output-dir", str(output), "--estimate-only"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not output.exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: config file not found")
+
+
+def test_page_settings_the_preparation_cannot_make_are_refused(tmp_path, capsys):
+    path = _write(tmp_path, lambda d: d["training"]["render"].update(line_spacing=1.5))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--estimate-only"]) == 2
+    assert "render key 'line_spacing'" in capsys.readouterr().err
