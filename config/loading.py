@@ -57,7 +57,7 @@ def settings(cls: type[T]) -> type[T]:
 def error_line(err: ValidationError, prefix: str = "") -> str:
     """The first problem of a validation error as one line naming the dotted key and the value given."""
     first = err.errors(include_url=False)[0]
-    key = prefix + ".".join(str(part) for part in first["loc"])
+    key = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     message = first["msg"]
     if first["type"] == "value_error":  # raised by a __post_init__ check: its message already names the key
         return message.removeprefix("Value error, ")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,6 @@ def _generation_flags(settings: GenerationSettings) -> list[str]:
             "--no-repeat-ngram-size", str(settings.no_repeat_ngram_size), "--temperature", str(settings.temperature)]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
-
-
 def _base_model(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> tuple[str, list[Stage]]:
     """A seq2seq arm's starting model as a local folder or hub id, and the stage that makes it if any."""
     if arm.model_name == TINY_SEQ2SEQ:
@@ -79,20 +74,9 @@ def _base_model(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> tuple[str,
         return str(target), [Stage(f"model/{TINY_SEQ2SEQ}", "model", None, action=build,
                                    after=[f"prepare/{TEXT_DATA}"],
                                    describe=f"random 2-layer BART, BPE trained on {train_file} -> {target}")]
-    if arm.train or Path(arm.model_name).is_dir():
-        return arm.model_name, []  # training.train and the generator load these as they are
-    # Zero-shot from the hub: generation loads seq2seq models from a folder, so fetch one.
-    target = folder / "models" / _safe(arm.model_name)
-    model_name = arm.model_name
-
-    def download() -> None:
-        from huggingface_hub import snapshot_download
-
-        snapshot_download(model_name, local_dir=target,
-                          allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
-
-    return str(target), [Stage(f"model/{_safe(model_name)}", "model", None, action=download,
-                               describe=f"download {model_name} (weights, config, tokenizer) -> {target}")]
+    # A trained arm's base, a folder, or a hub id scored zero-shot: training.train and the generator load them all
+    # through the one model-source resolver (model/source.py).
+    return arm.model_name, []
 
 
 def _arm_stages(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> list[Stage]:

@@ -93,19 +93,21 @@ def _has_tokenizer_files(folder: Path) -> bool:
 
 
 def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer of a model source (model/source.py): a folder's own tokenizer files where it has them, the
-    hub's for a hub id that is reachable or cached; otherwise (None, a preset, a folder without tokenizer files,
-    an unreachable hub id) the offline tokenizer, which has the same ids."""
+    """The tokenizer of a folder (a model's, or a processor's without config.json) or a model source
+    (model/source.py): its own tokenizer files where it has them, the hub's for a hub id that is reachable or
+    cached; otherwise (None, a preset, no tokenizer files, an unreachable hub id) the offline tokenizer, which has
+    the same ids."""
     from model.source import ModelSourceError, download, resolve_model_source
 
     if name_or_path is None:
         return build_offline_tokenizer()
-    source = resolve_model_source(name_or_path)
-    if source.kind == "hub":
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        source = resolve_model_source(name_or_path)
         try:
-            source = download(source, allow_patterns=["tokenizer*", "special_tokens_map.json", "*.json"])
+            folder = download(source, allow_patterns=["tokenizer*", "special_tokens_map.json", "*.json"]).path
         except ModelSourceError as error:
             logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", name_or_path, error)
-    if source.path is not None and _has_tokenizer_files(source.path):
-        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=False)
+    if folder is not None and _has_tokenizer_files(folder):
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     return build_offline_tokenizer()
