@@ -137,19 +137,23 @@ def build_empty_model(config: DeepseekOCRConfig, dtype: torch.dtype):
         return DeepseekOCRForConditionalGeneration(config)
 
 
-def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"):
+def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa", experts_implementation=None):
     """A folder with an official config.json and *.safetensors (sharded with its index, or not)."""
     folder = Path(folder)
     config = DeepseekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
     config._attn_implementation = attn_implementation
+    config._experts_implementation = experts_implementation
     model = build_empty_model(config, dtype)
     load_official_state_dict(model, _read_official_folder(folder))
     return model
 
 
-def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa"):
+def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa",
+               experts_implementation: Optional[str] = None):
     """One entry point: "tiny-random" (seeded random init), a folder saved by this project's `save_pretrained`,
-    a folder with the official checkpoint, or the hub id "deepseek-ai/DeepSeek-OCR". Returns the model in eval mode."""
+    a folder with the official checkpoint, or the hub id "deepseek-ai/DeepSeek-OCR". Returns the model in eval mode.
+
+    experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)."""
     from model.modeling import DeepseekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
@@ -157,16 +161,17 @@ def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = No
     if name_or_path == TINY_PRESET:
         config = DeepseekOCRConfig.preset(TINY_PRESET)
         config._attn_implementation = attn_implementation
+        config._experts_implementation = experts_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the same tiny model in every process
             model = DeepseekOCRForConditionalGeneration(config).to(dtype)
     elif path.is_dir() and _is_native(path):
         model = DeepseekOCRForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation=attn_implementation)
+            path, dtype=dtype, attn_implementation=attn_implementation, experts_implementation=experts_implementation)
     elif path.is_dir():
-        model = load_official_folder(path, dtype, attn_implementation)
+        model = load_official_folder(path, dtype, attn_implementation, experts_implementation)
     elif name_or_path == OFFICIAL_HUB_ID or re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
-        model = load_official_folder(_download(name_or_path), dtype, attn_implementation)
+        model = load_official_folder(_download(name_or_path), dtype, attn_implementation, experts_implementation)
     else:
         raise FileNotFoundError(f"{name_or_path!r} is neither a preset ({TINY_PRESET!r}), a folder, nor a hub id")
     if device is not None:
