@@ -16,11 +16,18 @@ from config.modes import (
     valid_vision_tokens,
     vision_tokens_per_view,
 )
-from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
+from config.settings import (
+    EXPERTS_IMPLEMENTATIONS,
+    GenerationSettings,
+    LoraConfig,
+    OptimizerConfig,
+    RenderConfig,
+    TrainingConfig,
+)
 
 __all__ = [
     "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
     "ConfigError", "apply_overrides", "from_dict", "load_json", "save_json", "to_dict",
     "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_grid", "valid_vision_tokens", "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig",
-    "ResolutionMode", "TrainingConfig", "vision_tokens_per_view",
+    "ResolutionMode", "TrainingConfig", "vision_tokens_per_view", "EXPERTS_IMPLEMENTATIONS",
 ]

@@ -6,12 +6,18 @@ inference, `TrainingConfig` (which holds the other two) into training. Validatio
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from config.loading import ConfigError
 
 from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
+
+
+# transformers' experts implementations for the MoE decoder (model/modeling.py).
+ExpertsImplementation = Literal["eager", "grouped_mm", "batched_mm"]
+EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation)
 
 
 @dataclass
@@ -56,6 +62,9 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     temperature: float = 0.0  # 0 means greedy decoding; above 0 samples
     batch_size: int = 4
+    # Fast decode path: a static KV cache and torch.compile of the decode step (model/fast_decode.py). Off by
+    # default: on a CPU it measured slower (compilation, no CUDA graphs); not yet measured on a GPU.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -142,6 +151,9 @@ class TrainingConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     vision_cache: Literal["none", "memory", "disk"] = "none"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # MoE routed experts kernels (transformers' experts implementations). None: transformers' default, grouped_mm
+    # wherever it dispatches, else eager; the run's saved training config records the one in use.
+    experts_implementation: Optional[ExpertsImplementation] = None
     render: RenderConfig = field(default_factory=RenderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Logging, checkpoints, hub.
