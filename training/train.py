@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
+from config import (
+    EXPERTS_IMPLEMENTATIONS,
+    TRAINING_CONFIG_FILE,
+    ConfigError,
+    TrainingConfig,
+    apply_overrides,
+    load_json,
+    save_json,
+)
 
 DEFAULT_MODEL = TrainingConfig().model_name
 # transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
@@ -31,7 +39,7 @@ FLAG_KEYS = {
     "output": "output_dir", "batch_size": "batch_size", "num_epochs": "num_epochs", "max_steps": "max_steps",
     "learning_rate": "optimizer.learning_rate", "gradient_accumulation_steps": "gradient_accumulation_steps",
     "eval_steps": "eval_steps", "seed": "seed", "report_to": "report_to", "push_to_hub": "push_to_hub",
-    "hub_model_id": "hub_model_id",
+    "hub_model_id": "hub_model_id", "experts_implementation": "experts_implementation",
 }
 
 
@@ -54,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--mode", help="DeepSeek-OCR render mode: tiny, small, base, large, gundam or page")
     model.add_argument("--vision-cache", choices=["none", "memory", "disk"],
                        help="DeepSeek-OCR: cache frozen-encoder outputs (default: none)")
+    model.add_argument("--experts-implementation", choices=EXPERTS_IMPLEMENTATIONS,
+                       help="DeepSeek-OCR: MoE experts kernels (default: grouped_mm where it dispatches, else eager)")
     data = parser.add_argument_group("data")
     data.add_argument("--train", metavar="FILE", help="prepared training JSONL (python -m data.prepare_datasets)")
     data.add_argument("--val", metavar="FILE", help="prepared validation JSONL")
