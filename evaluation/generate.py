@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from config import ConfigError, GenerationSettings
+from config import EXPERTS_IMPLEMENTATIONS, ConfigError, GenerationSettings
 from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
 
 
@@ -80,7 +80,7 @@ def generate(args: argparse.Namespace) -> int:
         raise GenerateError(f"data file not found: {data_file}")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                   length_penalty=args.length_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                                  temperature=args.temperature, batch_size=args.batch_size)
+                                  temperature=args.temperature, batch_size=args.batch_size, compile=args.compile)
     recorded = {"model": str(args.model), "data_file": str(data_file), "generation": vars(settings),
                 "use_images": not args.render_text}
     if args.overwrite:
@@ -98,7 +98,8 @@ def generate(args: argparse.Namespace) -> int:
         print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
         return 0
 
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                    experts_implementation=args.experts_implementation)
     print(f"[generate] {len(records)} records ({len(done)} already done) with {args.model} on {summarizer.device}")
     failed = 0
     with open(output, "a", encoding="utf-8") as sink, tqdm(total=len(records), unit="doc", desc="generate") as bar:
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--length-penalty", type=float, default=defaults.length_penalty)
     gen.add_argument("--no-repeat-ngram-size", type=int, default=defaults.no_repeat_ngram_size)
     gen.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy (default)")
+    gen.add_argument("--compile", action="store_true",
+                     help="fast decode path: static KV cache + torch.compile (default: off)")
+    parser.add_argument("--experts-implementation", choices=EXPERTS_IMPLEMENTATIONS,
+                        help="MoE experts kernels (default: grouped_mm where it dispatches, else eager)")
     return parser
 
 

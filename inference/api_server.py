@@ -224,7 +224,8 @@ def main() -> int:
     hf_logging.disable_progress_bar()
     logger.info("loading %s", settings.model_path)
     try:
-        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device)
+        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device,
+                                                        experts_implementation=settings.experts_implementation)
     except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
         print(f"error: cannot load model {settings.model_path!r}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
         return 1

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
+from config import EXPERTS_IMPLEMENTATIONS
+
 
 @dataclass
 class ServerSettings:
@@ -12,6 +14,9 @@ class ServerSettings:
     host: str = "127.0.0.1"  # loopback unless the operator opens it up
     port: int = 5000
     device: Optional[str] = None  # DEVICE: cuda if available, else cpu
+    # EXPERTS_IMPLEMENTATION: MoE experts kernels, eager, grouped_mm or batched_mm (default: grouped_mm where it
+    # dispatches, else eager). The fast decode path is the model folder's generation_settings.json "compile".
+    experts_implementation: Optional[str] = None
     max_content_length: int = 20 * 2**20  # bytes of a request body
     max_image_pixels: int = 40_000_000  # per image or PDF page (decompression-bomb guard)
     max_pages: int = 16  # per document (long texts, PDFs)
@@ -27,6 +32,9 @@ class ServerSettings:
         for name in ("max_content_length", "max_image_pixels", "max_pages", "max_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.experts_implementation not in (None, *EXPERTS_IMPLEMENTATIONS):
+            raise ValueError(f"EXPERTS_IMPLEMENTATION must be one of {', '.join(EXPERTS_IMPLEMENTATIONS)}, "
+                             f"got {self.experts_implementation!r}")
         if self.request_timeout <= 0 or self.batch_wait_ms < 0:
             raise ValueError("REQUEST_TIMEOUT must be positive and BATCH_WAIT_MS not negative")
 

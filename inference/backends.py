@@ -45,13 +45,14 @@ class OCRBackend:
         self._reporting_keys = REPORTING_KEYS
 
     @classmethod
-    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype) -> "OCRBackend":
+    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype,
+             experts_implementation: Optional[str] = None) -> "OCRBackend":
         from model.convert import load_model
         from model.image_processing import DeepseekOCRImageProcessor
         from model.processing import PROCESSOR_CONFIG_NAME, DeepseekOCRProcessor
         from model.tokenizer import load_tokenizer
 
-        model = load_model(name_or_path, device=device, dtype=dtype)
+        model = load_model(name_or_path, device=device, dtype=dtype, experts_implementation=experts_implementation)
         folder = Path(name_or_path)
         if (folder / PROCESSOR_CONFIG_NAME).is_file():
             processor = DeepseekOCRProcessor.from_pretrained(folder)

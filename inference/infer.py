@@ -10,12 +10,13 @@ Errors are one line on stderr and exit status 1 (2 for bad flags), never a trace
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
-from config import GenerationSettings
+from config import EXPERTS_IMPLEMENTATIONS, GenerationSettings
 from inference.inputs import DEFAULT_PDF_DPI, InputError, apply_generation_params, decode_text
 
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI, help="PDF rasterisation resolution (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--experts_implementation", choices=EXPERTS_IMPLEMENTATIONS,
+                        help="MoE experts kernels (default: grouped_mm where it dispatches, else eager)")
+    parser.add_argument("--compile", action="store_true",
+                        help="fast decode path: static KV cache + torch.compile (default: the model folder's setting)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     return parser
 
@@ -102,8 +107,11 @@ def run(args) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=args.device, dtype=args.dtype)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=args.device, dtype=args.dtype,
+                                                    experts_implementation=args.experts_implementation)
     settings = summarizer.generation_settings(**params)
+    if args.compile:
+        settings = dataclasses.replace(settings, compile=True)
     if kind == "text":
         documents = [summarizer.prepare_text(text) for text in texts]
     elif kind == "image":

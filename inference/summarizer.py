@@ -82,9 +82,11 @@ class DeepSeekSummarizer:
         self._render_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None, **limits) -> "DeepSeekSummarizer":
+    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None,
+                        experts_implementation: Optional[str] = None, **limits) -> "DeepSeekSummarizer":
         """A folder written by this project's training (DeepSeek-OCR or seq2seq), the official checkpoint (hub id
-        or folder) or a preset. Device: CUDA if available, else CPU; dtype: bfloat16 on CUDA, float32 on CPU."""
+        or folder) or a preset. Device: CUDA if available, else CPU; dtype: bfloat16 on CUDA, float32 on CPU;
+        experts_implementation: DeepSeek-OCR's MoE kernels (None: grouped_mm where it dispatches, else eager)."""
         name = str(path_or_hub_id)
         folder = Path(name)
         device = resolve_device(device)
@@ -93,7 +95,7 @@ class DeepSeekSummarizer:
         if folder.is_dir() and is_seq2seq_folder(folder):
             backend = Seq2SeqBackend.load(folder, device, dtype)
         else:
-            backend = OCRBackend.load(name, render.mode, device, dtype)
+            backend = OCRBackend.load(name, render.mode, device, dtype, experts_implementation)
         return cls(backend, render, generation, name, **limits)
 
     # ------------------------------------------------------------------------------------------ properties
@@ -163,10 +165,18 @@ class DeepSeekSummarizer:
             chunk = list(documents[start:start + settings.batch_size])
             began = time.perf_counter()
             with self._lock, torch.inference_mode():
-                summaries = self.backend.generate(chunk, settings.generate_kwargs())
+                summaries = self.backend.generate(chunk, self._generate_kwargs(settings))
             seconds = time.perf_counter() - began
             results.extend(self._result(doc, summary, seconds) for doc, summary in zip(chunk, summaries))
         return results
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+        kwargs = settings.generate_kwargs()
+        if settings.compile:
+            from model.fast_decode import fast_decode_kwargs
+
+            kwargs.update(fast_decode_kwargs(self.backend.model))
+        return kwargs
 
     def _result(self, doc: Document, summary: str, seconds: float) -> SummaryResult:
         vision = sum(self.backend.vision_tokens(page) for page in doc.pages) if self.backend.reads_images else None
