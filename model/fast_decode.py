@@ -6,7 +6,6 @@ prompt step (pages, placeholders, a prompt-length sequence) stays uncompiled.
 """
 from __future__ import annotations
 
-import torch
 from transformers import CompileConfig
 
 
