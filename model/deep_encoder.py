@@ -216,8 +216,10 @@ class SamBlock(nn.Module):
             h = self._windowed_attention(h)
         else:
             h = self.attn(h)
-        x = x + h
-        return x + self.mlp(self.norm2(x))
+        # The residual sums land in the branch outputs, fresh tensors whose producers (a linear layer, a copy)
+        # keep nothing of them for backward: no new 12 MB tensor per sum at 1024 px.
+        x = h.add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape
