@@ -168,7 +168,7 @@ class SamAttention(nn.Module):
         # at 1024 px) into fresh memory cost more than computing it. With gradients each chunk needs its own bias,
         # which attention keeps for the backward pass.
         rows = max(1, _BIAS_CHUNK_BYTES // (self.heads * width * height * width * q.element_size() * batch))
-        reuse = not (torch.is_grad_enabled() and (q.requires_grad or self.rel_pos_h.requires_grad))
+        reuse = not (rel_h.requires_grad or rel_w.requires_grad)
         buffer = q.new_empty(batch, self.heads, rows, width, height, width) if reuse else None
         chunks = []
         for start in range(0, height, rows):
