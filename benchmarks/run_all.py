@@ -27,6 +27,12 @@ BENCHMARKS = {
                      "benchmarks.bench_vision_cache"),
     "training": ("Training: frozen vs trained encoder, step time and peak memory", "benchmarks.bench_training"),
     "generation": ("Generation: KV cache and batching vs one at a time", "benchmarks.bench_generation"),
+    "moe": ("MoE layer (real size): experts implementations eager vs grouped_mm vs batched_mm, forward and backward",
+            "benchmarks.bench_moe"),
+    "decoder": ("Decoder (real width): generation and training step per experts implementation, fast decode path",
+                "benchmarks.bench_decoder"),
+    "encoder": ("DeepEncoder (real size): seconds per page against the official code's CPU figures",
+                "benchmarks.bench_encoder"),
     "api": ("API: latency and throughput, micro-batching on vs off", "benchmarks.bench_api"),
     "rouge": ("ROUGE scoring: parallel vs serial", "benchmarks.bench_rouge"),
 }

@@ -18,12 +18,20 @@ from config.modes import (
     vision_tokens,
     vision_tokens_per_view,
 )
-from config.settings import GenerationSettings, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
+from config.settings import (
+    EXPERTS_IMPLEMENTATIONS,
+    GenerationSettings,
+    LoadSettings,
+    LoraConfig,
+    OptimizerConfig,
+    RenderConfig,
+    TrainingConfig,
+)
 
 __all__ = [
     "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
     "ConfigError", "apply_overrides", "from_dict", "load_json", "save_json", "to_dict",
     "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_count", "tile_grid", "valid_vision_tokens", "vision_tokens",
     "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig", "ResolutionMode", "TrainingConfig",
-    "vision_tokens_per_view",
+    "vision_tokens_per_view", "EXPERTS_IMPLEMENTATIONS", "LoadSettings",
 ]

@@ -9,6 +9,7 @@ reference README's flags).
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import field
 from typing import Literal, Optional
 
@@ -20,6 +21,10 @@ from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 # What DeepSeek-OCR's decoder reads of a document: its rendered pages (vision tokens), or its text tokens (the
 # control arm that measures what compression costs). Saved with the model (processor_config.json).
 InputMode = Literal["pixels", "text"]
+
+# transformers' experts implementations for the MoE decoder's routed experts (model/modeling.py).
+ExpertsImplementation = Literal["eager", "grouped_mm", "batched_mm"]
+EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation)
 
 
 def _flags(*names: str, **extra) -> dict:
@@ -68,6 +73,9 @@ class GenerationSettings:
     no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)")
     temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling")
     batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together")
+    # Off by default: on a CPU it measured slower (compilation, no CUDA graphs); not yet measured on a GPU.
+    compile: Bool = Field(False, description="fast decode path: static KV cache and torch.compile of the decode "
+                          "step (model/fast_decode.py)")
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for transformers' `generate`."""
@@ -81,6 +89,17 @@ class GenerationSettings:
         if self.temperature > 0:
             kwargs["temperature"] = self.temperature
         return kwargs
+
+
+@settings
+class LoadSettings:
+    """How a model is loaded for generation (evaluation.generate, inference.infer; the API server has its own)."""
+
+    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
+    dtype: Optional[Str] = Field(None, description="auto, bfloat16, float16 or float32 (default: bf16 where the GPU "
+                                 "supports it, else float32)")
+    experts_implementation: Optional[ExpertsImplementation] = Field(
+        None, description="MoE routed-experts kernels (default: grouped_mm wherever it dispatches, else eager)")
 
 
 @settings
@@ -155,6 +174,9 @@ class TrainingConfig:
         "none", description="DeepSeek-OCR: cache the frozen encoder's outputs per page")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernels")
+    experts_implementation: Optional[ExpertsImplementation] = Field(
+        None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
+        "wherever it dispatches, else eager. The run's saved config records the one in use")
     render: RenderConfig = field(default_factory=RenderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Logging, checkpoints, hub.

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from config import GenerationSettings, to_dict
+from config import GenerationSettings, LoadSettings, to_dict
 from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
 from evaluation.distributed import Processes, gather_parts, merge_shares, part_path
@@ -110,8 +110,10 @@ def generate(args: argparse.Namespace) -> int:
         merge_shares(output, order, processes)
         return 0
 
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=processes.device(args.device),
-                                                    dtype=args.dtype)
+    load = apply_flags(build_parser(), LoadSettings(), args)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model, device=processes.device(load.device or "auto"),
+                                                    dtype=load.dtype,
+                                                    experts_implementation=load.experts_implementation)
     print(f"[generate] {len(records)} records ({len(done)} already done) with {args.model} on {summarizer.device}")
     failed = 0
     with open(sink_path, "a", encoding="utf-8") as sink, tqdm(total=len(records), unit="doc", desc="generate") as bar:
@@ -151,9 +153,7 @@ def build_parser() -> Parser:
     parser.add_argument("--max-samples", type=int, help="only the first N records")
     parser.add_argument("--render-text", action="store_true",
                         help="render each record's text instead of reading its prepared images")
-    parser.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 or auto (default: bf16 where "
-                        "the GPU supports it, else float32)")
+    add_settings_arguments(parser, LoadSettings, parser.add_argument_group("model loading"))
     add_settings_arguments(parser, GenerationSettings, parser.add_argument_group(
         "generation", "defaults: the model folder's saved settings, else the ones below"))
     return parser

@@ -220,7 +220,8 @@ def main() -> int:
     logger.info("loading %s", settings.model_path)
     try:
         summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device,
-                                                        dtype=settings.dtype)
+                                                        dtype=settings.dtype,
+                                                        experts_implementation=settings.experts_implementation)
     except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
         print(f"error: cannot load model {settings.model_path!r}: {first_line(err)}", file=sys.stderr)
         return USAGE_ERROR

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import fields
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
 from config.loading import ConfigError, Float, Int, Str, field_type, settings
+from config.settings import ExpertsImplementation
 
 
 @settings
@@ -17,6 +19,9 @@ class ServerSettings:
     port: Int = Field(5000, ge=1, le=65535, description="TCP port")
     device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
     dtype: Optional[Str] = Field(None, description="precision: auto, bfloat16, float16, float32")
+    # The fast decode path is the model folder's generation_settings.json "compile".
+    experts_implementation: Optional[ExpertsImplementation] = Field(
+        None, description="MoE routed-experts kernels (default: grouped_mm wherever it dispatches, else eager)")
     max_content_length: Int = Field(20 * 2**20, ge=1, description="bytes of a request body")
     max_image_pixels: Int = Field(40_000_000, ge=1, description="per image or PDF page (decompression-bomb guard)")
     max_pages: Int = Field(16, ge=1, description="pages per document (long texts, PDFs)")
@@ -36,6 +41,7 @@ class ServerSettings:
             if not raw:
                 continue
             kind = field_type(cls, f.name)
+            kind = str if typing.get_origin(kind) is Literal else kind  # the choices are checked by validation
             try:
                 values[f.name] = kind(raw)
             except ValueError:

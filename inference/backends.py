@@ -37,13 +37,14 @@ class OCRBackend:
         self.reads_images = processor.input_mode == "pixels"
 
     @classmethod
-    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype) -> "OCRBackend":
+    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype,
+             experts_implementation: Optional[str] = None) -> "OCRBackend":
         from model.convert import load_model
         from model.image_processing import DeepseekOCRImageProcessor
         from model.processing import DeepseekOCRProcessor, saved_processor_config
         from model.tokenizer import load_tokenizer
 
-        model = load_model(name_or_path, device=device, dtype=dtype)
+        model = load_model(name_or_path, device=device, dtype=dtype, experts_implementation=experts_implementation)
         folder = Path(name_or_path)
         if saved_processor_config(folder) is not None:
             processor = DeepseekOCRProcessor.from_pretrained(folder)

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from config import GenerationSettings
+from config import GenerationSettings, LoadSettings
 from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from inference.inputs import DEFAULT_PDF_DPI, InputError, decode_text
 from inference.model_settings import saved_generation_settings
@@ -41,10 +41,8 @@ def build_parser() -> Parser:
     inputs.add_argument("--pdf_path", nargs="+", metavar="PDF", help="PDF file(s), one document each")
     parser.add_argument("stdin", nargs="?", choices=["-"], help="'-': read the text from standard input")
     parser.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI, help="PDF rasterisation resolution (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 or auto (default: bf16 where the GPU "
-                        "supports it, else float32)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    add_settings_arguments(parser, LoadSettings, parser.add_argument_group("model loading"))
     add_settings_arguments(parser, GenerationSettings, parser.add_argument_group(
         "generation", "defaults: the model folder's saved settings, else the ones below"))
     return parser
@@ -99,7 +97,9 @@ def run(args) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=args.device, dtype=args.dtype)
+    load = apply_flags(build_parser(), LoadSettings(), args)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=load.device, dtype=load.dtype,
+                                                    experts_implementation=load.experts_implementation)
     if kind == "text":
         documents = [summarizer.prepare_text(text) for text in texts]
     elif kind == "image":

@@ -60,17 +60,19 @@ class DeepSeekSummarizer:
         self._render_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None, **limits) -> "DeepSeekSummarizer":
+    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None,
+                        experts_implementation: Optional[str] = None, **limits) -> "DeepSeekSummarizer":
         """Any model source (model/source.py): a folder written by this project's training (DeepSeek-OCR or
         seq2seq), an exported or official folder, a hub id, or a preset. Device: CUDA if available, else CPU;
-        dtype: a precision name (model/device.py), auto by default."""
+        dtype: a precision name (model/device.py), auto by default; experts_implementation: DeepSeek-OCR's MoE
+        kernels (None: grouped_mm where it dispatches, else eager)."""
         name = str(path_or_hub_id)
         source = resolve_model_source(name)
         device = resolve_device(device)
         dtype = resolve_precision(dtype, device)
         render, generation = saved_settings(name)
         if source.is_deepseek_ocr:
-            backend = OCRBackend.load(name, render.mode, device, dtype)
+            backend = OCRBackend.load(name, render.mode, device, dtype, experts_implementation)
         else:
             backend = Seq2SeqBackend.load(source.path or name, device, dtype)
         return cls(backend, render, generation, name, **limits)
@@ -143,10 +145,18 @@ class DeepSeekSummarizer:
             chunk = list(documents[start:start + settings.batch_size])
             began = time.perf_counter()
             with self._lock, torch.inference_mode():
-                summaries = self.backend.generate(chunk, settings.generate_kwargs())
+                summaries = self.backend.generate(chunk, self._generate_kwargs(settings))
             seconds = time.perf_counter() - began
             results.extend(self._result(doc, summary, seconds) for doc, summary in zip(chunk, summaries))
         return results
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+        kwargs = settings.generate_kwargs()
+        if settings.compile:
+            from model.fast_decode import fast_decode_kwargs
+
+            kwargs.update(fast_decode_kwargs(self.backend.model))
+        return kwargs
 
     def _result(self, doc: Document, summary: str, seconds: float) -> SummaryResult:
         vision = sum(self.backend.vision_tokens(page) for page in doc.pages) if self.backend.reads_images else None

@@ -121,11 +121,12 @@ def build_empty_model(config: DeepseekOCRConfig, dtype: torch.dtype):
         return DeepseekOCRForConditionalGeneration(config)
 
 
-def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"):
+def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa", experts_implementation=None):
     """A folder with an official config.json and *.safetensors (sharded with its index, or not)."""
     folder = Path(folder)
     config = DeepseekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
     config._attn_implementation = attn_implementation
+    config._experts_implementation = experts_implementation
     model = build_empty_model(config, dtype)
     load_official_state_dict(model, read_safetensors_folder(folder))
     return model
@@ -146,10 +147,13 @@ def model_config(name_or_path: str) -> DeepseekOCRConfig:
     raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
 
 
-def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa"):
+def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa",
+               experts_implementation: Optional[str] = None):
     """One entry point for every DeepSeek-OCR source (model/source.py): a preset (seeded random init), a folder
     saved by this project's `save_pretrained`, an official-layout folder, or a hub id. Returns the model in eval
-    mode; a source that is not DeepSeek-OCR is a ModelSourceError."""
+    mode; a source that is not DeepSeek-OCR is a ModelSourceError.
+
+    experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)."""
     from model.modeling import DeepseekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
@@ -157,14 +161,16 @@ def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = No
     if source.kind == "preset":
         config = DeepseekOCRConfig.preset(source.name)
         config._attn_implementation = attn_implementation
+        config._experts_implementation = experts_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the same tiny model in every process
             model = DeepseekOCRForConditionalGeneration(config).to(dtype)
     elif source.kind == "project":
         model = DeepseekOCRForConditionalGeneration.from_pretrained(
-            source.path, dtype=dtype, attn_implementation=attn_implementation)
+            source.path, dtype=dtype, attn_implementation=attn_implementation,
+            experts_implementation=experts_implementation)
     elif source.kind == "official":
-        model = load_official_folder(source.path, dtype, attn_implementation)
+        model = load_official_folder(source.path, dtype, attn_implementation, experts_implementation)
     else:
         raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
     if device is not None:

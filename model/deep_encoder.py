@@ -25,6 +25,8 @@ from transformers import CLIPVisionConfig
 from transformers.models.clip.modeling_clip import CLIPEncoder
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+# Size of the relative-position bias attended at once (see SamAttention.forward).
+_BIAS_CHUNK_BYTES = 128 * 2**20
 
 # Official keys (relative to `model.`) with no counterpart here. CLIP's `patch_embedding` conv is never used by
 # DeepSeek-OCR (CLIP takes SAM's `net_3` map as its patch embeddings), and `position_ids` is a constant buffer
@@ -159,15 +161,31 @@ class SamAttention(nn.Module):
 
         # The relative-position bias uses the UNSCALED query; the 1/sqrt(d) scale only applies to q.k.
         grid_q = q.reshape(batch, self.heads, height, width, -1)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, _rel_pos_table(self.rel_pos_h, height))
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, _rel_pos_table(self.rel_pos_w, width))
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, self.heads, height * width, -1)
+        # einsum returns permuted strides, which a broadcast add would pass on to the bias (and a reshape would
+        # then copy it whole): contiguous terms make the add write the bias once, in the layout attention reads.
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, _rel_pos_table(self.rel_pos_h, height)).contiguous()
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, _rel_pos_table(self.rel_pos_w, width)).contiguous()
 
-        if self.attn_implementation == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            weights = (q * self.scale) @ k.transpose(-2, -1) + bias
-            out = weights.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
+        # Each query's softmax is independent of the others', so queries are attended a few grid rows at a time,
+        # their slice of the bias written into one buffer: writing the whole (HW)^2 bias of a global block (805 MB
+        # at 1024 px) into fresh memory cost more than computing it. With gradients each chunk needs its own bias,
+        # which attention keeps for the backward pass.
+        rows = max(1, _BIAS_CHUNK_BYTES // (self.heads * width * height * width * q.element_size() * batch))
+        reuse = not (rel_h.requires_grad or rel_w.requires_grad)
+        buffer = q.new_empty(batch, self.heads, rows, width, height, width) if reuse else None
+        chunks = []
+        for start in range(0, height, rows):
+            end = min(start + rows, height)
+            terms = rel_h[:, :, start:end, :, :, None], rel_w[:, :, start:end, :, None, :]
+            bias = torch.add(*terms, out=buffer[:, :, :end - start]) if reuse else torch.add(*terms)
+            bias = bias.view(batch, self.heads, (end - start) * width, height * width)
+            chunk_q = q[:, :, start * width:end * width]
+            if self.attn_implementation == "sdpa":
+                chunks.append(F.scaled_dot_product_attention(chunk_q, k, v, attn_mask=bias))
+            else:
+                weights = (chunk_q * self.scale) @ k.transpose(-2, -1) + bias
+                chunks.append(weights.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v)
+        out = torch.cat(chunks, dim=2) if len(chunks) > 1 else chunks[0]
         out = out.permute(0, 2, 1, 3).reshape(batch, height, width, -1)
         return self.proj(out)
 
@@ -201,8 +219,10 @@ class SamBlock(nn.Module):
             h = self._windowed_attention(h)
         else:
             h = self.attn(h)
-        x = x + h
-        return x + self.mlp(self.norm2(x))
+        # The residual sums land in the branch outputs, fresh tensors whose producers (a linear layer, a copy)
+        # keep nothing of them for backward: no new 12 MB tensor per sum at 1024 px.
+        x = h.add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape

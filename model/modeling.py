@@ -4,6 +4,11 @@ Official counterpart: `DeepseekOCRForCausalLM` / `DeepseekOCRModel` (`modeling_d
 deliberate: vision runs whenever pixels (or cached `vision_features`) are given, on the model's device, and with
 gradients where parameters require them (the official code wraps it in `no_grad`); several pages per sample and
 batches with left padding are supported; the training loss includes the MoE balance loss (see `forward`).
+
+The routed experts (official `DeepseekV2MoE.experts`, a per-expert loop in training and the sorted-token `moe_infer`
+in eval) are transformers' `DeepseekOcr2TextExperts`, so they run through transformers' experts implementations:
+`grouped_mm` by default, `eager` (the per-expert loop) or `batched_mm`, chosen with `experts_implementation=` at
+load time or `model.set_experts_implementation(...)` afterwards.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
     DeepseekOcr2TextExperts,
+    DeepseekOcr2TextPreTrainedModel,
     DeepseekOcr2TextTopkRouter,
 )
 from transformers.utils import ModelOutput
@@ -151,6 +157,13 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
         elif module is self:
             nn.init.normal_(self.image_newline, std=std)
             nn.init.normal_(self.view_separator, std=std)
+
+    @classmethod
+    def _can_set_experts_implementation(cls) -> bool:
+        # transformers grants the grouped/batched experts kernels (and makes grouped_mm the default) only when the
+        # model class's own module carries its experts decorator. Ours borrows the decorated experts class from
+        # transformers' DeepSeek-OCR-2 module, so that module's answer is the true one for this model.
+        return DeepseekOcr2TextPreTrainedModel._can_set_experts_implementation()
 
     def get_input_embeddings(self):
         return self.language_model.embed_tokens

@@ -71,7 +71,10 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     Frozen weights stay in `half` (memory); trainable ones become float32 master weights, because AdamW steps
     of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs under the Trainer's autocast.
     """
-    model = load_model(cfg.model_name, dtype=half or torch.float32, attn_implementation=cfg.attn_implementation)
+    model = load_model(cfg.model_name, dtype=half or torch.float32, attn_implementation=cfg.attn_implementation,
+                       experts_implementation=cfg.experts_implementation)
+    # The run's saved config names the kernels it really used, transformers' default included.
+    cfg.experts_implementation = model.config._experts_implementation
     freeze_vision_encoder(model, train_projector=cfg.train_projector)
     if cfg.lora.enabled:
         add_lora_adapters(model, cfg.lora)

@@ -24,8 +24,8 @@ def patched(monkeypatch, summarizer):
     """from_pretrained returns the already loaded tiny summarizer; records what it was asked for."""
     calls = []
 
-    def fake(path, device=None, dtype=None):
-        calls.append((str(path), device, dtype))
+    def fake(path, device=None, dtype=None, experts_implementation=None):
+        calls.append((str(path), device, dtype, experts_implementation))
         return summarizer
 
     monkeypatch.setattr(DeepSeekSummarizer, "from_pretrained", staticmethod(fake))
@@ -45,11 +45,17 @@ def set_stdin(monkeypatch, data: bytes, tty: bool = False):
     monkeypatch.setattr(sys, "stdin", stream)
 
 
+def test_experts_implementation_reaches_the_loader(patched, article, capsys, tiny_model_dir):
+    code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "2",
+                       "--experts_implementation", "eager"])
+    assert code == 0 and patched == [(str(tiny_model_dir), None, None, "eager")]
+
+
 def test_text_file_json_output(patched, article, capsys, summarizer, tiny_model_dir):
-    code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "3", "--json",
-                       "--device", "cpu"])
+    code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "3",
+                       "--json", "--device", "cpu"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and patched == [(str(tiny_model_dir), "cpu", None)]
+    assert code == 0 and patched == [(str(tiny_model_dir), "cpu", None, None)]
     assert out["input"] == str(article) and out["pages"] == 1 and out["vision_tokens"] == 64
     assert out["summary"] == summarizer.summarize_text(ARTICLE, max_length=3).summary
 

@@ -23,7 +23,8 @@ README_COMMANDS = [
 ]
 EXTRA = ("--resume --overwrite --max-steps 5 --eval-steps 2 --seed 3 --lora --train-projector --report-to none "
          "--dry-run --num-epochs 2 --learning-rate 1e-4 --gradient-accumulation-steps 4 --mode tiny "
-         "--max-train-samples 10 --max-eval-samples 3 --vision-cache disk --hf-val-split validation")
+         "--max-train-samples 10 --max-eval-samples 3 --vision-cache disk --hf-val-split validation "
+         "--experts-implementation batched_mm")
 
 
 @pytest.mark.parametrize("command", README_COMMANDS)
@@ -53,6 +54,7 @@ def test_every_flag_overrides_the_config_file(tmp_path):
     assert (cfg.model_name, cfg.batch_size, cfg.optimizer.warmup_steps) == ("x/y", 8, 7)  # file values kept
     assert (cfg.max_steps, cfg.eval_steps, cfg.seed, cfg.num_epochs, cfg.gradient_accumulation_steps) == (5, 2, 3, 2, 4)
     assert cfg.lora.enabled and cfg.train_projector and cfg.report_to == "none" and cfg.vision_cache == "disk"
+    assert cfg.experts_implementation == "batched_mm"
     assert (cfg.optimizer.learning_rate, cfg.render.mode, cfg.max_train_samples, cfg.max_eval_samples) == \
         (1e-4, "tiny", 10, 3)
     assert build_parser().parse_args(["--resume"]).resume == "latest"
