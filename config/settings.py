@@ -72,10 +72,12 @@ class GenerationSettings:
     length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty")
     no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)")
     temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling")
-    batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together")
+    # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
+    batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together",
+                            json_schema_extra={"per_request": False})
     # Off by default: on a CPU it measured slower (compilation, no CUDA graphs); not yet measured on a GPU.
     compile: Bool = Field(False, description="fast decode path: static KV cache and torch.compile of the decode "
-                          "step (model/fast_decode.py)")
+                          "step (model/fast_decode.py)", json_schema_extra={"per_request": False})
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for transformers' `generate`."""

@@ -25,10 +25,10 @@ PdfSource = Union[str, Path, bytes, bytearray]
 
 def _public_names() -> dict[str, str]:
     """Per-request generation parameters: public name -> GenerationSettings field. The public name is the one the
-    reference README's infer flags and API use (`max_length` for max_new_tokens); the batch size is the server's
-    and the command's business, not a request's."""
-    return {(field_extra(GenerationSettings, f.name).get("public") or f.name): f.name
-            for f in dataclasses.fields(GenerationSettings) if f.name != "batch_size"}
+    reference README's infer flags and API use (`max_length` for max_new_tokens); fields marked `per_request`
+    false (batch size, the compiled decode path) are the server's and the command's business, not a request's."""
+    extras = {f.name: field_extra(GenerationSettings, f.name) for f in dataclasses.fields(GenerationSettings)}
+    return {(extra.get("public") or name): name for name, extra in extras.items() if extra.get("per_request", True)}
 
 
 GENERATION_PARAMS = _public_names()
