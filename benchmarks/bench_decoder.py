@@ -25,16 +25,16 @@ TRAIN_BATCH = (2, 256)
 
 
 def build_decoder(device: torch.device, dtype: torch.dtype):
-    from model.configuration import DeepseekOCRConfig
+    from model.configuration import DeepSeekOCRConfig
     from model.deep_encoder import VisionConfig
-    from model.modeling import DeepseekOCRForConditionalGeneration
+    from model.modeling import DeepSeekOCRForConditionalGeneration
 
     vision = VisionConfig.tiny()  # not run here; tiny so that it costs no memory
     layers = 12 if device.type == "cuda" else 2
-    config = DeepseekOCRConfig(num_hidden_layers=layers, vision_config=vision.to_dict(),
+    config = DeepSeekOCRConfig(num_hidden_layers=layers, vision_config=vision.to_dict(),
                                projector_input_dim=vision.out_dim)
     with torch.device(device):
-        model = DeepseekOCRForConditionalGeneration(config)
+        model = DeepSeekOCRForConditionalGeneration(config)
     return model.to(dtype).eval(), layers
 
 

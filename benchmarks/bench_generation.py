@@ -19,12 +19,12 @@ from config import GenerationSettings, RenderConfig, save_run_settings
 def build_tiny_folder(folder: Path, max_new_tokens: int = 8) -> Path:
     """A summarizer folder as training writes it, from the tiny-random preset (render mode "tiny")."""
     from model.convert import load_model
-    from model.image_processing import DeepseekOCRImageProcessor
-    from model.processing import DeepseekOCRProcessor
+    from model.image_processing import DeepSeekOCRImageProcessor
+    from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
 
     load_model("tiny-random").save_pretrained(folder)
-    DeepseekOCRProcessor(load_tokenizer(), DeepseekOCRImageProcessor.from_mode("tiny")).save_pretrained(folder)
+    DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode("tiny")).save_pretrained(folder)
     save_run_settings(folder, RenderConfig(mode="tiny", font_size=14),
                       GenerationSettings(max_new_tokens=max_new_tokens, batch_size=32))
     return folder

@@ -56,9 +56,9 @@ def build_layer(device: torch.device, dtype: torch.dtype):
     """The real-size MoE block of a decoder layer, random weights (the official init scale, 0.02)."""
     from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import DeepseekOcr2TextMoe
 
-    from model.configuration import DeepseekOCRConfig
+    from model.configuration import DeepSeekOCRConfig
 
-    config = DeepseekOCRConfig()
+    config = DeepSeekOCRConfig()
     with torch.device(device):
         layer = DeepseekOcr2TextMoe(config)
     with torch.no_grad():

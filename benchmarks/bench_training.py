@@ -17,9 +17,9 @@ from benchmarks.cli import benchmark_main
 
 
 def _measure(model_name: str, freeze: bool, steps: int, docs: int) -> dict:
-    from model.configuration import DeepseekOCRConfig
+    from model.configuration import DeepSeekOCRConfig
 
-    config = full_encoder_small_decoder_config() if model_name == "full encoder" else DeepseekOCRConfig.preset(model_name)
+    config = full_encoder_small_decoder_config() if model_name == "full encoder" else DeepSeekOCRConfig.preset(model_name)
     model = build(config, freeze=freeze)
     times = time_steps(model, make_batch(docs), steps + 1)[1:]  # the first step pays one-off allocations
     return {

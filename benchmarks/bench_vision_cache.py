@@ -17,34 +17,34 @@ import torch
 from benchmarks.cli import benchmark_main
 from config import RenderConfig
 from data.dataset_loader import load_records
-from model.configuration import TINY_PRESET, DeepseekOCRConfig
-from model.image_processing import DeepseekOCRImageProcessor
-from model.modeling import DeepseekOCRForConditionalGeneration
+from model.configuration import TINY_PRESET, DeepSeekOCRConfig
+from model.image_processing import DeepSeekOCRImageProcessor
+from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.params import freeze_vision_encoder
-from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
 
-def full_encoder_small_decoder_config() -> DeepseekOCRConfig:
+def full_encoder_small_decoder_config() -> DeepSeekOCRConfig:
     """The real VisionConfig (SAM-B + CLIP-L, 2048-wide features) in front of tiny-random's decoder."""
-    tiny = DeepseekOCRConfig.preset(TINY_PRESET).to_dict()
+    tiny = DeepSeekOCRConfig.preset(TINY_PRESET).to_dict()
     for key in ("vision_config", "projector_input_dim", "model_type", "transformers_version", "architectures"):
         tiny.pop(key, None)
-    return DeepseekOCRConfig(**{**tiny, "num_hidden_layers": 2})
+    return DeepSeekOCRConfig(**{**tiny, "num_hidden_layers": 2})
 
 
-def build(config: DeepseekOCRConfig, freeze: bool = True) -> DeepseekOCRForConditionalGeneration:
+def build(config: DeepSeekOCRConfig, freeze: bool = True) -> DeepSeekOCRForConditionalGeneration:
     torch.manual_seed(0)
-    model = DeepseekOCRForConditionalGeneration(config)
+    model = DeepSeekOCRForConditionalGeneration(config)
     if freeze:
         freeze_vision_encoder(model)
     return model.train()
 
 
 def make_batch(num_docs: int, with_page_keys: bool = False) -> dict:
-    processor = DeepseekOCRProcessor(load_tokenizer(None), DeepseekOCRImageProcessor.from_mode("tiny"))
+    processor = DeepSeekOCRProcessor(load_tokenizer(None), DeepSeekOCRImageProcessor.from_mode("tiny"))
     batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 64, with_page_keys)(load_records("bundled", max_samples=num_docs)["train"])
     for key in REPORTING_KEYS:
         batch.pop(key)

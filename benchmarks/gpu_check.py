@@ -20,11 +20,11 @@ import torch
 
 from config import RenderConfig
 from data.text_to_image import TextToImageConverter
-from model.configuration import DeepseekOCRConfig
-from model.image_processing import DeepseekOCRImageProcessor
-from model.modeling import DeepseekOCRForConditionalGeneration
+from model.configuration import DeepSeekOCRConfig
+from model.image_processing import DeepSeekOCRImageProcessor
+from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.params import freeze_vision_encoder, parameter_counts
-from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 
 ARTICLE = ("The committee published its annual report on regional water supplies on Tuesday. It found that "
@@ -101,17 +101,17 @@ def main() -> None:
             json.dump(report, f, indent=2)
         print(json.dumps(report, indent=2), flush=True)
 
-    config = DeepseekOCRConfig.preset(args.preset)
+    config = DeepSeekOCRConfig.preset(args.preset)
     config._attn_implementation = "sdpa"
     start = time.perf_counter()
     with torch.device(device):
-        model = DeepseekOCRForConditionalGeneration(config).to(dtype)
+        model = DeepSeekOCRForConditionalGeneration(config).to(dtype)
     report["build_seconds"] = round(time.perf_counter() - start, 1)
     default_experts = model.config._experts_implementation
     report["experts_implementation_default"] = default_experts
     experts_implementations = (default_experts, "eager") if default_experts != "eager" else ("eager",)
     report["parameters"] = parameter_counts(model)
-    processor = DeepseekOCRProcessor(load_tokenizer(), DeepseekOCRImageProcessor.from_mode(args.mode))
+    processor = DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode(args.mode))
     batch = build_batch(processor, args.mode, args.batch_size, device)
     report["sequence_length"] = int(batch["input_ids"].shape[1])
     save()

@@ -40,16 +40,16 @@ class OCRBackend:
     def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype,
              experts_implementation: Optional[str] = None) -> "OCRBackend":
         from model.convert import load_model
-        from model.image_processing import DeepseekOCRImageProcessor
-        from model.processing import DeepseekOCRProcessor, saved_processor_config
+        from model.image_processing import DeepSeekOCRImageProcessor
+        from model.processing import DeepSeekOCRProcessor, saved_processor_config
         from model.tokenizer import load_tokenizer
 
         model = load_model(name_or_path, device=device, dtype=dtype, experts_implementation=experts_implementation)
         folder = Path(name_or_path)
         if saved_processor_config(folder) is not None:
-            processor = DeepseekOCRProcessor.from_pretrained(folder)
+            processor = DeepSeekOCRProcessor.from_pretrained(folder)
         else:  # the official checkpoint or a preset: the image settings of the render mode
-            processor = DeepseekOCRProcessor(load_tokenizer(name_or_path), DeepseekOCRImageProcessor.from_mode(mode))
+            processor = DeepSeekOCRProcessor(load_tokenizer(name_or_path), DeepSeekOCRImageProcessor.from_mode(mode))
         return cls(model, processor, device)
 
     def vision_tokens(self, page: Image.Image) -> int:

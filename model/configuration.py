@@ -1,4 +1,4 @@
-"""`DeepseekOCRConfig`: one flat config for the whole model (DeepEncoder + projector + MoE decoder).
+"""`DeepSeekOCRConfig`: one flat config for the whole model (DeepEncoder + projector + MoE decoder).
 
 The text fields keep the names of the official `config.json` (`DeepseekV2Config` with `use_mla=False`), so the
 decoder layers borrowed from transformers' DeepSeek-OCR-2 read them directly from this object; the vision side is
@@ -57,8 +57,8 @@ def _vision_config_cls():
     return VisionConfig
 
 
-class DeepseekOCRConfig(PretrainedConfig):
-    """Config of `DeepseekOCRForConditionalGeneration`; defaults are the real DeepSeek-OCR sizes."""
+class DeepSeekOCRConfig(PretrainedConfig):
+    """Config of `DeepSeekOCRForConditionalGeneration`; defaults are the real DeepSeek-OCR sizes."""
 
     model_type = "deepseek_ocr_summarizer"
     # transformers' MoE modules read `num_experts`.
@@ -126,7 +126,7 @@ class DeepseekOCRConfig(PretrainedConfig):
         return _vision_config_cls().from_dict(self.vision_config)
 
     @classmethod
-    def from_official_config(cls, official: dict[str, Any], **overrides) -> "DeepseekOCRConfig":
+    def from_official_config(cls, official: dict[str, Any], **overrides) -> "DeepSeekOCRConfig":
         """Read an official `config.json` (model_type deepseek_vl_v2) as a dict.
 
         The official code hard-codes its vision tower and ignores `vision_config`, so the real `VisionConfig`
@@ -183,7 +183,7 @@ class DeepseekOCRConfig(PretrainedConfig):
         }
 
     @classmethod
-    def preset(cls, name: str) -> "DeepseekOCRConfig":
+    def preset(cls, name: str) -> "DeepSeekOCRConfig":
         """`"deepseek-ai/DeepSeek-OCR"` (real sizes) or `"tiny-random"` (same structure, tiny widths)."""
         if name == OFFICIAL_HUB_ID:
             return cls()
@@ -198,10 +198,10 @@ class DeepseekOCRConfig(PretrainedConfig):
             )
         raise ValueError(f"unknown preset {name!r}; choose {OFFICIAL_HUB_ID!r} or {TINY_PRESET!r}")
 
-    def copy(self) -> "DeepseekOCRConfig":
+    def copy(self) -> "DeepSeekOCRConfig":
         return copy.deepcopy(self)
 
 
 # Known to AutoConfig, so transformers' Auto* loaders (e.g. AutoTokenizer on a trained folder) read our config.json
 # instead of warning about an unknown model type.
-AutoConfig.register(DeepseekOCRConfig.model_type, DeepseekOCRConfig)
+AutoConfig.register(DeepSeekOCRConfig.model_type, DeepSeekOCRConfig)

@@ -1,4 +1,4 @@
-"""Official DeepSeek-OCR checkpoint -> `DeepseekOCRForConditionalGeneration`, and the `load_model` entry point.
+"""Official DeepSeek-OCR checkpoint -> `DeepSeekOCRForConditionalGeneration`, and the `load_model` entry point.
 
 The key names come from the table in `model.official_keys` (which `model.export` reads the other way); the vision
 keys go through the vision module's own converter.
@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from transformers import initialization
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.deep_encoder import convert_official_vision_state_dict
 from model.official_keys import (
     DECODER_PARTS,
@@ -113,18 +113,18 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def build_empty_model(config: DeepseekOCRConfig, dtype: torch.dtype):
-    from model.modeling import DeepseekOCRForConditionalGeneration
+def build_empty_model(config: DeepSeekOCRConfig, dtype: torch.dtype):
+    from model.modeling import DeepSeekOCRForConditionalGeneration
 
     # Built directly in the target dtype without random init: every parameter is overwritten by the checkpoint.
     with initialization.no_init_weights(), _default_dtype(dtype):
-        return DeepseekOCRForConditionalGeneration(config)
+        return DeepSeekOCRForConditionalGeneration(config)
 
 
 def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa", experts_implementation=None):
     """A folder with an official config.json and *.safetensors (sharded with its index, or not)."""
     folder = Path(folder)
-    config = DeepseekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
+    config = DeepSeekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
     config._attn_implementation = attn_implementation
     config._experts_implementation = experts_implementation
     model = build_empty_model(config, dtype)
@@ -132,18 +132,18 @@ def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa"
     return model
 
 
-def model_config(name_or_path: str) -> DeepseekOCRConfig:
+def model_config(name_or_path: str) -> DeepSeekOCRConfig:
     """The architecture of a DeepSeek-OCR source without reading weights; a hub id that is not a local folder
     gets the real DeepSeek-OCR sizes (no download: fine-tunes of it share them)."""
     source = resolve_model_source(name_or_path)
     if source.kind == "preset":
-        return DeepseekOCRConfig.preset(source.name)
+        return DeepSeekOCRConfig.preset(source.name)
     if source.kind == "project":
-        return DeepseekOCRConfig.from_pretrained(source.path)
+        return DeepSeekOCRConfig.from_pretrained(source.path)
     if source.kind == "official":
-        return DeepseekOCRConfig.from_official_config(json.loads((source.path / "config.json").read_text()))
+        return DeepSeekOCRConfig.from_official_config(json.loads((source.path / "config.json").read_text()))
     if source.kind == "hub":
-        return DeepseekOCRConfig()
+        return DeepSeekOCRConfig()
     raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
 
 
@@ -154,19 +154,19 @@ def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = No
     mode; a source that is not DeepSeek-OCR is a ModelSourceError.
 
     experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)."""
-    from model.modeling import DeepseekOCRForConditionalGeneration
+    from model.modeling import DeepSeekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
     source = download(resolve_model_source(name_or_path), allow_patterns=["*.json", "*.safetensors"])
     if source.kind == "preset":
-        config = DeepseekOCRConfig.preset(source.name)
+        config = DeepSeekOCRConfig.preset(source.name)
         config._attn_implementation = attn_implementation
         config._experts_implementation = experts_implementation
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the same tiny model in every process
-            model = DeepseekOCRForConditionalGeneration(config).to(dtype)
+            model = DeepSeekOCRForConditionalGeneration(config).to(dtype)
     elif source.kind == "project":
-        model = DeepseekOCRForConditionalGeneration.from_pretrained(
+        model = DeepSeekOCRForConditionalGeneration.from_pretrained(
             source.path, dtype=dtype, attn_implementation=attn_implementation,
             experts_implementation=experts_implementation)
     elif source.kind == "official":

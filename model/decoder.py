@@ -1,7 +1,7 @@
 """The DeepSeek-OCR language model: the official `DeepseekV2Model` with `use_mla=False`.
 
 Correspondence with the official remote code (`modeling_deepseekv2.py`):
-- `DeepseekOCRDecoder` = `DeepseekV2Model` (embed_tokens, layers, norm; no MLA).
+- `DeepSeekOCRDecoder` = `DeepseekV2Model` (embed_tokens, layers, norm; no MLA).
 - layers = `DeepseekV2DecoderLayer`: transformers' `DeepseekOcr2TextDecoderLayer`, which computes the same function
   (MHA = `LlamaAttention` with rotate-half RoPE, `DeepseekV2MLP` for dense layers, `DeepseekV2MoE` for MoE layers:
   `MoEGate` softmax-greedy router without top-k renormalisation, routed experts packed in 3-D tensors
@@ -56,7 +56,7 @@ class DecoderOutput:
     aux_losses: Optional[list] = None  # per MoE layer, in layer order
 
 
-class DeepseekOCRDecoder(nn.Module):
+class DeepSeekOCRDecoder(nn.Module):
     """Token embeddings, the dense/MoE decoder layers and the final RMSNorm (official `DeepseekV2Model`)."""
 
     def __init__(self, config):

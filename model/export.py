@@ -6,7 +6,7 @@ checkpoint converters read.
 Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written:
 - the weights under the official key names (`model.official_keys`), in safetensors shards with
   `model.safetensors.index.json`, in bfloat16 (as the official checkpoint) or float32;
-- `config.json` in the official schema (`DeepseekOCRConfig.to_official_config`);
+- `config.json` in the official schema (`DeepSeekOCRConfig.to_official_config`);
 - the tokenizer files and the official `processor_config.json` (DeepseekVLV2Processor fields);
 - this project's settings, which no engine reads but `load_model` and the summarizer do: the processor settings
   (`summarizer_processor_config.json`), render settings and generation settings.
@@ -29,7 +29,7 @@ import torch
 from config import load_run_settings, save_run_settings
 from config.cli import Parser, run_command
 from data.jsonl import write_json_atomic
-from model.configuration import TINY_PRESET, DeepseekOCRConfig
+from model.configuration import TINY_PRESET, DeepSeekOCRConfig
 from model.convert import build_empty_model, check_state_dict, load_model, read_safetensors_folder
 from model.image_processing import DOWNSAMPLE, PATCH_SIZE
 from model.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
@@ -38,7 +38,7 @@ from model.processing import (
     EXPORTED_PROCESSOR_CONFIG_NAME,
     IGNORE_INDEX,
     PROCESSOR_CONFIG_NAME,
-    DeepseekOCRProcessor,
+    DeepSeekOCRProcessor,
     saved_processor_config,
 )
 from model.source import ModelSourceError, resolve_model_source
@@ -83,7 +83,7 @@ def load_source(source: str, dtype: torch.dtype):
     if found.kind == "project" and _holds_unmerged_lora(found.path):
         state = read_safetensors_folder(found.path)
         merged = merge_lora_state_dict(state, saved_lora_scalings(state, found.path))
-        model = build_empty_model(DeepseekOCRConfig.from_pretrained(found.path), dtype)
+        model = build_empty_model(DeepSeekOCRConfig.from_pretrained(found.path), dtype)
         check_state_dict(model, merged)
         model.load_state_dict({key: value.to(dtype) for key, value in merged.items()}, strict=True)
         return model.eval()
@@ -115,7 +115,7 @@ def _write_settings(source: str, folder: Path) -> None:
     """Tokenizer, official processor config, and this project's processor / render / generation settings."""
     source_folder = Path(source)
     if saved_processor_config(source_folder) is not None:  # writes the tokenizer files too
-        DeepseekOCRProcessor.from_pretrained(source_folder).save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME)
+        DeepSeekOCRProcessor.from_pretrained(source_folder).save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME)
     else:
         load_tokenizer(source).save_pretrained(folder)
     # The official tokenizer class: engines pinned to transformers 4.x do not know v5's `TokenizersBackend`, and

@@ -44,7 +44,7 @@ def num_image_placeholders(base_size: int, image_size: int, crop_grid: tuple[int
 
 def placeholder_count_for_image(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
     """Placeholder tokens that a width x height page costs in a resolution mode."""
-    processor = DeepseekOCRImageProcessor.from_mode(mode, max_tiles=max_tiles)
+    processor = DeepSeekOCRImageProcessor.from_mode(mode, max_tiles=max_tiles)
     return processor.num_placeholders(processor.crop_grid(width, height))
 
 
@@ -65,7 +65,7 @@ class ProcessedImage:
     num_placeholders: int
 
 
-class DeepseekOCRImageProcessor:
+class DeepSeekOCRImageProcessor:
     """Turns a page image into DeepSeek-OCR's global view, tiles, tile grid and placeholder count."""
 
     def __init__(self, base_size: int = 1024, image_size: int = TILE_SIZE, crop_mode: bool = True,
@@ -77,7 +77,7 @@ class DeepseekOCRImageProcessor:
         self.min_tiles = min_tiles
 
     @classmethod
-    def from_mode(cls, mode: str, max_tiles: int = MAX_TILES) -> "DeepseekOCRImageProcessor":
+    def from_mode(cls, mode: str, max_tiles: int = MAX_TILES) -> "DeepSeekOCRImageProcessor":
         geometry = RESOLUTION_MODES[mode]
         if geometry.crop_mode:
             return cls(geometry.base_size, TILE_SIZE, crop_mode=True, max_tiles=max_tiles)
@@ -88,7 +88,7 @@ class DeepseekOCRImageProcessor:
                 "max_tiles": self.max_tiles, "min_tiles": self.min_tiles}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DeepseekOCRImageProcessor":
+    def from_dict(cls, data: dict) -> "DeepSeekOCRImageProcessor":
         return cls(**data)
 
     @property

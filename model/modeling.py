@@ -1,4 +1,4 @@
-"""`DeepseekOCRForConditionalGeneration`: DeepEncoder + projector + MoE decoder + lm_head.
+"""`DeepSeekOCRForConditionalGeneration`: DeepEncoder + projector + MoE decoder + lm_head.
 
 Official counterpart: `DeepseekOCRForCausalLM` / `DeepseekOCRModel` (`modeling_deepseekocr.py`). Differences, all
 deliberate: vision runs whenever pixels (or cached `vision_features`) are given, on the model's device, and with
@@ -28,8 +28,8 @@ from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
 from transformers.utils import ModelOutput
 
 from config.modes import TILE_SIZE, tile_count
-from model.configuration import DeepseekOCRConfig
-from model.decoder import DeepseekOCRDecoder
+from model.configuration import DeepSeekOCRConfig
+from model.decoder import DeepSeekOCRDecoder
 from model.deep_encoder import DeepEncoder
 from model.image_processing import num_image_placeholders
 from model.vision_layout import layout_vision_embeddings
@@ -109,7 +109,7 @@ def expand_vision_inputs(vision: dict, input_ids: torch.Tensor, image_token_id: 
 
 
 @dataclass
-class DeepseekOCROutput(ModelOutput):
+class DeepSeekOCROutput(ModelOutput):
     """`loss` = `ce_loss` + `aux_loss` in training mode (aux is None in eval mode, where loss = ce_loss)."""
 
     loss: Optional[torch.FloatTensor] = None
@@ -120,8 +120,8 @@ class DeepseekOCROutput(ModelOutput):
     hidden_states: Optional[tuple] = None
 
 
-class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
-    config_class = DeepseekOCRConfig
+class DeepSeekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
+    config_class = DeepSeekOCRConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
@@ -131,7 +131,7 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
     _no_split_modules = ["DeepseekOcr2TextDecoderLayer", "DeepEncoder"]
     _skip_keys_device_placement = ["past_key_values"]
 
-    def __init__(self, config: DeepseekOCRConfig):
+    def __init__(self, config: DeepSeekOCRConfig):
         super().__init__(config)
         vision = config.vision
         # SAM's relative-position bias rules out flash attention in the encoder; it uses SDPA unless eager is asked.
@@ -140,7 +140,7 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.projector = nn.Linear(config.projector_input_dim, config.hidden_size)
         self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
         self.view_separator = nn.Parameter(torch.zeros(config.hidden_size))
-        self.language_model = DeepseekOCRDecoder(config)
+        self.language_model = DeepSeekOCRDecoder(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.vision_frozen = False  # set by model.params.freeze_vision_encoder
         self.post_init()
@@ -234,7 +234,7 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
         output_hidden_states: Optional[bool] = None,
         logits_to_keep: int = 0,
         **kwargs,
-    ) -> DeepseekOCROutput:
+    ) -> DeepSeekOCROutput:
         """Training loss: mean shifted CE over labels != -100 (logits in float32), plus in training mode the sum of
         the per-MoE-layer balance losses. The official code injects the balance loss' gradient with an autograd
         trick instead of adding it; adding it gives the same gradients and lets the trainer log both parts."""
@@ -267,7 +267,7 @@ class DeepseekOCRForConditionalGeneration(PreTrainedModel, GenerationMixin):
             ce_loss = nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
             loss = ce_loss if out.aux_loss is None else ce_loss + out.aux_loss
-        return DeepseekOCROutput(
+        return DeepSeekOCROutput(
             loss=loss, ce_loss=ce_loss, aux_loss=out.aux_loss, logits=logits,
             past_key_values=out.past_key_values, hidden_states=out.hidden_states,
         )

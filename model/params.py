@@ -5,7 +5,7 @@ from typing import Iterable
 
 import torch
 
-# Parts of DeepseekOCRForConditionalGeneration by parameter-name prefix.
+# Parts of DeepSeekOCRForConditionalGeneration by parameter-name prefix.
 _PARTS = {
     "sam": ("vision_encoder.sam_model.",),
     "clip": ("vision_encoder.vision_model.",),

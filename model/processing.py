@@ -31,7 +31,7 @@ from transformers import BatchFeature
 
 from config.settings import InputMode
 from data.jsonl import write_json_atomic
-from model.image_processing import DeepseekOCRImageProcessor
+from model.image_processing import DeepSeekOCRImageProcessor
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 
 IGNORE_INDEX = -100
@@ -80,7 +80,7 @@ def saved_processor_config(directory: str | Path) -> Path | None:
     return None
 
 
-class DeepseekOCRProcessor:
+class DeepSeekOCRProcessor:
     """Documents (lists of page images, or texts with `input_mode="text"`) and optional target summaries ->
     padded model inputs.
 
@@ -91,7 +91,7 @@ class DeepseekOCRProcessor:
     `self.truncated_sources`).
     """
 
-    def __init__(self, tokenizer, image_processor: DeepseekOCRImageProcessor,
+    def __init__(self, tokenizer, image_processor: DeepSeekOCRImageProcessor,
                  instruction: str = DEFAULT_INSTRUCTION, input_mode: InputMode = "pixels",
                  max_source_length: int | None = None):
         if input_mode not in INPUT_MODES:
@@ -209,7 +209,7 @@ class DeepseekOCRProcessor:
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "DeepseekOCRProcessor":
+    def from_pretrained(cls, directory: str | Path) -> "DeepSeekOCRProcessor":
         """The processor saved in `directory` by `save_pretrained` (a trained or exported model folder)."""
         directory = Path(directory)
         path = saved_processor_config(directory)
@@ -217,6 +217,6 @@ class DeepseekOCRProcessor:
             raise FileNotFoundError(f"{directory} holds no processor settings of this project")
         config = json.loads(path.read_text(encoding="utf-8"))
         # Folders saved before text input existed read pages.
-        return cls(load_tokenizer(str(directory)), DeepseekOCRImageProcessor.from_dict(config["image_processor"]),
+        return cls(load_tokenizer(str(directory)), DeepSeekOCRImageProcessor.from_dict(config["image_processor"]),
                    instruction=config["instruction"], input_mode=config.get("input_mode", "pixels"),
                    max_source_length=config.get("max_source_length"))

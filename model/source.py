@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepseekOCRConfig
+from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
 
 SourceKind = Literal["preset", "project", "official", "seq2seq", "hub"]
 PRESETS = (TINY_PRESET,)
@@ -61,7 +61,7 @@ def _folder_kind(folder: Path) -> SourceKind:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelSourceError(f"{config_file} is not valid JSON ({err})") from None
-    if config.get("model_type") == DeepseekOCRConfig.model_type:
+    if config.get("model_type") == DeepSeekOCRConfig.model_type:
         return "project"
     if config.get("model_type") == OFFICIAL_MODEL_TYPE or "language_config" in config:
         return "official"

@@ -1,6 +1,6 @@
 """Records -> DeepSeek-OCR training batches: pages (rendered or loaded), prompt with placeholders, masked labels.
 
-The prompt layout and the label masking live in `model.processing.DeepseekOCRProcessor` (one builder shared with
+The prompt layout and the label masking live in `model.processing.DeepSeekOCRProcessor` (one builder shared with
 evaluation and inference); this collator only turns dataset records into the processor's documents and targets,
 and adds a content key per page for the vision cache.
 """
@@ -17,7 +17,7 @@ from PIL import Image
 from config import RenderConfig
 from config.modes import tile_count
 from data.text_to_image import TextToImageConverter
-from model.processing import DeepseekOCRProcessor
+from model.processing import DeepSeekOCRProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class DeepSeekOCRCollator:
     included) are shortened, never the prompt.
     """
 
-    def __init__(self, processor: DeepseekOCRProcessor, render: RenderConfig, max_target_length: int,
+    def __init__(self, processor: DeepSeekOCRProcessor, render: RenderConfig, max_target_length: int,
                  with_page_keys: bool = False):
         self.processor = processor
         self.render = render

@@ -20,10 +20,10 @@ from transformers import Trainer, TrainingArguments
 from config import LoraConfig, TrainingConfig, save_run_settings
 from model.convert import load_model, model_config
 from model.device import PRECISIONS
-from model.image_processing import DeepseekOCRImageProcessor
+from model.image_processing import DeepSeekOCRImageProcessor
 from model.lora import merge_lora_state_dict
 from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
-from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.arguments import training_arguments
 from training.collator import DeepSeekOCRCollator
@@ -87,7 +87,7 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
 class DeepSeekOCRTrainer(Trainer):
     """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
 
-    def __init__(self, *args, cfg: TrainingConfig, processor: DeepseekOCRProcessor,
+    def __init__(self, *args, cfg: TrainingConfig, processor: DeepSeekOCRProcessor,
                  vision_cache: Optional[VisionFeatureCache] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cfg = cfg
@@ -115,8 +115,8 @@ class DeepSeekOCRTrainer(Trainer):
             args, remove_unused_columns=False, prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
         model = build_model(cfg, half)
-        processor = DeepseekOCRProcessor(load_tokenizer(cfg.model_name),
-                                         DeepseekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
+        processor = DeepSeekOCRProcessor(load_tokenizer(cfg.model_name),
+                                         DeepSeekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
                                          input_mode=cfg.input_mode, max_source_length=cfg.max_source_length)
         cache = None
         if cfg.vision_cache != "none":
@@ -202,14 +202,14 @@ def dry_run_report(cfg: TrainingConfig) -> str:
     `cfg.model_name`, from a meta-device model (no weights are read or allocated)."""
     from transformers import initialization
 
-    from model.modeling import DeepseekOCRForConditionalGeneration
+    from model.modeling import DeepSeekOCRForConditionalGeneration
 
     # The estimate is for the GPU run: "auto" means bf16 there.
     dtype = PRECISIONS.get(cfg.mixed_precision, torch.bfloat16)
     rows, counts = [], None
     for lora in (False, True):
         with torch.device("meta"), initialization.no_init_weights():
-            model = DeepseekOCRForConditionalGeneration(model_config(cfg.model_name))
+            model = DeepSeekOCRForConditionalGeneration(model_config(cfg.model_name))
         freeze_vision_encoder(model, train_projector=cfg.train_projector)
         if lora:
             add_lora_adapters(model, cfg.lora)

@@ -17,13 +17,13 @@ TINY_GENERATION = GenerationSettings(max_new_tokens=4, batch_size=8)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from model.convert import load_model
-    from model.image_processing import DeepseekOCRImageProcessor
-    from model.processing import DeepseekOCRProcessor
+    from model.image_processing import DeepSeekOCRImageProcessor
+    from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-summarizer")
     load_model("tiny-random").save_pretrained(folder)
-    DeepseekOCRProcessor(load_tokenizer(), DeepseekOCRImageProcessor.from_mode("tiny")).save_pretrained(folder)
+    DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode("tiny")).save_pretrained(folder)
     save_run_settings(folder, TINY_RENDER, TINY_GENERATION)
     (folder / "training_config.json").write_text(json.dumps({"task": "deepseek-ocr"}), encoding="utf-8")
     return folder

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.convert import check_state_dict, convert_official_state_dict
-from model.modeling import DeepseekOCRForConditionalGeneration
+from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.params import estimate_training_memory, lora_parameter_count, parameter_counts
 
 KEYS = Path(__file__).parents[1] / "fixtures" / "deepseek_ocr_reference" / "real_checkpoint_keys.json"
@@ -17,7 +17,7 @@ REAL_TOTAL = 3_336_106_240
 @pytest.fixture(scope="module")
 def real_model():
     with torch.device("meta"):
-        return DeepseekOCRForConditionalGeneration(DeepseekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
+        return DeepSeekOCRForConditionalGeneration(DeepSeekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
 
 
 @pytest.fixture(scope="module")

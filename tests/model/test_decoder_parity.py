@@ -4,7 +4,7 @@ DeepEncoder + the fixture's tiny decoder), compared with the stored reference te
 import pytest
 import torch
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.convert import build_empty_model, load_official_state_dict
 
 ERRORS: dict[str, float] = {}  # measured max abs errors, printed at the end (pytest -s)
@@ -18,7 +18,7 @@ def close(name, actual, expected, atol, rtol):
 
 @pytest.fixture(scope="module")
 def model(official_state_dict, official_config):
-    model = build_empty_model(DeepseekOCRConfig.from_official_config(official_config), torch.float32)
+    model = build_empty_model(DeepSeekOCRConfig.from_official_config(official_config), torch.float32)
     load_official_state_dict(model, official_state_dict)
     yield model.eval()
     print("\nmax abs errors:", {k: f"{v:.2e}" for k, v in ERRORS.items()})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.profiler import profile
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.convert import build_empty_model, load_model, load_official_state_dict
 
 IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
@@ -61,7 +61,7 @@ def test_unknown_implementation_is_refused():
 
 @pytest.fixture(scope="module")
 def fixture_model(official_state_dict, official_config):
-    model = build_empty_model(DeepseekOCRConfig.from_official_config(official_config), torch.float32)
+    model = build_empty_model(DeepSeekOCRConfig.from_official_config(official_config), torch.float32)
     load_official_state_dict(model, official_state_dict)
     return model.eval()
 

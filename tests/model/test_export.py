@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.convert import build_empty_model, load_model, load_official_state_dict
 from model.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
-from model.modeling import DeepseekOCRForConditionalGeneration
+from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.tokenizer import load_tokenizer
 from tests.inference.conftest import TINY_GENERATION, TINY_RENDER
 
@@ -65,7 +65,7 @@ def test_bfloat16_export_is_the_model_in_bfloat16(tmp_path):
 
 def test_real_size_model_exports_the_official_checkpoint_keys_and_shapes():
     with torch.device("meta"):
-        model = DeepseekOCRForConditionalGeneration(DeepseekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
+        model = DeepSeekOCRForConditionalGeneration(DeepSeekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
     official = official_state_dict(model)
     exported = {key: tuple(value.shape) for key, value in official.items()}
     fixture = json.loads((FIXTURE / "real_checkpoint_keys.json").read_text())
@@ -82,7 +82,7 @@ def test_real_size_model_exports_the_official_checkpoint_keys_and_shapes():
 
 @pytest.fixture(scope="module")
 def golden_export(official_state_dict, official_config, tmp_path_factory):
-    model = build_empty_model(DeepseekOCRConfig.from_official_config(official_config), torch.float32)
+    model = build_empty_model(DeepSeekOCRConfig.from_official_config(official_config), torch.float32)
     load_official_state_dict(model, official_state_dict)
     folder = tmp_path_factory.mktemp("golden-export")
     write_official_weights(model, folder, "float32")

@@ -5,7 +5,7 @@ from PIL import Image
 
 from config.modes import RESOLUTION_MODES, tile_grid
 from model.image_processing import (
-    DeepseekOCRImageProcessor,
+    DeepSeekOCRImageProcessor,
     normalize_pixels,
     num_image_placeholders,
     placeholder_count_for_image,
@@ -26,7 +26,7 @@ def test_placeholders_without_tiles(side, expected):
     assert num_image_placeholders(side, side) == expected
     mode = {512: "tiny", 640: "small", 1024: "base", 1280: "large"}[side]
     assert placeholder_count_for_image(mode, 1800, 2400) == expected
-    assert DeepseekOCRImageProcessor.from_mode(mode).num_placeholders() == expected
+    assert DeepSeekOCRImageProcessor.from_mode(mode).num_placeholders() == expected
 
 
 @pytest.mark.parametrize("size", [(1400, 900), (900, 1400), (1280, 1920), (1800, 2400), (3000, 700), (641, 641),
@@ -49,7 +49,7 @@ def test_documented_gundam_examples_and_fixture_counts(reference_tensors):
 
 def test_case_a_preprocessing_is_bit_exact(reference_tensors):
     raw = Image.fromarray(reference_tensors["a_raw_image_rgb_u8"].numpy())
-    out = DeepseekOCRImageProcessor.from_mode("tiny")(raw)
+    out = DeepSeekOCRImageProcessor.from_mode("tiny")(raw)
     assert out.global_view.dtype == torch.float32
     assert torch.equal(out.global_view, reference_tensors["a_pixel_values"])
     assert out.tiles.shape == (0, 3, 512, 512) and out.crop_grid == (1, 1) and out.num_placeholders == 73
@@ -57,7 +57,7 @@ def test_case_a_preprocessing_is_bit_exact(reference_tensors):
 
 def test_case_b_preprocessing_is_bit_exact(reference_tensors):
     raw = Image.fromarray(reference_tensors["b_raw_image_rgb_u8"].numpy())
-    out = DeepseekOCRImageProcessor.from_mode("gundam")(raw)
+    out = DeepSeekOCRImageProcessor.from_mode("gundam")(raw)
     assert out.crop_grid == (3, 2) and out.num_placeholders == 893
     assert torch.equal(out.global_view, normalize_pixels(reference_tensors["b_global_pixel_values_u8"]))
     assert torch.equal(out.tiles, normalize_pixels(reference_tensors["b_tile_pixel_values_u8"]))
@@ -72,15 +72,15 @@ def test_normalization_is_torchvision_exact():
 
 def test_non_crop_modes_resize_small_views_and_pad_large_ones():
     page = Image.new("RGB", (300, 600), (255, 255, 255))
-    small = DeepseekOCRImageProcessor.from_mode("small")(page).global_view
+    small = DeepSeekOCRImageProcessor.from_mode("small")(page).global_view
     assert small.shape == (1, 3, 640, 640) and torch.all(small == 1)  # stretched: no gray bars
-    base = DeepseekOCRImageProcessor.from_mode("base")(page).global_view
+    base = DeepSeekOCRImageProcessor.from_mode("base")(page).global_view
     gray = (127 / 255 - 0.5) / 0.5
     assert torch.allclose(base[0, :, :, 0], torch.tensor(gray)) and torch.all(base[0, :, :, 512] == 1)
 
 
 def test_crop_mode_small_image_has_no_tiles_and_grayscale_is_converted():
-    out = DeepseekOCRImageProcessor.from_mode("gundam")(Image.new("L", (600, 400), 200))
+    out = DeepSeekOCRImageProcessor.from_mode("gundam")(Image.new("L", (600, 400), 200))
     assert out.crop_grid == (1, 1) and out.tiles.shape == (0, 3, 640, 640)
     assert out.global_view.shape == (1, 3, 1024, 1024) and out.num_placeholders == 273
 
@@ -89,7 +89,7 @@ def test_tiles_are_cut_row_major():
     # 2 columns x 1 row: left half black, right half white.
     page = Image.new("RGB", (1400, 700), (0, 0, 0))
     page.paste((255, 255, 255), (700, 0, 1400, 700))
-    out = DeepseekOCRImageProcessor.from_mode("gundam")(page)
+    out = DeepSeekOCRImageProcessor.from_mode("gundam")(page)
     assert out.crop_grid == (2, 1)
     # Away from the seam (bicubic rings over a few pixels there).
     assert torch.all(out.tiles[0][..., :630] == -1) and torch.all(out.tiles[1][..., 10:] == 1)
@@ -97,8 +97,8 @@ def test_tiles_are_cut_row_major():
 
 @pytest.mark.parametrize("mode", sorted(RESOLUTION_MODES))
 def test_processor_dict_roundtrip(mode):
-    processor = DeepseekOCRImageProcessor.from_mode(mode, max_tiles=6)
-    again = DeepseekOCRImageProcessor.from_dict(processor.to_dict())
+    processor = DeepSeekOCRImageProcessor.from_mode(mode, max_tiles=6)
+    again = DeepSeekOCRImageProcessor.from_dict(processor.to_dict())
     assert again.to_dict() == processor.to_dict()
     assert again.to_dict()["max_tiles"] == 6
     assert again.crop_mode == RESOLUTION_MODES[mode].crop_mode

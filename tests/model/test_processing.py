@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.image_processing import DeepseekOCRImageProcessor, normalize_pixels, num_image_placeholders
-from model.processing import IGNORE_INDEX, REPORTING_KEYS, DeepseekOCRProcessor, build_prompt_ids
+from model.image_processing import DeepSeekOCRImageProcessor, normalize_pixels, num_image_placeholders
+from model.processing import IGNORE_INDEX, REPORTING_KEYS, DeepSeekOCRProcessor, build_prompt_ids
 from model.tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, IMAGE_TOKEN_ID, PAD_TOKEN_ID, load_tokenizer
 
 INSTRUCTION = "Summarize the document."
@@ -49,7 +49,7 @@ def page(width, height, shade=255):
 
 
 def tiny(tokenizer, **kwargs):
-    return DeepseekOCRProcessor(tokenizer, DeepseekOCRImageProcessor.from_mode("tiny"), **kwargs)
+    return DeepSeekOCRProcessor(tokenizer, DeepSeekOCRImageProcessor.from_mode("tiny"), **kwargs)
 
 
 # --- the prompt builder -------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_case_c_training_inputs_and_labels(tokenizer, reference_tensors):
 
 
 def test_case_b_gundam_inputs(tokenizer, reference_tensors):
-    processor = DeepseekOCRProcessor(FixtureTokenizer(tokenizer), DeepseekOCRImageProcessor.from_mode("gundam"))
+    processor = DeepSeekOCRProcessor(FixtureTokenizer(tokenizer), DeepSeekOCRImageProcessor.from_mode("gundam"))
     batch = processor([[raw_image(reference_tensors, "b")]])
     assert torch.equal(batch["input_ids"], reference_tensors["b_input_ids"])
     assert torch.equal(batch["images_spatial_crop"], reference_tensors["b_images_spatial_crop"])
@@ -168,7 +168,7 @@ def test_truncation_cuts_only_the_target_and_is_counted(tokenizer):
 
 
 def test_gundam_document_shapes(tokenizer):
-    processor = DeepseekOCRProcessor(tokenizer, DeepseekOCRImageProcessor.from_mode("gundam"))
+    processor = DeepSeekOCRProcessor(tokenizer, DeepSeekOCRImageProcessor.from_mode("gundam"))
     batch = processor([[page(600, 600), page(1280, 1920)]])  # one untiled page, one 2x3-tile page
     assert batch["pixel_values"].shape == (2, 3, 1024, 1024)
     assert batch["pixel_values_tiles"].shape == (6, 3, 640, 640)
@@ -180,14 +180,14 @@ def test_gundam_document_shapes(tokenizer):
 
 
 def test_save_and_load_round_trip(tokenizer, tmp_path):
-    processor = DeepseekOCRProcessor(tokenizer, DeepseekOCRImageProcessor.from_mode("tiny"),
+    processor = DeepSeekOCRProcessor(tokenizer, DeepSeekOCRImageProcessor.from_mode("tiny"),
                                      instruction="Give a one-line summary.")
     processor.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["instruction"] == "Give a one-line summary."
     assert config["image_processor"] == processor.image_processor.to_dict()
 
-    reloaded = DeepseekOCRProcessor.from_pretrained(tmp_path)
+    reloaded = DeepSeekOCRProcessor.from_pretrained(tmp_path)
     documents, targets = [[page(600, 800, shade=200)]], ["A short summary."]
     before, after = processor(documents, targets=targets), reloaded(documents, targets=targets)
     for key in before:
@@ -227,7 +227,7 @@ def test_text_input_puts_the_text_tokens_where_the_pages_go(tokenizer, tmp_path)
     assert generation["input_ids"][:, -len(REAL_INSTRUCTION_IDS):].tolist() == [REAL_INSTRUCTION_IDS] * 2
 
     processor.save_pretrained(tmp_path)
-    reloaded = DeepseekOCRProcessor.from_pretrained(tmp_path)
+    reloaded = DeepSeekOCRProcessor.from_pretrained(tmp_path)
     assert (reloaded.input_mode, reloaded.max_source_length) == ("text", 6)
 
 

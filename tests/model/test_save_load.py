@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.convert import load_model
-from model.modeling import DeepseekOCRForConditionalGeneration
+from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.source import ModelSourceError
 
 IDS = torch.tensor([[0] + [128815] * 21 + [5, 6, 7]])
@@ -22,15 +22,15 @@ def test_native_round_trip_gives_identical_logits(tmp_path):
     model = load_model("tiny-random")
     pixels = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == DeepseekOCRConfig.model_type
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == DeepSeekOCRConfig.model_type
     reloaded = load_model(str(tmp_path))
-    assert isinstance(reloaded, DeepseekOCRForConditionalGeneration) and not reloaded.training
+    assert isinstance(reloaded, DeepSeekOCRForConditionalGeneration) and not reloaded.training
     assert torch.equal(logits(model, pixels), logits(reloaded, pixels))
-    direct = DeepseekOCRForConditionalGeneration.from_pretrained(tmp_path)
+    direct = DeepSeekOCRForConditionalGeneration.from_pretrained(tmp_path)
     assert torch.equal(logits(model, pixels), logits(direct, pixels))
 
 
-def _to_official(state: dict[str, torch.Tensor], config: DeepseekOCRConfig) -> dict[str, torch.Tensor]:
+def _to_official(state: dict[str, torch.Tensor], config: DeepSeekOCRConfig) -> dict[str, torch.Tensor]:
     """Inverse of the converter, for the tiny model only: exercises the official-folder loader end to end."""
     official = {}
     for key, value in state.items():
@@ -77,8 +77,8 @@ def test_official_folder_sharded_with_index(tmp_path, monkeypatch):
                                               "n_routed_experts", "num_experts_per_tok", "n_shared_experts")}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     # The official config carries no vision sizes the official code reads; the tiny ones come from the preset.
-    monkeypatch.setattr(DeepseekOCRConfig, "from_official_config", classmethod(
-        lambda cls, d, **o: DeepseekOCRConfig.preset("tiny-random")))
+    monkeypatch.setattr(DeepSeekOCRConfig, "from_official_config", classmethod(
+        lambda cls, d, **o: DeepSeekOCRConfig.preset("tiny-random")))
     loaded = load_model(str(tmp_path))
     pixels = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     assert torch.equal(logits(model, pixels), logits(loaded, pixels))

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from model.configuration import DeepseekOCRConfig
+from model.configuration import DeepSeekOCRConfig
 from model.source import ModelSourceError, download, resolve_model_source
 
 
@@ -19,7 +19,7 @@ def test_kinds(tmp_path):
     assert hub.kind == "hub" and hub.is_deepseek_ocr and hub.path is None
     bart = resolve_model_source("facebook/bart-base")
     assert bart.kind == "hub" and not bart.is_deepseek_ocr
-    project = _folder(tmp_path / "p", {"model_type": DeepseekOCRConfig.model_type})
+    project = _folder(tmp_path / "p", {"model_type": DeepSeekOCRConfig.model_type})
     assert resolve_model_source(str(project)).kind == "project"
     official = _folder(tmp_path / "o", {"model_type": "deepseek_vl_v2", "language_config": {}})
     assert resolve_model_source(str(official)).kind == "official"

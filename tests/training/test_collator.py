@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from config import RenderConfig
-from model.image_processing import DeepseekOCRImageProcessor
-from model.processing import IGNORE_INDEX, DeepseekOCRProcessor
+from model.image_processing import DeepSeekOCRImageProcessor
+from model.processing import IGNORE_INDEX, DeepSeekOCRProcessor
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 from training.collator import DeepSeekOCRCollator
 
@@ -28,7 +28,7 @@ def bundled_records(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def processor():
-    return DeepseekOCRProcessor(load_tokenizer(None), DeepseekOCRImageProcessor.from_mode("tiny"), "Summarize.")
+    return DeepSeekOCRProcessor(load_tokenizer(None), DeepSeekOCRImageProcessor.from_mode("tiny"), "Summarize.")
 
 
 def make_collator(processor, max_length=512, **kwargs):

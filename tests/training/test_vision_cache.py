@@ -4,9 +4,9 @@ import torch
 
 from config import RenderConfig
 from model.convert import load_model
-from model.image_processing import DeepseekOCRImageProcessor
+from model.image_processing import DeepSeekOCRImageProcessor
 from model.params import freeze_vision_encoder
-from model.processing import REPORTING_KEYS, DeepseekOCRProcessor
+from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from tests.training.test_collator import bundled_records
 from training.collator import DeepSeekOCRCollator
@@ -15,7 +15,7 @@ from training.vision_cache import VisionFeatureCache
 
 @pytest.fixture(scope="module")
 def batch():
-    processor = DeepseekOCRProcessor(load_tokenizer(None), DeepseekOCRImageProcessor.from_mode("tiny"))
+    processor = DeepSeekOCRProcessor(load_tokenizer(None), DeepSeekOCRImageProcessor.from_mode("tiny"))
     batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 32, with_page_keys=True)(bundled_records(2))
     for key in REPORTING_KEYS:
         batch.pop(key, None)  # source_truncated exists only for text input
