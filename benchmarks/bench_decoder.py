@@ -17,8 +17,9 @@ import sys
 
 import torch
 
-from benchmarks.bench_moe import IMPLEMENTATIONS, batched_mm_bytes, free_bytes, median_seconds
+from benchmarks.bench_moe import IMPLEMENTATIONS, batched_mm_bytes, free_bytes
 from benchmarks.cli import benchmark_main
+from benchmarks.timing import median_seconds
 
 PROMPT_TOKENS = 64
 TRAIN_BATCH = (2, 256)

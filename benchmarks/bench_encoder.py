@@ -14,8 +14,8 @@ import sys
 
 import torch
 
-from benchmarks.bench_moe import median_seconds
 from benchmarks.cli import benchmark_main
+from benchmarks.timing import median_seconds
 
 # Official remote code, CPU, float32, 2 threads: seconds per page by side (reference doc, section 7).
 OFFICIAL_CPU_SECONDS = {512: 2.19, 640: 2.95, 1024: 10.9, 1280: 19.0}

@@ -12,32 +12,16 @@ and says so, where that copy and its gradient would not fit in a quarter of the 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 from benchmarks.cli import benchmark_main
+from benchmarks.timing import median_seconds
 
 IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (allocator, kernel selection)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        began = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def free_bytes(device: torch.device) -> int:

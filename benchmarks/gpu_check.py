@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
+from benchmarks.timing import median_seconds
 from config import RenderConfig
 from data.text_to_image import TextToImageConverter
 from model.configuration import DeepSeekOCRConfig
@@ -32,20 +32,6 @@ ARTICLE = ("The committee published its annual report on regional water supplies
            "fifth of treated water before it reaches homes. ") * 12
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device, repeats):
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _peak_reset(device):
@@ -77,7 +63,7 @@ def train_steps(model, batch, device, repeats):
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up, allocates optimizer state
-    seconds = _timed(step, device, repeats)
+    seconds = median_seconds(step, device, repeats)
     return seconds
 
 
@@ -122,7 +108,7 @@ def main() -> None:
         for impl in ("sdpa", "eager"):
             model.set_attn_implementation(impl) if hasattr(model, "set_attn_implementation") else None
             try:
-                secs = _timed(lambda: model.encode_images(pixels), device, args.repeats)
+                secs = median_seconds(lambda: model.encode_images(pixels), device, args.repeats)
                 report[f"encoder_seconds_per_page_{impl}"] = round(secs / pixels.shape[0], 4)
             except Exception as err:  # report and go on: one failing section must not hide the others
                 report[f"encoder_{impl}_error"] = repr(err)[:300]
@@ -157,8 +143,8 @@ def main() -> None:
         model.set_experts_implementation(experts)
         with torch.no_grad():
             model.generate(**prompt, **gen)  # warm-up
-            batched = _timed(lambda: model.generate(**prompt, **gen), device, 2)
-            single = _timed(lambda: model.generate(**per_doc, **gen), device, 2)
+            batched = median_seconds(lambda: model.generate(**prompt, **gen), device, 2)
+            single = median_seconds(lambda: model.generate(**per_doc, **gen), device, 2)
         report[f"generate_tokens_per_second_batched_{experts}"] = round(args.batch_size * args.new_tokens / batched, 1)
         report[f"generate_tokens_per_second_one_at_a_time_{experts}"] = round(args.new_tokens / single, 1)
         save()
