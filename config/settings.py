@@ -145,7 +145,8 @@ class TrainingConfig:
     # Data: local files, or a hub dataset with its splits.
     train_file: Optional[Str] = Field(None, description="prepared training JSONL (python -m data.prepare_datasets)",
                                       json_schema_extra=_flags("--train", metavar="FILE"))
-    val_file: Optional[Str] = Field(None, description="prepared validation JSONL", json_schema_extra=_flags("--val", metavar="FILE"))
+    val_file: Optional[Str] = Field(None, description="prepared validation JSONL",
+                                    json_schema_extra=_flags("--val", metavar="FILE"))
     hf_dataset: Optional[Str] = Field(None, description="hub dataset instead of local files (streamed)")
     hf_train_split: Str = Field("train", description="hub training split")
     hf_val_split: Optional[Str] = Field(None, description="hub validation split (default: validation if present)")

@@ -175,7 +175,8 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "field 'text' is required and must be a non-empty string")
         params = {name: body[name] for name in GENERATION_PARAMS if body.get(name) is not None}
-        apply_generation_params(summarizer.generation if summarizer else GenerationSettings(), **params)  # before rendering
+        # Bad values fail before rendering.
+        apply_generation_params(summarizer.generation if summarizer else GenerationSettings(), **params)
         return _summarize(_require_model().prepare_text(text, settings.max_pages), params)
 
     @app.post("/summarize/file")

@@ -2,7 +2,8 @@
 
 The text fields keep the names of the official `config.json` (`DeepseekV2Config` with `use_mla=False`), so the
 decoder layers borrowed from transformers' DeepSeek-OCR-2 read them directly from this object; the vision side is
-stored as the dict of the vision package's `VisionConfig` (model/deep_encoder.py) so it round-trips through `config.json` unchanged.
+stored as the dict of the vision package's `VisionConfig` (model/deep_encoder.py) so it round-trips through
+`config.json` unchanged.
 """
 from __future__ import annotations
 

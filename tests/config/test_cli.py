@@ -67,7 +67,8 @@ def test_bad_choice_is_a_one_line_usage_error():
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--num-beams" in proc.stderr
 
 
-@pytest.mark.parametrize("module, cls", [("training.train", TrainingConfig), ("evaluation.generate", GenerationSettings),
+@pytest.mark.parametrize("module, cls", [("training.train", TrainingConfig),
+                                         ("evaluation.generate", GenerationSettings),
                                          ("inference.infer", GenerationSettings)])
 def test_commands_have_a_flag_for_every_setting(module, cls):
     """The train, generate and infer commands expose every field of their configuration (help from the field)."""
