@@ -40,7 +40,7 @@ def build_decoder(device: torch.device, dtype: torch.dtype):
 
 
 def fits(model, implementation: str, tokens: int, dtype: torch.dtype) -> bool:
-    return implementation != "batched_mm" or batched_mm_bytes(model.config, tokens, dtype) <= free_bytes(model.device) // 4
+    return implementation != "batched_mm" or batched_mm_bytes(model.config, tokens, dtype) <= free_bytes(model.checkpoint.device) // 4
 
 
 def add_speedups(group: list[dict]) -> list[dict]:

@@ -18,7 +18,7 @@ from config import GenerationSettings, RenderConfig, save_run_settings
 
 def build_tiny_folder(folder: Path, max_new_tokens: int = 8) -> Path:
     """A summarizer folder as training writes it, from the tiny-random preset (render mode "tiny")."""
-    from model.convert import load_model
+    from model.checkpoint.convert import load_model
     from model.image_processing import DeepSeekOCRImageProcessor
     from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer

@@ -67,27 +67,35 @@ def _fields(cls: type) -> Iterator[tuple[str, Any, Any]]:
 
 
 def _default_text(info) -> str:
-    default = info.get_default(call_default_factory=True)
-    return "" if default is None else f" (default: {default})"
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    return "" if default is None or default is False else f" (default: {default})"
 
 
-def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True) -> None:
-    """Flags for every field of `cls` (recursively), with dotted config keys as destinations."""
+def _flag_names(parser: Parser, key: str, extra: dict, top: bool) -> list[str]:
+    if extra.get("flags"):
+        return [parser.flag(f[2:]) for f in extra["flags"]]
+    flags = [parser.flag(key.replace(".", "-"))]
+    if top and extra.get("public"):
+        flags.append(parser.flag(extra["public"]))
+    return flags
+
+
+def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True,
+                           flag_prefix: str = "") -> None:
+    """Flags for every field of `cls` (recursively), with dotted config keys as destinations.
+
+    A nested block is a group of flags prefixed by its name (`--lora-r`), or not (`flatten` in its extra).
+    A field marked `positional` is a positional argument; a field without a default is a required flag.
+    """
     target = group or parser
     for name, inner, info in _fields(cls):
-        key = prefix + name
+        key, extra = prefix + name, field_extra(cls, name)
         if dataclasses.is_dataclass(inner):
-            sub = parser.add_argument_group(f"{name} settings")
-            add_settings_arguments(parser, inner, sub, f"{key}.", top=False)
+            sub = parser.add_argument_group(extra.get("group") or f"{name} settings")
+            add_settings_arguments(parser, inner, sub, f"{key}.", top=extra.get("flatten", False),
+                                   flag_prefix="" if extra.get("flatten") else f"{flag_prefix}{name}.")
             continue
-        extra = field_extra(cls, name)
-        if extra.get("flags"):
-            flags = [parser.flag(f[2:]) for f in extra["flags"]]
-        else:
-            flags = [parser.flag(key.replace(".", "-"))]
-            if top and extra.get("public"):
-                flags.append(parser.flag(extra["public"]))
-        kwargs: dict[str, Any] = {"dest": key, "default": None, "help": (info.description or "") + _default_text(info)}
+        kwargs: dict[str, Any] = {"help": (info.description or "") + _default_text(info)}
         if typing.get_origin(inner) is Literal:
             kwargs.update(choices=list(typing.get_args(inner)))
         elif inner is bool:
@@ -96,10 +104,51 @@ def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = 
             kwargs.update(nargs="+", type=typing.get_args(inner)[0], metavar="NAME")
         else:
             kwargs.update(type=inner, metavar=extra.get("metavar") or {int: "N", float: "X"}.get(inner, "VALUE"))
-        target.add_argument(*flags, **kwargs)
+        if extra.get("positional"):
+            kwargs.pop("metavar", None)
+            target.add_argument(key, nargs=None if info.is_required() else "?", metavar=name.upper(), **kwargs)
+            continue
+        flags = _flag_names(parser, flag_prefix + name, extra, top)
+        target.add_argument(*flags, dest=key, default=None, required=info.is_required(), **kwargs)
         for switch, value in extra.get("switches", {}).items():
             target.add_argument(parser.flag(switch[2:]), dest=key, action="store_const", const=value,
                                 help=f"same as {flags[0]} {value}")
+
+
+def to_argv(obj: Any, underscores: bool = False, _prefix: str = "", _top: bool = True,
+            _explicit: bool = False) -> list[str]:
+    """The flags that give `obj` to a command built by `add_settings_arguments`: the inverse of the flag builder.
+
+    Values equal to their declared default are left out, except in blocks marked `explicit` (whose command-line
+    defaults come from elsewhere, such as a model folder's saved generation settings), where every value is given.
+    """
+    cls = type(obj)
+
+    def spell(name: str) -> str:
+        return "--" + (name.replace("-", "_") if underscores else name.replace("_", "-"))
+
+    argv: list[str] = []
+    positionals: list[str] = []
+    for name, inner, info in _fields(cls):
+        value, extra = getattr(obj, name), field_extra(cls, name)
+        if dataclasses.is_dataclass(inner):
+            argv += to_argv(value, underscores, "" if extra.get("flatten") else f"{_prefix}{name}-",
+                            extra.get("flatten", False), _explicit or extra.get("explicit", False))
+            continue
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if value is None or (value == default and not _explicit and not extra.get("positional")):
+            continue
+        if extra.get("positional"):
+            positionals.append(str(value))
+            continue
+        flag = extra["flags"][0][2:] if extra.get("flags") else f"{_prefix}{name}".replace(".", "-")
+        if inner is bool:
+            argv.append(spell(flag if value else f"no-{flag}"))
+        elif isinstance(value, list):
+            argv += [spell(flag), *map(str, value)]
+        else:
+            argv += [spell(flag), str(value)]
+    return positionals + argv
 
 
 def settings_overrides(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
@@ -113,17 +162,34 @@ def settings_overrides(args: argparse.Namespace, cls: type, prefix: str = "") ->
     return values
 
 
+def settings_from_args(parser: Parser, cls: type[T], args: argparse.Namespace, base: Optional[T] = None,
+                       **blocks: Any) -> T:
+    """`cls` built from the parsed flags over `base` (default: the declared defaults); `blocks` give base values
+    of nested blocks (a model folder's saved generation settings) that the flags then override."""
+    if base is None:
+        data = {name: getattr(args, name) for name, _, info in _fields(cls)
+                if info.is_required() and getattr(args, name, None) is not None}
+        try:
+            base = cls(**data, **blocks)
+        except ConfigError as err:
+            raise ConfigError(_flag_message(parser, str(err))) from None
+    return apply_flags(parser, base, args)
+
+
 def apply_flags(parser: argparse.ArgumentParser, base: T, args: argparse.Namespace) -> T:
     """`base` (a config file's values, a model folder's saved settings) with the given flags on top; a bad value
     is reported under the flag's name."""
     try:
         return apply_overrides(base, settings_overrides(args, type(base)))
     except ConfigError as err:
-        message = str(err)
-        for action in parser._actions:
-            if action.option_strings:
-                message = message.replace(f"config key '{action.dest}'", "argument " + "/".join(action.option_strings))
-        raise ConfigError(message) from None
+        raise ConfigError(_flag_message(parser, str(err))) from None
+
+
+def _flag_message(parser: argparse.ArgumentParser, message: str) -> str:
+    for action in parser._actions:
+        if action.option_strings:
+            message = message.replace(f"config key '{action.dest}'", "argument " + "/".join(action.option_strings))
+    return message
 
 
 def first_line(err: BaseException) -> str:

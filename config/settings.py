@@ -10,12 +10,12 @@ reference README's flags).
 from __future__ import annotations
 
 import typing
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Literal, Optional
 
 from pydantic import Field
 
-from config.loading import Bool, ConfigError, Float, Int, Str, settings
+from config.loading import Bool, ConfigError, Float, Int, Str, field_extra, settings
 from config.modes import RESOLUTION_MODES, ModeName, ResolutionMode
 
 # What DeepSeek-OCR's decoder reads of a document: its rendered pages (vision tokens), or its text tokens (the
@@ -29,6 +29,10 @@ EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation
 
 def _flags(*names: str, **extra) -> dict:
     return {"flags": list(names), **extra}
+
+
+# A GenerationSettings field that is passed to transformers' `generate` under its own name.
+GENERATE = {"generate": True}
 
 
 @settings
@@ -67,11 +71,14 @@ class GenerationSettings:
     """
 
     max_new_tokens: Int = Field(128, ge=1, le=8192, description="maximum new tokens of each summary",
-                                json_schema_extra={"public": "max_length"})
-    num_beams: Int = Field(1, ge=1, le=16, description="beam search width (1: greedy or sampling)")
-    length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty")
-    no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)")
-    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling")
+                                json_schema_extra={"public": "max_length", "generate": True})
+    num_beams: Int = Field(1, ge=1, le=16, description="beam search width (1: greedy or sampling)", json_schema_extra=GENERATE)
+    length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty",
+                                 json_schema_extra=GENERATE)
+    no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)",
+                                      json_schema_extra=GENERATE)
+    temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling",
+                                json_schema_extra=GENERATE)
     # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
     batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together",
                             json_schema_extra={"per_request": False})
@@ -80,28 +87,30 @@ class GenerationSettings:
                           "step (model/fast_decode.py)", json_schema_extra={"per_request": False})
 
     def generate_kwargs(self) -> dict:
-        """Keyword arguments for transformers' `generate`."""
-        kwargs = {
-            "max_new_tokens": self.max_new_tokens,
-            "num_beams": self.num_beams,
-            "length_penalty": self.length_penalty,
-            "no_repeat_ngram_size": self.no_repeat_ngram_size,
-            "do_sample": self.temperature > 0,
-        }
-        if self.temperature > 0:
-            kwargs["temperature"] = self.temperature
+        """Keyword arguments for transformers' `generate`: every field marked `generate` in its declaration, under
+        its own name. Temperature 0 is greedy decoding here; transformers says that with do_sample=False."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if field_extra(type(self), f.name).get("generate")}
+        kwargs["do_sample"] = self.temperature > 0
+        if not kwargs["do_sample"]:
+            del kwargs["temperature"]
         return kwargs
 
 
 @settings
 class LoadSettings:
-    """How a model is loaded for generation (evaluation.generate, inference.infer; the API server has its own)."""
+    """How a model is loaded: device, precision and kernels. One block for training (`TrainingConfig.load`),
+    generation and inference (flags of the same names) and the API server (DEVICE, DTYPE, ... variables)."""
 
-    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
-    dtype: Optional[Str] = Field(None, description="auto, bfloat16, float16 or float32 (default: bf16 where the GPU "
-                                 "supports it, else float32)")
+    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)",
+                                  json_schema_extra=_flags("--device"))
+    dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, fp32/float32 "
+                                 "(default: auto = bf16 where the device supports it, else float32; in training: "
+                                 "mixed_precision's)", json_schema_extra=_flags("--dtype"))
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="attention kernels", json_schema_extra=_flags("--attn-implementation"))
     experts_implementation: Optional[ExpertsImplementation] = Field(
-        None, description="MoE routed-experts kernels (default: grouped_mm wherever it dispatches, else eager)")
+        None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
+        "wherever it dispatches, else eager", json_schema_extra=_flags("--experts-implementation"))
 
 
 @settings
@@ -175,11 +184,7 @@ class TrainingConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     vision_cache: Literal["none", "memory", "disk"] = Field(
         "none", description="DeepSeek-OCR: cache the frozen encoder's outputs per page")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="attention kernels")
-    experts_implementation: Optional[ExpertsImplementation] = Field(
-        None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
-        "wherever it dispatches, else eager. The run's saved config records the one in use")
+    load: LoadSettings = field(default_factory=LoadSettings)
     render: RenderConfig = field(default_factory=RenderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # Logging, checkpoints, hub.
@@ -193,9 +198,9 @@ class TrainingConfig:
     hub_model_id: Optional[Str] = Field(None, description="hub repository",
                                         json_schema_extra={"metavar": "USER/NAME"})
     hub_private: Bool = Field(False, description="create the hub repository as private")
-    # DeepSeek-OCR: also write the final model in the official layout (model.export), for vLLM, SGLang...
+    # DeepSeek-OCR: also write the final model in the official layout (model.checkpoint.export), for vLLM, SGLang...
     export_dir: Optional[Str] = Field(None, description="DeepSeek-OCR: also export the final model in the official "
-                                      "layout to this folder (python -m model.export)",
+                                      "layout to this folder (python -m model.checkpoint.export)",
                                       json_schema_extra=_flags("--export", metavar="DIR"))
     export_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the export's weights")
 

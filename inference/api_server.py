@@ -220,9 +220,7 @@ def main() -> int:
     hf_logging.disable_progress_bar()
     logger.info("loading %s", settings.model_path)
     try:
-        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, device=settings.device,
-                                                        dtype=settings.dtype,
-                                                        experts_implementation=settings.experts_implementation)
+        summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, settings.load)
     except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
         print(f"error: cannot load model {settings.model_path!r}: {first_line(err)}", file=sys.stderr)
         return USAGE_ERROR

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import typing
-from dataclasses import fields
+from dataclasses import field, fields, is_dataclass
 from typing import Literal, Optional
 
 from pydantic import Field
 
 from config.loading import ConfigError, Float, Int, Str, field_type, settings
-from config.settings import ExpertsImplementation
+from config.settings import LoadSettings
 
 
 @settings
@@ -17,11 +17,9 @@ class ServerSettings:
     model_path: Optional[Str] = Field(None, description="model folder, hub id or preset to serve")
     host: Str = Field("127.0.0.1", description="address to bind (loopback unless the operator opens it up)")
     port: Int = Field(5000, ge=1, le=65535, description="TCP port")
-    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)")
-    dtype: Optional[Str] = Field(None, description="precision: auto, bfloat16, float16, float32")
-    # The fast decode path is the model folder's generation_settings.json "compile".
-    experts_implementation: Optional[ExpertsImplementation] = Field(
-        None, description="MoE routed-experts kernels (default: grouped_mm wherever it dispatches, else eager)")
+    # DEVICE, DTYPE, ATTN_IMPLEMENTATION, EXPERTS_IMPLEMENTATION: the load block every command shares. The fast
+    # decode path is the model folder's generation_settings.json "compile".
+    load: LoadSettings = field(default_factory=LoadSettings)
     max_content_length: Int = Field(20 * 2**20, ge=1, description="bytes of a request body")
     max_image_pixels: Int = Field(40_000_000, ge=1, description="per image or PDF page (decompression-bomb guard)")
     max_pages: Int = Field(16, ge=1, description="pages per document (long texts, PDFs)")
@@ -33,27 +31,44 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls, environ=None) -> "ServerSettings":
-        """Each field from its upper-case environment variable; unset or empty keeps the default."""
+        """Each field from its upper-case environment variable (a block's fields by their own names); unset or
+        empty keeps the default."""
         environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            raw = environ.get(f.name.upper(), "").strip()
-            if not raw:
-                continue
-            kind = field_type(cls, f.name)
-            kind = str if typing.get_origin(kind) is Literal else kind  # the choices are checked by validation
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ConfigError(f"environment variable {f.name.upper()} must be {kind.__name__}, got {raw!r}") \
-                    from None
+        values = _env_values(cls, environ)
         try:
             return cls(**values)
         except ConfigError as err:
-            raise ConfigError(_env_names(str(err))) from None
+            message = str(err)
+            for key, variable in _variables(cls):
+                message = message.replace(f"config key '{key}'", f"environment variable {variable}")
+            raise ConfigError(message) from None
 
 
-def _env_names(message: str) -> str:
-    for f in fields(ServerSettings):
-        message = message.replace(f"config key '{f.name}'", f"environment variable {f.name.upper()}")
-    return message
+def _variables(cls: type, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, environment variable) of every field."""
+    pairs = []
+    for f in fields(cls):
+        kind = field_type(cls, f.name)
+        if is_dataclass(kind):
+            pairs += _variables(kind, f"{prefix}{f.name}.")
+        else:
+            pairs.append((prefix + f.name, f.name.upper()))
+    return pairs
+
+
+def _env_values(cls: type, environ) -> dict:
+    values = {}
+    for f in fields(cls):
+        kind = field_type(cls, f.name)
+        if is_dataclass(kind):
+            values[f.name] = _env_values(kind, environ)
+            continue
+        raw = environ.get(f.name.upper(), "").strip()
+        if not raw:
+            continue
+        kind = str if typing.get_origin(kind) is Literal else kind  # the choices are checked by validation
+        try:
+            values[f.name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable {f.name.upper()} must be {kind.__name__}, got {raw!r}") from None
+    return values

@@ -7,9 +7,7 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -27,6 +25,14 @@ class Document:
     text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
 
 
+def backend_for(loaded):
+    """The backend of a model from the loader (model/checkpoint/load.py)."""
+    if loaded.source.is_deepseek_ocr:
+        return OCRBackend(loaded.model, loaded.processor, loaded.device)
+    return Seq2SeqBackend(loaded.model, loaded.processor, loaded.device, loaded.source_prefix,
+                          loaded.max_source_length)
+
+
 class OCRBackend:
     def __init__(self, model, processor, device: torch.device):
         from model.processing import REPORTING_KEYS
@@ -35,22 +41,6 @@ class OCRBackend:
         self._reporting_keys = REPORTING_KEYS
         # A model trained on text tokens (input_mode "text", saved with its processor) reads the document's text.
         self.reads_images = processor.input_mode == "pixels"
-
-    @classmethod
-    def load(cls, name_or_path: str, mode: str, device: torch.device, dtype: torch.dtype,
-             experts_implementation: Optional[str] = None) -> "OCRBackend":
-        from model.convert import load_model
-        from model.image_processing import DeepSeekOCRImageProcessor
-        from model.processing import DeepSeekOCRProcessor, saved_processor_config
-        from model.tokenizer import load_tokenizer
-
-        model = load_model(name_or_path, device=device, dtype=dtype, experts_implementation=experts_implementation)
-        folder = Path(name_or_path)
-        if saved_processor_config(folder) is not None:
-            processor = DeepSeekOCRProcessor.from_pretrained(folder)
-        else:  # the official checkpoint or a preset: the image settings of the render mode
-            processor = DeepSeekOCRProcessor(load_tokenizer(name_or_path), DeepSeekOCRImageProcessor.from_mode(mode))
-        return cls(model, processor, device)
 
     def vision_tokens(self, page: Image.Image) -> int:
         """The paper's vision-token count of one page (layout positions not counted), as the processor sees it."""
@@ -74,24 +64,6 @@ class Seq2SeqBackend:
     def __init__(self, model, tokenizer, device: torch.device, source_prefix: str = "", max_source_length: int = 1024):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.source_prefix, self.max_source_length = source_prefix, max_source_length
-
-    @classmethod
-    def load(cls, folder: Path | str, device: torch.device, dtype: torch.dtype) -> "Seq2SeqBackend":
-        """A folder trained here (its source prefix and truncation are read back) or a hub id used zero-shot."""
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        from config import TRAINING_CONFIG_FILE
-
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        # Source prefix ("summarize: " for T5) and truncation must match training; read leniently, as plain JSON,
-        # so inference does not depend on every training-only key.
-        training = Path(folder) / TRAINING_CONFIG_FILE
-        saved = json.loads(training.read_text(encoding="utf-8")) if training.is_file() else {}
-        return cls(model, tokenizer, device, saved.get("source_prefix") or "", saved.get("max_source_length", 1024))
-
-    def vision_tokens(self, page: Image.Image) -> int:
-        raise AssertionError("a seq2seq model reads no pages")
 
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         texts = [self.source_prefix + doc.text for doc in documents]

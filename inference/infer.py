@@ -17,7 +17,6 @@ from pathlib import Path
 from config import GenerationSettings, LoadSettings
 from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 from inference.inputs import DEFAULT_PDF_DPI, InputError, decode_text
-from inference.model_settings import saved_generation_settings
 
 
 def __getattr__(name: str):
@@ -88,7 +87,10 @@ def run(args) -> int:
     if not args.model_path:
         raise InputError("no model: pass --model_path or set MODEL_PATH")
     # The folder's saved settings with the flags on top, checked before the slow model load.
-    settings = apply_flags(build_parser(), saved_generation_settings(args.model_path), args)
+    from model.checkpoint.source import resolve_model_source
+
+    saved = resolve_model_source(args.model_path).saved_settings()[1]
+    settings = apply_flags(build_parser(), saved, args)
     texts = [_read_text(name) for name in names] if kind == "text" else None
 
     from transformers.utils import logging as hf_logging
@@ -98,8 +100,7 @@ def run(args) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     load = apply_flags(build_parser(), LoadSettings(), args)
-    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, device=load.device, dtype=load.dtype,
-                                                    experts_implementation=load.experts_implementation)
+    summarizer = DeepSeekSummarizer.from_pretrained(args.model_path, load)
     if kind == "text":
         documents = [summarizer.prepare_text(text) for text in texts]
     elif kind == "image":
@@ -111,8 +112,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from model.device import DeviceError
-    from model.source import ModelSourceError
+    from model.checkpoint.device import DeviceError
+    from model.checkpoint.source import ModelSourceError
 
     return run_command(build_parser(), run, argv, (InputError, ModelSourceError, DeviceError, OSError))
 

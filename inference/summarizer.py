@@ -14,8 +14,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from config import GenerationSettings, RenderConfig
-from inference.backends import Document, OCRBackend, Seq2SeqBackend
+from config import GenerationSettings, LoadSettings, RenderConfig
+from inference.backends import Document, Seq2SeqBackend, backend_for
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     ImageSource,
@@ -26,9 +26,7 @@ from inference.inputs import (
     load_image,
     load_pdf,
 )
-from inference.model_settings import saved_settings
-from model.device import resolve_device, resolve_precision
-from model.source import resolve_model_source
+from model.checkpoint.load import load_pretrained
 
 
 @dataclass
@@ -60,22 +58,13 @@ class DeepSeekSummarizer:
         self._render_lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: Union[str, Path], device=None, dtype=None,
-                        experts_implementation: Optional[str] = None, **limits) -> "DeepSeekSummarizer":
-        """Any model source (model/source.py): a folder written by this project's training (DeepSeek-OCR or
-        seq2seq), an exported or official folder, a hub id, or a preset. Device: CUDA if available, else CPU;
-        dtype: a precision name (model/device.py), auto by default; experts_implementation: DeepSeek-OCR's MoE
-        kernels (None: grouped_mm where it dispatches, else eager)."""
-        name = str(path_or_hub_id)
-        source = resolve_model_source(name)
-        device = resolve_device(device)
-        dtype = resolve_precision(dtype, device)
-        render, generation = saved_settings(name)
-        if source.is_deepseek_ocr:
-            backend = OCRBackend.load(name, render.mode, device, dtype, experts_implementation)
-        else:
-            backend = Seq2SeqBackend.load(source.path or name, device, dtype)
-        return cls(backend, render, generation, name, **limits)
+    def from_pretrained(cls, path_or_hub_id: Union[str, Path], load: Optional[LoadSettings] = None,
+                        **limits) -> "DeepSeekSummarizer":
+        """Any model source (model/checkpoint/source.py): a folder written by this project's training
+        (DeepSeek-OCR or seq2seq), an exported or official folder, a hub id, or a preset. `load`: device (CUDA if
+        available, else CPU), precision (auto by default) and kernels; `limits`: max_pages, max_pixels."""
+        loaded = load_pretrained(str(path_or_hub_id), load)
+        return cls(backend_for(loaded), loaded.render, loaded.generation, str(path_or_hub_id), **limits)
 
     # ------------------------------------------------------------------------------------------ properties
 

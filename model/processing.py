@@ -37,7 +37,7 @@ from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 IGNORE_INDEX = -100
 DEFAULT_INSTRUCTION = "Summarize the document."
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-# In a folder of the official layout (`model.export`), processor_config.json holds the official processor's
+# In a folder of the official layout (`model.checkpoint.export`), processor_config.json holds the official processor's
 # settings, which serving engines pass as keyword arguments to their own processor; this project's settings
 # live beside it under their own name there.
 EXPORTED_PROCESSOR_CONFIG_NAME = "summarizer_processor_config.json"

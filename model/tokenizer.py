@@ -92,22 +92,22 @@ def _has_tokenizer_files(folder: Path) -> bool:
     return any((folder / name).is_file() for name in _TOKENIZER_FILES)
 
 
-def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer of a folder (a model's, or a processor's without config.json) or a model source
-    (model/source.py): its own tokenizer files where it has them, the hub's for a hub id that is reachable or
-    cached; otherwise (None, a preset, no tokenizer files, an unreachable hub id) the offline tokenizer, which has
-    the same ids."""
-    from model.source import ModelSourceError, download, resolve_model_source
+def load_tokenizer(source=None) -> PreTrainedTokenizerFast:
+    """The tokenizer of a model source (a ModelSource, a folder, or a name for model/checkpoint/source.py; a
+    processor's folder without config.json too): its own tokenizer files where it has them; otherwise (None, a
+    preset, no tokenizer files, an unreachable hub id) the offline tokenizer, which has the same ids."""
+    from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
 
-    if name_or_path is None:
-        return build_offline_tokenizer()
-    folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
-        source = resolve_model_source(name_or_path)
+    folder = None
+    if isinstance(source, ModelSource):
+        folder = source.path
+    elif source is not None and Path(source).expanduser().is_dir():
+        folder = Path(source).expanduser()
+    elif source is not None:
         try:
-            folder = download(source, allow_patterns=["tokenizer*", "special_tokens_map.json", "*.json"]).path
+            folder = resolve_model_source(source).path
         except ModelSourceError as error:
-            logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", name_or_path, error)
+            logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", source, error)
     if folder is not None and _has_tokenizer_files(folder):
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     return build_offline_tokenizer()

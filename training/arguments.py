@@ -24,7 +24,7 @@ def precision_flags(mixed_precision: str) -> dict[str, bool]:
     """The Trainer's bf16/fp16 flags for a `mixed_precision` setting, by the one rule of model/device.py."""
     import torch
 
-    from model.device import resolve_precision
+    from model.checkpoint.device import resolve_precision
 
     try:
         dtype = resolve_precision(mixed_precision, "cuda" if _cuda() else "cpu")

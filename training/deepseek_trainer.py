@@ -18,13 +18,13 @@ from peft.tuners.lora import LoraLayer
 from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
-from model.convert import load_model, model_config
-from model.device import PRECISIONS
+from model.checkpoint.convert import model_config
+from model.checkpoint.device import PRECISIONS
 from model.image_processing import DeepSeekOCRImageProcessor
-from model.lora import merge_lora_state_dict
+from model.checkpoint.load import load_pretrained
+from model.checkpoint.lora import merge_lora_state_dict
 from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
-from model.tokenizer import load_tokenizer
 from training.arguments import training_arguments
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
@@ -66,22 +66,25 @@ def merged_state_dict(model, state: Optional[dict[str, torch.Tensor]] = None) ->
 
 
 def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
-    """Load `cfg.model_name`, freeze the DeepEncoder (and projector unless `cfg.train_projector`), add LoRA.
+    """(model, tokenizer) of `cfg.model_name` through the one loader; the DeepEncoder frozen (and the projector
+    unless `cfg.train_projector`), LoRA added.
 
-    Frozen weights stay in `half` (memory); trainable ones become float32 master weights, because AdamW steps
-    of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs under the Trainer's autocast.
+    Frozen weights stay in `cfg.load.dtype`, by default `half` (memory); trainable ones become float32 master
+    weights, because AdamW steps of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs
+    under the Trainer's autocast. Loaded on the CPU: the Trainer (accelerate) places it, one device per process.
     """
-    model = load_model(cfg.model_name, dtype=half or torch.float32, attn_implementation=cfg.attn_implementation,
-                       experts_implementation=cfg.experts_implementation)
+    load = dataclasses.replace(cfg.load, device="cpu", dtype=cfg.load.dtype or half or torch.float32)
+    loaded = load_pretrained(cfg.model_name, load)
+    model = loaded.model
     # The run's saved config names the kernels it really used, transformers' default included.
-    cfg.experts_implementation = model.config._experts_implementation
+    cfg.load.experts_implementation = model.config._experts_implementation
     freeze_vision_encoder(model, train_projector=cfg.train_projector)
     if cfg.lora.enabled:
         add_lora_adapters(model, cfg.lora)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
-    return model
+    return model, loaded.processor.tokenizer
 
 
 class DeepSeekOCRTrainer(Trainer):
@@ -114,8 +117,8 @@ class DeepSeekOCRTrainer(Trainer):
         args = dataclasses.replace(
             args, remove_unused_columns=False, prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
-        model = build_model(cfg, half)
-        processor = DeepSeekOCRProcessor(load_tokenizer(cfg.model_name),
+        model, tokenizer = build_model(cfg, half)
+        processor = DeepSeekOCRProcessor(tokenizer,
                                          DeepSeekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
                                          input_mode=cfg.input_mode, max_source_length=cfg.max_source_length)
         cache = None

@@ -19,8 +19,8 @@ from typing import Any, Optional
 
 from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
 from config.cli import Parser, add_settings_arguments, apply_flags, first_line, run_command
-from model.device import DeviceError
-from model.source import ModelSourceError, resolve_model_source
+from model.checkpoint.device import DeviceError
+from model.checkpoint.source import ModelSourceError, resolve_model_source
 
 # transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
 # setting wins, otherwise each run logs under <output>/runs.
@@ -95,9 +95,9 @@ def dry_run(cfg: TrainingConfig, train: list[dict], val: list[dict]) -> None:
 
         print(dry_run_report(cfg))
     else:
-        from training.trainer import load_seq2seq
+        from model.checkpoint.load import load_seq2seq
 
-        _, model = load_seq2seq(cfg.model_name)
+        _, model = load_seq2seq(resolve_model_source(cfg.model_name))
         print(f"model {cfg.model_name}: {model.config.model_type}, {model.num_parameters():,} parameters")
 
 
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> Optional[Any]:
         return None
     prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
     if cfg.export_dir:  # a busy export folder is refused now, not after the training
-        from model.export import check_output
+        from model.checkpoint.export import check_output
 
         check_output(Path(cfg.export_dir), overwrite=args.overwrite)
     if cfg.push_to_hub:
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> Optional[Any]:
         trainer.save_state()
         finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
         if cfg.export_dir:
-            from model.export import export_model
+            from model.checkpoint.export import export_model
 
             export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=args.overwrite)
             print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
@@ -195,10 +195,10 @@ def run(args: argparse.Namespace) -> Optional[Any]:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, model name, output folder, hub access): reported as one line."""
     from data.dataset_loader import DatasetError
-    from model.export import ExportError
+    from model.checkpoint.export import ExportError
     from training.data import TrainDataError
     from training.run_outputs import OutputDirError
-    from training.trainer import ModelLoadError
+    from model.checkpoint.load import ModelLoadError
 
     return (DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError,
             ExportError)

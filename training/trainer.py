@@ -8,14 +8,13 @@ evaluation and inference from the saved folder all decode the same way (transfor
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from transformers import (
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
     DataCollatorForSeq2Seq,
     EvalPrediction,
     PreTrainedModel,
@@ -25,28 +24,13 @@ from transformers import (
 
 from config import TRAINING_CONFIG_FILE, GenerationSettings, TrainingConfig, save_json, save_run_settings
 from evaluation.metrics import evaluate_pairs
+from model.checkpoint.load import load_pretrained
 from training.arguments import training_arguments
 
 logger = logging.getLogger(__name__)
 
 T5_TYPES = {"t5", "mt5", "umt5", "longt5"}
 T5_PREFIX = "summarize: "
-
-
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer that cannot be loaded; the message is one line for the user."""
-
-
-def load_seq2seq(model_name: str) -> tuple[Any, PreTrainedModel]:
-    """(tokenizer, model) from a hub id or a local folder; failures become one `ModelLoadError` line."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name)
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_name)
-    except (OSError, ValueError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelLoadError(f"cannot load seq2seq model {model_name!r}: {first} (check the name, or pass a local "
-                             "folder; offline runs need the model in the local cache)") from None
-    return tokenizer, model
 
 
 def source_prefix(cfg: TrainingConfig, model_type: str) -> str:
@@ -111,7 +95,8 @@ class SummarizationTrainer(Seq2SeqTrainer):
                     args: Optional[Seq2SeqTrainingArguments] = None, callbacks: Optional[list] = None
                     ) -> "SummarizationTrainer":
         """Load cfg.model_name, tokenize the records (`text`/`summary`) and wire ROUGE evaluation."""
-        tokenizer, model = load_seq2seq(cfg.model_name)
+        loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device="cpu", dtype="float32"))
+        tokenizer, model = loaded.processor, loaded.model
         prefix = source_prefix(cfg, model.config.model_type)
         apply_generation_settings(model, cfg.generation)
         args = args or training_arguments(cfg, evaluate=bool(eval_dataset))

@@ -16,7 +16,7 @@ TINY_GENERATION = GenerationSettings(max_new_tokens=4, batch_size=8)
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from model.convert import load_model
+    from model.checkpoint.convert import load_model
     from model.image_processing import DeepSeekOCRImageProcessor
     from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.configuration import DeepSeekOCRConfig
-from model.convert import build_empty_model, load_official_state_dict
+from model.checkpoint.convert import build_empty_model, load_official_state_dict
 
 ERRORS: dict[str, float] = {}  # measured max abs errors, printed at the end (pytest -s)
 

@@ -4,7 +4,7 @@ import logging
 import pytest
 import torch
 
-from model.device import DeviceError, resolve_device, resolve_precision
+from model.checkpoint.device import DeviceError, resolve_device, resolve_precision
 
 
 def test_auto_device_and_precision():
@@ -17,7 +17,7 @@ def test_auto_device_and_precision():
 
 @pytest.mark.parametrize("name", ["bf16", "bfloat16", "fp16", "float16", torch.bfloat16])
 def test_half_precision_on_cpu_falls_back_with_a_warning(name, caplog):
-    with caplog.at_level(logging.WARNING, logger="model.device"):
+    with caplog.at_level(logging.WARNING, logger="model.checkpoint.device"):
         assert resolve_precision(name, torch.device("cpu")) == torch.float32
     assert "using float32" in caplog.text
 

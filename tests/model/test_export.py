@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 
 from model.configuration import DeepSeekOCRConfig
-from model.convert import build_empty_model, load_model, load_official_state_dict
-from model.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
+from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
+from model.checkpoint.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
 from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.tokenizer import load_tokenizer
 from tests.inference.conftest import TINY_GENERATION, TINY_RENDER

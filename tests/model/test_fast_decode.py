@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import StaticCache
 
-from model.convert import load_model
+from model.checkpoint.convert import load_model
 from model.fast_decode import fast_decode_kwargs
 
 IMAGE = 128815

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 
 from model.configuration import DeepSeekOCRConfig
-from model.convert import load_model
+from model.checkpoint.convert import load_model
 from model.modeling import DeepSeekOCRForConditionalGeneration
-from model.source import ModelSourceError
+from model.checkpoint.source import ModelSourceError
 
 IDS = torch.tensor([[0] + [128815] * 21 + [5, 6, 7]])
 

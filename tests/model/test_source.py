@@ -4,7 +4,7 @@ import json
 import pytest
 
 from model.configuration import DeepSeekOCRConfig
-from model.source import ModelSourceError, download, resolve_model_source
+from model.checkpoint.source import ModelSourceError, download, resolve_model_source
 
 
 def _folder(path, config):

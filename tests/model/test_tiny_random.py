@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.convert import load_model
+from model.checkpoint.convert import load_model
 from model.modeling import VisionFeatures
 from model.params import freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 
@@ -134,7 +134,7 @@ def test_bf16_frozen_encoder_feeds_a_float32_projector():
     """The trainer's memory-saving layout: frozen encoder in bf16, trainable projector in float32, no autocast."""
     import torch
 
-    from model.convert import load_model
+    from model.checkpoint.convert import load_model
 
     model = load_model("tiny-random")
     model.vision_encoder.to(torch.bfloat16)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from config import ConfigError, LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
 from inference.inputs import InputError
-from model.convert import load_model
+from model.checkpoint.convert import load_model
 from model.processing import REPORTING_KEYS
 from tests.training.test_collator import bundled_records
 from training.deepseek_trainer import DeepSeekOCRTrainer, build_model, dry_run_report
@@ -50,8 +50,8 @@ def test_overfits_two_examples_with_a_frozen_encoder(tmp_path):
 
 
 def test_projector_trains_only_with_the_flag(tmp_path):
-    frozen = build_model(tiny_config(tmp_path))
-    trained = build_model(tiny_config(tmp_path, train_projector=True))
+    frozen, _ = build_model(tiny_config(tmp_path))
+    trained, _ = build_model(tiny_config(tmp_path, train_projector=True))
     assert not frozen.projector.weight.requires_grad and not frozen.image_newline.requires_grad
     assert trained.projector.weight.requires_grad and trained.view_separator.requires_grad
     for model in (frozen, trained):

@@ -3,7 +3,7 @@ checkpointing and the balance loss gives eager's gradients."""
 import pytest
 import torch
 
-from config import LoraConfig
+from config import LoadSettings, LoraConfig
 from tests.training.test_deepseek_trainer import tiny_config
 from training.deepseek_trainer import build_model
 
@@ -12,16 +12,18 @@ IMAGE = 128815
 
 def test_the_config_records_the_implementation_in_use(tmp_path):
     default = tiny_config(tmp_path)
-    assert build_model(default).config._experts_implementation == default.experts_implementation == "grouped_mm"
-    chosen = tiny_config(tmp_path, experts_implementation="batched_mm")
-    assert build_model(chosen).config._experts_implementation == chosen.experts_implementation == "batched_mm"
+    assert build_model(default)[0].config._experts_implementation == default.load.experts_implementation \
+        == "grouped_mm"
+    chosen = tiny_config(tmp_path, load=LoadSettings(experts_implementation="batched_mm"))
+    assert build_model(chosen)[0].config._experts_implementation == chosen.load.experts_implementation \
+        == "batched_mm"
 
 
 def lora_step_grads(tmp_path, implementation: str) -> dict[str, torch.Tensor]:
-    cfg = tiny_config(tmp_path, experts_implementation=implementation,
+    cfg = tiny_config(tmp_path, load=LoadSettings(experts_implementation=implementation),
                       lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0))
     torch.manual_seed(0)  # the same LoRA initialisation for every implementation
-    model = build_model(cfg)
+    model, _ = build_model(cfg)
     model.activation_checkpointing_enable()
     model.train()
     ids = torch.tensor([[0] + [IMAGE] * 21 + [5, 6, 7, 8, 9, 1]])

@@ -88,6 +88,6 @@ def test_t5_gets_the_summarize_prefix(caplog):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback needs a machine without CUDA")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])  # bf16: the reference README's config example
 def test_half_precision_on_cpu_falls_back_to_float32(tmp_path, precision, caplog):
-    with caplog.at_level("WARNING", logger="model.device"):
+    with caplog.at_level("WARNING", logger="model.checkpoint.device"):
         args = training_arguments(TrainingConfig(output_dir=str(tmp_path), mixed_precision=precision))
     assert not args.bf16 and not args.fp16 and "using float32" in caplog.text

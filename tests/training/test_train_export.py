@@ -7,8 +7,8 @@ import shutil
 
 import torch
 
-from model.convert import load_model
-from model.export import main as export_main
+from model.checkpoint.convert import load_model
+from model.checkpoint.export import main as export_main
 from tests.training.conftest import base_args, model_args
 from training.train import main
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from config import RenderConfig
-from model.convert import load_model
+from model.checkpoint.convert import load_model
 from model.image_processing import DeepSeekOCRImageProcessor
 from model.params import freeze_vision_encoder
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor

@@ -83,7 +83,7 @@ def part_files(output: Path) -> list[Path]:
 def merge_parts(output: Path, order: Sequence[str]) -> int:
     """Fold every part file into `output`: one line per id, ids of `order` (the input's order) first, any other id
     after them as found; written through a temporary file, then the parts are deleted. Returns the line count."""
-    from evaluation.generate import completed_ids
+    from inference.generate import completed_ids
 
     parts = part_files(output)
     if not parts:

@@ -1,6 +1,6 @@
 """Official DeepSeek-OCR checkpoint -> `DeepSeekOCRForConditionalGeneration`, and the `load_model` entry point.
 
-The key names come from the table in `model.official_keys` (which `model.export` reads the other way); the vision
+The key names come from the table in `model.checkpoint.official_keys` (which `model.checkpoint.export` reads the other way); the vision
 keys go through the vision module's own converter.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from transformers import initialization
 
 from model.configuration import DeepSeekOCRConfig
 from model.deep_encoder import convert_official_vision_state_dict
-from model.official_keys import (
+from model.checkpoint.official_keys import (
     DECODER_PARTS,
     DECODER_PREFIX,
     EXPERT_KEY,
@@ -27,7 +27,8 @@ from model.official_keys import (
     VISION_PREFIX,
     packed_expert_key,
 )
-from model.source import ModelSourceError, download, resolve_model_source
+from model.checkpoint.presets import build_tiny_deepseek_ocr
+from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
 
 
 def _pack_experts(experts: dict[int, dict[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
@@ -121,58 +122,45 @@ def build_empty_model(config: DeepSeekOCRConfig, dtype: torch.dtype):
         return DeepSeekOCRForConditionalGeneration(config)
 
 
-def load_official_folder(folder, dtype=torch.float32, attn_implementation="sdpa", experts_implementation=None):
-    """A folder with an official config.json and *.safetensors (sharded with its index, or not)."""
-    folder = Path(folder)
-    config = DeepSeekOCRConfig.from_official_config(json.loads((folder / "config.json").read_text()))
-    config._attn_implementation = attn_implementation
-    config._experts_implementation = experts_implementation
-    model = build_empty_model(config, dtype)
-    load_official_state_dict(model, read_safetensors_folder(folder))
-    return model
-
-
-def model_config(name_or_path: str) -> DeepSeekOCRConfig:
-    """The architecture of a DeepSeek-OCR source without reading weights; a hub id that is not a local folder
-    gets the real DeepSeek-OCR sizes (no download: fine-tunes of it share them)."""
-    source = resolve_model_source(name_or_path)
-    if source.kind == "preset":
+def model_config(source: ModelSource | str) -> DeepSeekOCRConfig:
+    """The architecture of a DeepSeek-OCR source without reading its weights."""
+    source = source if isinstance(source, ModelSource) else resolve_model_source(source)
+    if source.kind == "preset" and source.is_deepseek_ocr:
         return DeepSeekOCRConfig.preset(source.name)
     if source.kind == "project":
         return DeepSeekOCRConfig.from_pretrained(source.path)
     if source.kind == "official":
         return DeepSeekOCRConfig.from_official_config(json.loads((source.path / "config.json").read_text()))
-    if source.kind == "hub":
-        return DeepSeekOCRConfig()
-    raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
+    raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
 
 
-def load_model(name_or_path: str, device=None, dtype: Optional[torch.dtype] = None, attn_implementation: str = "sdpa",
-               experts_implementation: Optional[str] = None):
-    """One entry point for every DeepSeek-OCR source (model/source.py): a preset (seeded random init), a folder
+def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dtype] = None,
+               attn_implementation: str = "sdpa", experts_implementation: Optional[str] = None):
+    """The DeepSeek-OCR weights of a source (model/checkpoint/source.py): a preset (seeded random init), a folder
     saved by this project's `save_pretrained`, an official-layout folder, or a hub id. Returns the model in eval
     mode; a source that is not DeepSeek-OCR is a ModelSourceError.
 
-    experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)."""
+    experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)
+    for every layout (an official folder included)."""
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
-    source = download(resolve_model_source(name_or_path), allow_patterns=["*.json", "*.safetensors"])
-    if source.kind == "preset":
-        config = DeepSeekOCRConfig.preset(source.name)
-        config._attn_implementation = attn_implementation
-        config._experts_implementation = experts_implementation
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same tiny model in every process
-            model = DeepSeekOCRForConditionalGeneration(config).to(dtype)
-    elif source.kind == "project":
+    source = with_weights(source if isinstance(source, ModelSource) else resolve_model_source(source, weights=True))
+    if not source.is_deepseek_ocr:
+        raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
+    if source.kind == "project":
         model = DeepSeekOCRForConditionalGeneration.from_pretrained(
             source.path, dtype=dtype, attn_implementation=attn_implementation,
             experts_implementation=experts_implementation)
-    elif source.kind == "official":
-        model = load_official_folder(source.path, dtype, attn_implementation, experts_implementation)
     else:
-        raise ModelSourceError(f"{name_or_path} is a seq2seq model, not DeepSeek-OCR")
+        config = model_config(source)
+        config._attn_implementation = attn_implementation
+        config._experts_implementation = experts_implementation
+        if source.kind == "preset":
+            model = build_tiny_deepseek_ocr(config).to(dtype)
+        else:
+            model = build_empty_model(config, dtype)
+            load_official_state_dict(model, read_safetensors_folder(source.path))
     if device is not None:
         model = model.to(device)
     return model.eval()

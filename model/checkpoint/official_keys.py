@@ -1,5 +1,5 @@
-"""The one table of official DeepSeek-OCR checkpoint names, read both ways: `model.convert` reads official
-checkpoints through it (official -> this model) and `model.export` writes them (this model -> official).
+"""The one table of official DeepSeek-OCR checkpoint names, read both ways: `model.checkpoint.convert` reads official
+checkpoints through it (official -> this model) and `model.checkpoint.export` writes them (this model -> official).
 
 Official counterpart: the `state_dict()` of `DeepseekOCRForCausalLM` (`modeling_deepseekocr.py`), as stored in the
 `deepseek-ai/DeepSeek-OCR` checkpoint. Official key (after the leading "model.")  ->  this model:
@@ -61,7 +61,7 @@ def unpack_experts(layer: int, packed: str, value: torch.Tensor) -> dict[str, to
 
 def to_official_state_dict(state: dict[str, torch.Tensor], vision_config) -> dict[str, torch.Tensor]:
     """This model's state dict -> the official checkpoint's keys and tensors, the exact inverse of
-    `model.convert.convert_official_state_dict`, plus the official keys this model has no use for (CLIP's
+    `model.checkpoint.convert.convert_official_state_dict`, plus the official keys this model has no use for (CLIP's
     patch-embedding conv, see `model.deep_encoder.to_official_vision_state_dict`).
 
     A key with no official name is an error: an export must never silently drop a weight.

@@ -1,0 +1,195 @@
+"""Export a model to the official DeepSeek-OCR layout, the format vLLM, SGLang, the official `infer()` code and the
+checkpoint converters read.
+
+    python -m model.checkpoint.export --model ./deepseek-summarizer --output ./deepseek-summarizer-official
+
+Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written:
+- the weights under the official key names (`model.checkpoint.official_keys`), in safetensors shards with
+  `model.safetensors.index.json`, in bfloat16 (as the official checkpoint) or float32;
+- `config.json` in the official schema (`DeepSeekOCRConfig.to_official_config`);
+- the tokenizer files and the official `processor_config.json` (DeepseekVLV2Processor fields);
+- this project's settings, which no engine reads but `load_model` and the summarizer do: the processor settings
+  (`summarizer_processor_config.json`), render settings and generation settings.
+A checkpoint holding unmerged LoRA adapters is merged first. The folder is assembled under a temporary name and
+renamed into place, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from config import load_run_settings, save_run_settings
+from config.cli import Parser, run_command
+from data.jsonl import write_json_atomic
+from model.configuration import TINY_PRESET, DeepSeekOCRConfig
+from model.checkpoint.convert import build_empty_model, check_state_dict, load_model, read_safetensors_folder
+from model.image_processing import DOWNSAMPLE, PATCH_SIZE
+from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
+from model.checkpoint.official_keys import to_official_state_dict
+from model.processing import (
+    EXPORTED_PROCESSOR_CONFIG_NAME,
+    IGNORE_INDEX,
+    PROCESSOR_CONFIG_NAME,
+    DeepSeekOCRProcessor,
+    saved_processor_config,
+)
+from model.checkpoint.source import ModelSourceError, resolve_model_source
+from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN, load_tokenizer
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+INDEX_FILE = "model.safetensors.index.json"
+# The official processor_config.json (DeepseekVLV2Processor): engines hand these to their own processor.
+OFFICIAL_PROCESSOR_CONFIG = {
+    "add_special_token": False, "candidate_resolutions": [[1024, 1024]], "downsample_ratio": DOWNSAMPLE,
+    "ignore_id": IGNORE_INDEX, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    "image_token": IMAGE_TOKEN, "mask_prompt": False, "normalize": True, "pad_token": PAD_TOKEN,
+    "patch_size": PATCH_SIZE, "processor_class": "DeepseekVLV2Processor", "sft_format": "deepseek",
+}
+
+
+class ExportError(ValueError):
+    """A source or output that cannot be exported as asked; one line for the user."""
+
+
+def official_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights under the official key names (works on a meta-device model: no memory needed)."""
+    return to_official_state_dict(model.state_dict(), model.config.vision)
+
+
+def _holds_unmerged_lora(folder: Path) -> bool:
+    from safetensors import safe_open
+
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            if has_lora_keys(handle.keys()):
+                return True
+    return False
+
+
+def load_source(source: str, dtype: torch.dtype):
+    """The model to export, LoRA merged: a preset, hub id, official folder, trained folder, or a checkpoint-N
+    folder written mid-training (whose adapters are still separate)."""
+    found = resolve_model_source(source)
+    if not found.is_deepseek_ocr:
+        raise ExportError(f"{source} holds a seq2seq model: only DeepSeek-OCR has the official layout")
+    if found.kind == "project" and _holds_unmerged_lora(found.path):
+        state = read_safetensors_folder(found.path)
+        merged = merge_lora_state_dict(state, saved_lora_scalings(state, found.path))
+        model = build_empty_model(DeepSeekOCRConfig.from_pretrained(found.path), dtype)
+        check_state_dict(model, merged)
+        model.load_state_dict({key: value.to(dtype) for key, value in merged.items()}, strict=True)
+        return model.eval()
+    return load_model(source, dtype=dtype)
+
+
+def write_official_weights(model, folder: Path, dtype: str = "bfloat16", max_shard_size: int | str = "5GB") -> None:
+    """The weights (safetensors shards + index) and the official config.json of `model`, into `folder`."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    official = {key: value.to(DTYPES[dtype]) for key, value in official_state_dict(model).items()}
+    split = split_torch_state_dict_into_shards(official, filename_pattern="model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for filename, keys in split.filename_to_tensors.items():
+        save_file({key: official[key].contiguous() for key in keys}, str(folder / filename),
+                  metadata={"format": "pt"})
+    # Written even for one shard: the official folder has an index, and loaders look for it.
+    write_json_atomic(folder / INDEX_FILE, {"metadata": split.metadata, "weight_map": split.tensor_to_filename})
+    # safetensors writes its files owner-only; a server running as another user (a container) must read them, so
+    # they get the permissions the umask gives any other file, as the index just got.
+    mode = (folder / INDEX_FILE).stat().st_mode & 0o777
+    for filename in split.filename_to_tensors:
+        (folder / filename).chmod(mode)
+    write_json_atomic(folder / "config.json", model.config.to_official_config(dtype))
+
+
+def _write_settings(source: str, folder: Path) -> None:
+    """Tokenizer, official processor config, and this project's processor / render / generation settings."""
+    source_folder = Path(source)
+    if saved_processor_config(source_folder) is not None:  # writes the tokenizer files too
+        DeepSeekOCRProcessor.from_pretrained(source_folder).save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME)
+    else:
+        load_tokenizer(source).save_pretrained(folder)
+    # The official tokenizer class: engines pinned to transformers 4.x do not know v5's `TokenizersBackend`, and
+    # both versions read the same tokenizer.json through it (BOS added, as the official tokenizer does).
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update(tokenizer_class="LlamaTokenizerFast", add_bos_token=True, add_eos_token=False)
+    write_json_atomic(folder / "tokenizer_config.json", config)
+    write_json_atomic(folder / PROCESSOR_CONFIG_NAME, OFFICIAL_PROCESSOR_CONFIG)
+    save_run_settings(folder, *load_run_settings(source_folder))
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty folder unless `overwrite`."""
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output path {output} exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise ExportError(f"output folder {output} is not empty; pass --overwrite to replace it")
+
+
+def export_model(source: str, output: str | Path, dtype: str = "bfloat16", overwrite: bool = False,
+                 max_shard_size: int | str = "5GB") -> Path:
+    """Write `source` in the official layout to `output` (see the module docstring); returns `output`."""
+    if dtype not in DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
+    output = Path(output).expanduser()
+    check_output(output, overwrite)
+    model = load_source(source, DTYPES[dtype])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.export-tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write_official_weights(model, tmp, dtype, max_shard_size)
+        _write_settings(source, tmp)
+        if output.exists():  # --overwrite: the old folder goes only once the new one is complete
+            old = output.with_name(f".{output.name}.export-old-{os.getpid()}")
+            os.replace(output, old)
+            os.replace(tmp, output)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m model.checkpoint.export",
+                                     description="Write a model in the official DeepSeek-OCR layout (for vLLM, "
+                                                 "SGLang, the official code and checkpoint converters).")
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help=f"trained folder (LoRA or not), checkpoint-N folder, official folder, hub id or "
+                             f"{TINY_PRESET!r}")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or new)")
+    parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (default, as the official checkpoint) or float32")
+    parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="largest safetensors file (default 5GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    output = export_model(args.model, args.output, args.dtype, args.overwrite, args.max_shard_size)
+    print(f"exported {args.model} to {output} ({args.dtype}, {folder_size(output) / 1e6:.1f} MB) "
+          f"in {time.perf_counter() - start:.1f} s")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return run_command(build_parser(), run, argv, (ExportError, LoraMergeError, ModelSourceError, OSError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The one loader: a model name in, everything a caller needs out, the name resolved once.
+
+    loaded = load_pretrained("./deepseek-summarizer", LoadSettings(device="cpu"))
+    loaded.model, loaded.processor, loaded.render, loaded.generation, loaded.source.task
+
+Training, the summarizer (and so generation, the infer CLI and the API server) and export all call it. The source
+(model/checkpoint/source.py) is classified from its config.json, a hub id after fetching it; device and precision
+follow the one rule of model/checkpoint/device.py.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from config import TRAINING_CONFIG_FILE, GenerationSettings, LoadSettings, RenderConfig
+from model.checkpoint.device import resolve_device, resolve_precision
+from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message is one line for the user."""
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    model: Any  # in eval mode, on `device`, in `dtype`
+    processor: Any  # DeepSeekOCRProcessor, or the seq2seq model's tokenizer
+    render: RenderConfig  # saved with the model: how its training rendered pages
+    generation: GenerationSettings  # saved with the model: how it decodes
+    device: torch.device
+    dtype: torch.dtype
+    source_prefix: str = ""  # seq2seq: text put before each document in training ("summarize: " for T5)
+    max_source_length: int = 1024  # seq2seq: source tokens kept in training
+
+
+def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None,
+                    render_mode: Optional[str] = None) -> LoadedModel:
+    """Load any model source with `load`'s device, precision and kernels. `render_mode` is the image mode of a
+    processor for a source that saved none (an official checkpoint, a preset): default, the saved render mode."""
+    load = load or LoadSettings()
+    source = name if isinstance(name, ModelSource) else resolve_model_source(str(name), weights=True)
+    source = with_weights(source)
+    device = resolve_device(load.device)
+    dtype = resolve_precision(load.dtype, device)
+    render, generation = source.saved_settings()
+    if source.is_deepseek_ocr:
+        from model.checkpoint.convert import load_model
+
+        model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation)
+        processor = deepseek_ocr_processor(source, render_mode or render.mode)
+        return LoadedModel(source, model, processor, render, generation, device, dtype)
+    tokenizer, model = load_seq2seq(source, dtype)
+    saved = _training_config(source)
+    return LoadedModel(source, model.to(device).eval(), tokenizer, render, generation, device, dtype,
+                       saved.get("source_prefix") or "", saved.get("max_source_length", 1024))
+
+
+def deepseek_ocr_processor(source: ModelSource, mode: str):
+    """The processor saved with a model; for a source without one, the image settings of `mode`."""
+    from model.image_processing import DeepSeekOCRImageProcessor
+    from model.processing import DeepSeekOCRProcessor, saved_processor_config
+    from model.tokenizer import load_tokenizer
+
+    if source.path is not None and saved_processor_config(source.path) is not None:
+        return DeepSeekOCRProcessor.from_pretrained(source.path)
+    return DeepSeekOCRProcessor(load_tokenizer(source), DeepSeekOCRImageProcessor.from_mode(mode))
+
+
+def load_seq2seq(source: ModelSource, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """(tokenizer, model) of a seq2seq source; failures become one `ModelLoadError` line."""
+    if source.kind == "preset":
+        from model.checkpoint.presets import build_tiny_bart
+
+        tokenizer, model = build_tiny_bart()
+        return tokenizer, model.to(dtype)
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source.path, dtype=dtype)
+    except (OSError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"cannot load seq2seq model {source.name!r}: {first}") from None
+    return tokenizer, model
+
+
+def _training_config(source: ModelSource) -> dict:
+    """A seq2seq folder's source prefix and truncation, read leniently as plain JSON (not every training key)."""
+    path = source.path / TRAINING_CONFIG_FILE if source.path else None
+    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
+
+
+__all__ = ["LoadedModel", "ModelLoadError", "ModelSourceError", "deepseek_ocr_processor", "load_pretrained",
+           "load_seq2seq"]

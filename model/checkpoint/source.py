@@ -1,0 +1,133 @@
+"""Where a model comes from, decided once: every loader asks `resolve_model_source`.
+
+    tiny-random, tiny-random-bart  presets (presets.py): built here with seeded random weights
+    ./deepseek-summarizer          project folder: written by this project's training (`save_pretrained`)
+    ./exported, ./DeepSeek-OCR     official folder: the official checkpoint layout (config.json + safetensors)
+    ./baseline-summarizer          seq2seq folder: a BART/T5 baseline trained here (or any encoder-decoder)
+    user/any-name                  hub id: its config.json is fetched (or read from the local cache; offline, only
+                                   from it) and the snapshot folder is classified like a local folder
+
+A folder is classified by its config.json alone, never by its name, so a fine-tune pushed as
+`username/deepseek-summarizer` is DeepSeek-OCR. A name that looks like a path (it starts with ./, ../, / or ~, or
+names an existing place) is a path: when it does not exist, the error says "folder not found", not "cannot
+download". Nothing heavy is imported here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from config import GenerationSettings, RenderConfig, load_run_settings
+from model.checkpoint.presets import PRESETS
+from model.configuration import OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
+
+SourceKind = Literal["preset", "project", "official", "seq2seq"]
+Task = Literal["deepseek-ocr", "seq2seq"]
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_SEQ2SEQ_TYPES = {"bart", "t5", "mt5", "pegasus", "led", "mbart"}
+# What the loader reads of a snapshot: configs, settings, tokenizer files and weights (no READMEs, no images).
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+
+
+class ModelSourceError(ValueError):
+    """A model name that leads nowhere; the message is one line saying why and what to pass instead."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: SourceKind
+    name: str  # as the user gave it
+    path: Optional[Path] = None  # the folder (a hub id's snapshot folder); None for presets
+    hub_id: Optional[str] = None  # the hub id it was fetched from, if any
+
+    @property
+    def task(self) -> Task:
+        if self.kind == "preset":
+            return PRESETS[self.name]
+        return "seq2seq" if self.kind == "seq2seq" else "deepseek-ocr"
+
+    @property
+    def is_deepseek_ocr(self) -> bool:
+        return self.task == "deepseek-ocr"
+
+    def saved_settings(self) -> tuple[RenderConfig, GenerationSettings]:
+        """The render and generation settings saved with the model; defaults for presets and official folders."""
+        return load_run_settings(self.path) if self.path else (RenderConfig(), GenerationSettings())
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..") or os.sep + os.sep in name \
+        or name.count("/") > 1 or name.endswith("/")
+
+
+def folder_kind(folder: Path) -> SourceKind:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelSourceError(f"{folder} is not a model folder: it has no config.json")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelSourceError(f"{config_file} is not valid JSON ({err})") from None
+    if config.get("model_type") == DeepSeekOCRConfig.model_type:
+        return "project"
+    if config.get("model_type") == OFFICIAL_MODEL_TYPE or "language_config" in config:
+        return "official"
+    if config.get("is_encoder_decoder") or config.get("model_type") in _SEQ2SEQ_TYPES:
+        return "seq2seq"
+    raise ModelSourceError(f"{folder} holds a {config.get('model_type', 'unknown')!r} model: neither DeepSeek-OCR "
+                           "(this project's or the official layout) nor a seq2seq baseline")
+
+
+def resolve_model_source(name: str, weights: bool = False) -> ModelSource:
+    """Classify `name` from its config.json. A hub id is fetched first: its config and settings only, or with
+    `weights` the whole snapshot the loader needs. A path that does not exist, a folder that holds no usable model
+    or a hub id that cannot be fetched is a ModelSourceError."""
+    name = str(name)
+    if name in PRESETS:
+        return ModelSource("preset", name)
+    path = Path(name).expanduser()
+    if path.exists() or _looks_like_path(name):
+        if not path.exists():
+            raise ModelSourceError(f"model folder not found: {name}")
+        if not path.is_dir():
+            raise ModelSourceError(f"{name} is a file; pass the model folder that holds its config.json")
+        return ModelSource(folder_kind(path), name, path)
+    if _HUB_ID.match(name):
+        folder = _snapshot(name, WEIGHT_PATTERNS if weights else ["*.json"])
+        return ModelSource(folder_kind(folder), name, folder, hub_id=name)
+    raise ModelSourceError(f"{name!r} is neither a preset ({', '.join(PRESETS)}), an existing folder, nor a hub "
+                           "id such as deepseek-ai/DeepSeek-OCR")
+
+
+def _snapshot(hub_id: str, allow_patterns: list[str]) -> Path:
+    """The hub id's snapshot folder; offline, only a snapshot already in the local cache will do."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=allow_patterns, local_files_only=offline()))
+    except Exception as err:  # offline, unknown repo, missing auth: one clear line instead of a traceback
+        if offline():
+            raise ModelSourceError(
+                f"model {hub_id!r} is not available offline (HF_HUB_OFFLINE=1 and it is not in the local "
+                f"cache); pass a local folder, or the preset {TINY_PRESET!r} to try the pipeline") from None
+        raise ModelSourceError(f"cannot fetch {hub_id!r} from the Hugging Face hub ({type(err).__name__}: "
+                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); pass a local "
+                               "folder holding its config.json and *.safetensors") from None
+
+
+def with_weights(source: ModelSource) -> ModelSource:
+    """`source` with its whole snapshot present (a hub id classified from its config alone fetches the rest)."""
+    if source.hub_id is None:
+        return source
+    return ModelSource(source.kind, source.name, _snapshot(source.hub_id, WEIGHT_PATTERNS), source.hub_id)
+
+
+__all__ = ["ModelSource", "ModelSourceError", "PRESETS", "Task", "offline", "resolve_model_source", "with_weights"]
