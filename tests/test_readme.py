@@ -87,7 +87,16 @@ def test_first_command_runs_the_main_job_end_to_end(tmp_path):
     assert len((out / "arms" / "pixels-12px" / "predictions.jsonl").read_text().splitlines()) == 3
     assert "rougeLsum" in (out / "arms" / "pixels-12px" / "metrics.json").read_text()
     response = json.loads((out / "api_response.json").read_text())
-    assert "summary" in response and response["pages"] >= 1
-    assert (out / "arms" / "pixels-12px" / "model" / "README.md").is_file()
-    assert (out / "rouge_vs_compression.png").is_file() and "| lead-3 |" in (out / "results.md").read_text()
+    assert isinstance(response["summary"], str) and response["pages"] >= 1 and response["vision_tokens"] == 64
+    assert response["model"] == str(out / "arms" / "pixels-12px" / "model")
+    card = (out / "arms" / "pixels-12px" / "model" / "README.md").read_text()
+    assert "DeepSeek-OCR (page images → summary)" in card and "eval_loss" in card
+    from PIL import Image
+
+    with Image.open(out / "rouge_vs_compression.png") as plot:
+        assert plot.format == "PNG" and plot.width > 500
+    table = (out / "results.md").read_text()
+    for arm in results["arms"]:  # every arm's row carries the ROUGE-1 of its own metrics
+        row = next(line for line in table.splitlines() if line.startswith(f"| {arm['name']} |"))
+        assert f"{arm['scores']['rouge1']:.2f}" in row
     assert "not summary quality" in proc.stdout
