@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from benchmarks.cli import benchmark_main
-from config import GenerationSettings, RenderConfig, save_run_settings
+from config import GenerationSettings, LoadSettings, RenderConfig, save_run_settings
 
 
 def build_tiny_folder(folder: Path, max_new_tokens: int = 8) -> Path:
@@ -40,7 +40,7 @@ def run(quick: bool = False) -> list[dict]:
 
     count, new_tokens = (4, 8) if quick else (8, 16)
     with tempfile.TemporaryDirectory() as tmp:
-        summarizer = DeepSeekSummarizer.from_pretrained(build_tiny_folder(Path(tmp)), device="cpu")
+        summarizer = DeepSeekSummarizer.from_pretrained(build_tiny_folder(Path(tmp)), LoadSettings(device="cpu"))
     docs = [summarizer.prepare_text(text) for text in documents(count)]
     kwargs = {**GenerationSettings(max_new_tokens=new_tokens).generate_kwargs(), "min_new_tokens": new_tokens}
     summarizer.backend.generate(docs[:1], {**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up

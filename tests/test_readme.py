@@ -87,7 +87,8 @@ def test_first_command_runs_the_main_job_end_to_end(tmp_path):
     assert len((out / "arms" / "pixels-12px" / "predictions.jsonl").read_text().splitlines()) == 3
     assert "rougeLsum" in (out / "arms" / "pixels-12px" / "metrics.json").read_text()
     response = json.loads((out / "api_response.json").read_text())
-    assert isinstance(response["summary"], str) and response["pages"] >= 1 and response["vision_tokens"] == 64
+    assert isinstance(response["summary"], str) and response["pages"] >= 1
+    assert response["vision_tokens"] == 64 * response["pages"]  # tiny mode: 64 vision tokens a page
     assert response["model"] == str(out / "arms" / "pixels-12px" / "model")
     card = (out / "arms" / "pixels-12px" / "model" / "README.md").read_text()
     assert "DeepSeek-OCR (page images → summary)" in card and "eval_loss" in card

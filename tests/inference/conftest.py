@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from config import GenerationSettings, RenderConfig, save_run_settings
+from config import GenerationSettings, LoadSettings, RenderConfig, save_run_settings
 
 TINY_RENDER = RenderConfig(mode="tiny", font_size=14, max_pages=4)
 TINY_GENERATION = GenerationSettings(max_new_tokens=4, batch_size=8)
@@ -55,7 +55,7 @@ def seq2seq_model_dir(tmp_path_factory):
 def summarizer(tiny_model_dir):
     from inference.summarizer import DeepSeekSummarizer
 
-    return DeepSeekSummarizer.from_pretrained(tiny_model_dir, device="cpu")
+    return DeepSeekSummarizer.from_pretrained(tiny_model_dir, LoadSettings(device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.generate import completed_ids, main
+from inference.generate import completed_ids, main
 
 REPO = Path(__file__).resolve().parents[2]
 

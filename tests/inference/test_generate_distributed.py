@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from evaluation.distributed import Processes, gather_parts, part_files
-from evaluation.generate import main
+from inference.distributed import Processes, gather_parts, part_files
+from inference.generate import main
 
 REPO = Path(__file__).resolve().parents[2]
 N_RECORDS = 8

@@ -6,7 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
-from config import load_run_settings
+from config import LoadSettings, load_run_settings
 from data.text_to_image import TextToImageConverter, clean_text
 from data.tokens import count_text_tokens
 from inference.inputs import InputError, InputTooLarge, load_image, load_pdf
@@ -106,7 +106,7 @@ def test_pixel_limit_is_checked_before_decoding():
 
 
 def test_seq2seq_baseline_folder(seq2seq_model_dir):
-    baseline = DeepSeekSummarizer.from_pretrained(seq2seq_model_dir, device="cpu")
+    baseline = DeepSeekSummarizer.from_pretrained(seq2seq_model_dir, LoadSettings(device="cpu"))
     assert baseline.model_type == "seq2seq" and baseline.backend.source_prefix == "summarize: "
     result = baseline.summarize_text(TEXTS[1])
     assert isinstance(result.summary, str) and result.vision_tokens is None and result.pages == 0
