@@ -8,9 +8,10 @@ from typing import Literal, Optional
 import pytest
 from pydantic import Field
 
-from config import GenerationSettings, TrainingConfig
-from config.cli import Parser, add_settings_arguments, apply_flags, settings_overrides
-from config.loading import ConfigError, Int, settings
+from config import GenerationSettings, LoadSettings, RenderConfig, TrainingConfig
+from config.cli import Parser, add_settings_arguments, apply_flags, settings_from_args, settings_overrides, to_argv
+from config.jobs import EvaluateJob, GenerateJob, PrepareJob
+from config.loading import ConfigError, Int, field_type, settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,22 +68,54 @@ def test_bad_choice_is_a_one_line_usage_error():
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--num-beams" in proc.stderr
 
 
-@pytest.mark.parametrize("module, cls", [("training.train", TrainingConfig),
-                                         ("evaluation.generate", GenerationSettings),
-                                         ("inference.infer", GenerationSettings)])
+def _leaves(kind, prefix=""):
+    for f in dataclasses.fields(kind):
+        inner = field_type(kind, f.name)
+        if dataclasses.is_dataclass(inner):
+            yield from _leaves(inner, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name
+
+
+COMMANDS = [("training.train", TrainingConfig), ("inference.generate", GenerateJob),
+            ("inference.infer", GenerationSettings), ("data.prepare_datasets", PrepareJob),
+            ("evaluation.evaluate", EvaluateJob)]
+
+
+@pytest.mark.parametrize("module, cls", COMMANDS)
 def test_commands_have_a_flag_for_every_setting(module, cls):
-    """The train, generate and infer commands expose every field of their configuration (help from the field)."""
+    """Each command exposes every field of its settings (help from the field)."""
     import importlib
 
     parser = importlib.import_module(module).build_parser()
     dests = {action.dest for action in parser._actions}
-
-    def leaves(kind, prefix=""):
-        for f in dataclasses.fields(kind):
-            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-                yield from leaves(f.default_factory, f"{prefix}{f.name}.")
-            else:
-                yield prefix + f.name
-
-    missing = [key for key in leaves(cls) if key not in dests]
+    missing = [key for key in _leaves(cls) if key not in dests]
     assert not missing, missing
+
+
+def _non_default(cls, data_file="d.jsonl"):
+    """An instance of `cls` whose every field differs from its default (so no flag can be left out)."""
+    values = {"data_file": data_file, "model": "m", "output": "o.jsonl", "references": "r.jsonl",
+              "predictions": "p.jsonl", "overwrite": True, "max_samples": 3, "render_text": True,
+              "baseline": "lead-3", "per_example": "e.jsonl", "plot": "x.png", "workers": 2, "bootstrap": 7,
+              "precision_recall": True, "seed": 5, "source": "s.jsonl", "subset": "v1", "output_dir": "out",
+              "text_field": "a", "summary_field": "b", "generate_images": True}
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+@pytest.mark.parametrize("module, cls", [c for c in COMMANDS if c[1] in (GenerateJob, PrepareJob, EvaluateJob)])
+def test_to_argv_is_the_inverse_of_the_flags(module, cls):
+    """settings -> to_argv -> the command's own parser -> the same settings, also for nested blocks."""
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    job = _non_default(cls)
+    if cls is GenerateJob:
+        job = dataclasses.replace(job, load=LoadSettings(device="cpu", experts_implementation="eager"),
+                                  generation=GenerationSettings(max_new_tokens=9, num_beams=2, compile=True))
+    if cls is PrepareJob:
+        job = dataclasses.replace(job, render=RenderConfig(mode="tiny", font_size=10, max_pages=2))
+    argv = to_argv(job)
+    assert settings_from_args(parser, cls, parser.parse_args(argv)) == job
+    if cls is GenerateJob:  # the model folder's saved settings are no default for a stated command
+        assert "--max-new-tokens" in argv and "--temperature" in argv and "--no-compile" not in argv
