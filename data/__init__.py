@@ -16,7 +16,8 @@ _EXPORTS = {
     "read_jsonl": "data.jsonl",
     "iter_jsonl": "data.jsonl",
     "write_jsonl_atomic": "data.jsonl",
-    "prepare_dataset": "data.prepare_datasets",
+    "prepare": "data.prepare_datasets",
+    "PrepareResult": "data.prepare_datasets",
     "build_dataset_dict": "data.publish_hf_datasets",
     "publish_dataset": "data.publish_hf_datasets",
 }

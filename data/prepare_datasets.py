@@ -18,11 +18,13 @@ import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from config import RenderConfig, from_dict, save_json, to_dict
-from config.cli import Parser, add_settings_arguments, apply_flags, run_command
+from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
+from config.jobs import PrepareJob
 from data.dataset_loader import SPLITS, DatasetError, DatasetLoader, file_stem
 from data.jsonl import AtomicJsonlWriter, JsonlError, write_json_atomic
 
@@ -88,27 +90,30 @@ def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, c
             yield key0, future.result()
 
 
-def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data", *, subset: Optional[str] = None,
-                    text_field: Optional[str] = None, summary_field: Optional[str] = None,
-                    max_samples: Optional[int] = None, seed: int = 42, generate_images: bool = False,
-                    render_config: Optional[RenderConfig] = None, workers: Optional[int] = None,
-                    progress: bool = True) -> dict[str, Any]:
+@dataclass
+class PrepareResult:
+    output_dir: str
+    written: dict[str, int]  # records written per split (train, val, test)
+    report: dict[str, Any]  # what prepare_report.json holds
+
+
+def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     """Write `<output_dir>/{train,val,test}.jsonl` (+ images, render_config.json, prepare_report.json).
 
-    Returns the report. Raises DatasetError / ConfigError on bad input, before anything is written.
+    Raises DatasetError / ConfigError on bad input, before anything is written.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
-    workers = workers or os.cpu_count() or 1
-    render_config = render_config or RenderConfig()
-    loader = DatasetLoader(source, subset=subset, text_field=text_field, summary_field=summary_field,
-                           max_samples=max_samples, seed=seed, token=os.environ.get("HF_TOKEN"))
-    out = Path(output_dir)
+    workers = job.workers or os.cpu_count() or 1
+    loader = DatasetLoader(job.source, subset=job.subset, text_field=job.text_field,
+                           summary_field=job.summary_field, max_samples=job.max_samples, seed=job.seed,
+                           token=os.environ.get("HF_TOKEN"))
+    out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    save_json(render_config, out / "render_config.json")
-    fingerprint = _config_fingerprint(render_config)
+    save_json(job.render, out / "render_config.json")
+    fingerprint = _config_fingerprint(job.render)
     render_failed: Counter[str] = Counter()
     image_counts: Counter[str] = Counter()
 
@@ -118,10 +123,10 @@ def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data"
                                     fingerprint)
 
     def results() -> Iterator[tuple[str, Optional[dict]]]:
-        if not generate_images:
+        if not job.generate_images:
             yield from ((split, record) for (split, record), _ in tasks())
             return
-        for (split, record), (status, payload) in _ordered_map(_render_record, tasks(), workers, render_config):
+        for (split, record), (status, payload) in _ordered_map(_render_record, tasks(), workers, job.render):
             image_counts[status] += 1
             if status == "failed":
                 render_failed[split] += 1
@@ -129,7 +134,7 @@ def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data"
             else:
                 yield split, {**record, **payload}
 
-    total = 3 * max_samples if max_samples else None
+    total = 3 * job.max_samples if job.max_samples else None
     writers = {split: AtomicJsonlWriter(out / f"{split}.jsonl") for split in SPLITS}
     try:
         with tqdm(total=total, unit="rec", desc="preparing", disable=not progress, file=sys.stderr) as bar:
@@ -145,18 +150,18 @@ def prepare_dataset(source: str, output_dir: str | os.PathLike = "prepared_data"
     elapsed = time.perf_counter() - started
     written = sum(w.count for w in writers.values())
     report = {
-        "source": source,
+        "source": job.source,
         "output_dir": str(out),
         "splits": {split: {"written": writers[split].count, "skipped": _skipped(loader, render_failed, split)}
                    for split in SPLITS},
-        "images": generate_images,
+        "images": job.generate_images,
         # Timing and resume counts differ from run to run; everything above is reproducible.
         "throughput": {"elapsed_s": round(elapsed, 3), "records_per_s": round(written / elapsed, 2),
-                       "workers": workers if generate_images else 0,
+                       "workers": workers if job.generate_images else 0,
                        "rendered": image_counts["rendered"], "reused": image_counts["reused"]},
     }
     write_json_atomic(out / "prepare_report.json", report)
-    return report
+    return PrepareResult(str(out), {split: writers[split].count for split in SPLITS}, report)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -186,35 +191,12 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m data.prepare_datasets",
         description="Prepare a summarization dataset as train/val/test JSONL files, optionally with page images. "
                     "Splits missing from the source are carved out of train by a seeded hash of each record id.")
-    parser.add_argument("source", nargs="?", default="bundled",
-                        help="hub dataset id (e.g. ccdv/cnn_dailymail), a local .jsonl/.json/.csv/.parquet file, a "
-                             "directory of train/val/test files, or 'bundled' (SciTLDR-A sample; the default)")
-    parser.add_argument("--subset", help="hub dataset configuration (e.g. 3.0.0 for ccdv/cnn_dailymail)")
-    parser.add_argument("--output-dir", default="prepared_data", help="where outputs go (default: prepared_data)")
-    parser.add_argument("--text-field", help="column holding the document (default: known for each source)")
-    parser.add_argument("--summary-field", help="column holding the reference summary or list of references")
-    parser.add_argument("--max-samples", type=_positive, help="keep at most N records per split")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the carved-out splits (default: 42)")
-    images = parser.add_argument_group("page images")
-    images.add_argument("--generate-images", action="store_true", help="render each document to page images")
-    images.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
-                        help="rendering processes (default: CPU count)")
-    add_settings_arguments(parser, RenderConfig, images)
+    add_settings_arguments(parser, PrepareJob)
     return parser
 
 
@@ -222,11 +204,7 @@ def run(args: argparse.Namespace) -> None:
     # Streaming `datasets` imports torch (seconds) only to share a counter with DataLoader workers; this
     # command never uses torch, so it opts out before `datasets` is first imported.
     os.environ.setdefault("USE_TORCH", "0")
-    report = prepare_dataset(args.source, args.output_dir, subset=args.subset, text_field=args.text_field,
-                             summary_field=args.summary_field, max_samples=args.max_samples, seed=args.seed,
-                             generate_images=args.generate_images,
-                             render_config=apply_flags(build_parser(), RenderConfig(), args), workers=args.workers)
-    print(format_report(report))
+    print(format_report(prepare(settings_from_args(build_parser(), PrepareJob, args)).report))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from config import RenderConfig
+from config.cli import settings_from_args, to_argv
+from config.jobs import PrepareJob
 from data.jsonl import read_jsonl
-from data.prepare_datasets import main, prepare_dataset
+from data.prepare_datasets import build_parser, main, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "data.prepare_datasets"]
@@ -82,8 +84,10 @@ def test_resume_after_kill_gives_identical_outputs(prepared, tmp_path):
     (out / ".train.jsonl.tmp").write_text('{"half": ')
     (out / "images" / "val" / ".x_p000.png.abc123.tmp").write_bytes(b"\x89PNG")
 
-    report = prepare_dataset("bundled", out, max_samples=3, generate_images=True,
-                             render_config=RenderConfig(mode="tiny"), workers=1, progress=False)
+    result = prepare(PrepareJob(output_dir=str(out), max_samples=3, generate_images=True,
+                                render=RenderConfig(mode="tiny"), workers=1), progress=False)
+    assert result.written == {"train": 3, "val": 3, "test": 3} and result.output_dir == str(out)
+    report = result.report
     assert report["throughput"]["reused"] >= 1 and report["throughput"]["rendered"] >= 3
     assert _snapshot(out) == _snapshot(reference)
 
@@ -95,8 +99,10 @@ def test_render_failures_are_skipped_and_counted(tmp_path):
             {"id": "empty", "text": "  ", "summary": "Nothing."}]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    report = prepare_dataset(str(source), out, generate_images=True, workers=1, progress=False,
-                             render_config=RenderConfig(mode="tiny", overflow="error"))
+    result = prepare(PrepareJob(source=str(source), output_dir=str(out), generate_images=True, workers=1,
+                                render=RenderConfig(mode="tiny", overflow="error")), progress=False)
+    report = result.report
+    assert sum(result.written.values()) == 1
     written = {split: read_jsonl(out / f"{split}.jsonl") for split in ("train", "val", "test")}
     assert [r["id"] for recs in written.values() for r in recs] == ["short"]
     skipped = {reason: n for counts in report["splits"].values() for reason, n in counts["skipped"].items()}
@@ -114,7 +120,9 @@ def test_wrong_field_is_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["missing.jsonl"], "file not found"),
-    (["bundled", "--max-samples", "0"], "--max-samples"),
+    (["bundled", "--max-samples", "0"], "argument --max-samples: input should be greater than or equal to 1"),
+    (["bundled", "--workers", "0"], "argument --workers: input should be greater than or equal to 1"),
+    (["bundled", "--font-size", "2"], "argument --font-size: input should be greater than or equal to 4"),
     (["bundled", "--mode", "huge"], "mode"),
     (["bundled", "--workers", "many"], "--workers"),
 ])
@@ -123,6 +131,32 @@ def test_cli_errors_are_one_line_without_traceback(args, message, tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
+
+
+README_COMMANDS = [
+    "ccdv/cnn_dailymail --subset 3.0.0 --generate-images",
+    "bundled --max-samples 3 --generate-images --mode tiny --workers 2 --font-size 10 --output-dir out",
+    "docs.csv --text-field body --summary-field tldr --seed 7 --max-pages 4 --overflow error --line-spacing 1.5 "
+    "--margin 12",
+]
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_flags_make_the_job_and_the_job_gives_its_command_back(command):
+    """The parser is the job's declaration: each flag lands in its field, and to_argv(job) parses to the same job."""
+    parser = build_parser()
+    job = settings_from_args(parser, PrepareJob, parser.parse_args(command.split()))
+    words = command.split()
+    assert job.source == words[0]
+    for flag, value in zip(words, words[1:]):
+        if flag.startswith("--") and not value.startswith("--"):
+            key = flag[2:].replace("-", "_")
+            block = job.render if key in ("mode", "font_size", "line_spacing", "margin", "overflow", "max_pages") \
+                else job
+            assert str(getattr(block, key)) == value, flag
+    assert job.generate_images == ("--generate-images" in words)
+    assert settings_from_args(parser, PrepareJob, parser.parse_args(to_argv(job))) == job
+    assert settings_from_args(parser, PrepareJob, parser.parse_args([])) == PrepareJob()  # source 'bundled'
 
 
 def test_help_describes_the_options():
