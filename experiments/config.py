@@ -23,11 +23,9 @@ from config import (
     to_dict,
 )
 from config.loading import Bool, Float, Int, Str, settings
+from model.checkpoint.presets import TINY_SEQ2SEQ
 
 ArmType = Literal["pixels", "text", "seq2seq", "lead-3"]
-# Built by the runner (random weights, a byte-level BPE trained on the experiment's own training texts) so the
-# seq2seq arm runs offline on a CPU; like DeepSeek-OCR's "tiny-random", it shows the pipeline, not quality.
-TINY_SEQ2SEQ = "tiny-random-bart"
 # Per arm, these come from the arm itself and the experiment's folders; setting them by hand would contradict it.
 RUNNER_KEYS = ("train_file", "val_file", "hf_dataset", "output_dir", "task", "input_mode", "generation")
 # data.prepare_datasets renders with these render keys; others would give pages the runner cannot prepare.
@@ -115,8 +113,8 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def arm_training(exp: ExperimentConfig, arm: ArmSpec) -> dict[str, Any]:
     """The TrainingConfig keys of a trained arm, without the runner's files, folder and task.
 
-    The generation settings are the experiment's, so evaluation during training, the saved model folder and the
-    generate stage all decode alike.
+    The generation settings are the experiment's, so the saved model folder decodes as the generate stage does
+    (they change no trained weights, so experiments/plan.py leaves them out of training's identity).
     """
     generation = to_dict(arm_generation(exp, arm))
     if arm.type == "seq2seq":

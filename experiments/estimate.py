@@ -45,8 +45,8 @@ def estimate_table(exp: ExperimentConfig, markers: dict[str, dict[str, Any]]) ->
                  and _family(next(a for a in exp.arms if a.name == m["arm"])) == family]
         if times:
             measured_step[family] = mean(times)
-    per_doc = [m["seconds"] / m["documents"] for m in markers.values()
-               if m.get("kind") == "generate" and m.get("documents")]
+    per_doc = [m["seconds"] / m["generated"] for m in markers.values()
+               if m.get("kind") == "generate" and m.get("generated")]
     doc_s = mean(per_doc) if per_doc else exp.estimate.generate_doc_s
     lines, total, unknown = [], 0.0, False
     for arm in exp.arms:

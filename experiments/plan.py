@@ -1,6 +1,6 @@
-"""An experiment as a list of stages: the project commands each arm needs, with their folders.
+"""An experiment as a list of stages: the typed stage functions each arm needs, with their settings and folders.
 
-Layout under the experiment folder (every folder is what the command writes when run by hand):
+Layout under the experiment folder (every folder is what the stage's command writes when run by hand):
 
     data/text/                      prepared records (no images): references, text and seq2seq arms, Lead-3
     data/pages-<mode>-<font>px/     prepared records with page images, one per render setting of pixels arms
@@ -8,21 +8,29 @@ Layout under the experiment folder (every folder is what the command writes when
     arms/<arm>/train_config.json    the arm's training settings (python -m training.train --config)
     arms/<arm>/model/               the trained model folder
     arms/<arm>/predictions.jsonl    generated summaries;  arms/<arm>/metrics.json: ROUGE, compression
-    stages/                         one marker per finished stage (fingerprint, seconds, command)
+    stages/                         one marker per finished stage (fingerprint, seconds, command, figures)
+
+A stage's identity is what it consumes: training reads no generation settings (DeepSeek-OCR evaluates loss only
+during training; for a seq2seq arm they decide only its in-training ROUGE report, never the weights), so a
+changed decoding setting redoes generate and evaluate of each arm and no training. Planning writes nothing.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
-import json
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from config import GenerationSettings, RenderConfig
-from data.jsonl import iter_jsonl, write_json_atomic, write_jsonl_atomic
-from experiments.config import TINY_SEQ2SEQ, ArmSpec, ExperimentConfig, arm_generation, arm_render, arm_training
+from config import ConfigError, RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
+from config.cli import to_argv
+from config.jobs import EvaluateJob, GenerateJob, PrepareJob
+from data.jsonl import iter_jsonl, write_jsonl_atomic
+from experiments.config import ArmSpec, ExperimentConfig, arm_generation, arm_render, arm_training
 from experiments.stages import Stage
 
 TEXT_DATA = "text"
+Errors = Callable[[], tuple[type[BaseException], ...]]
 
 
 def pages_data_name(render: RenderConfig) -> str:
@@ -30,117 +38,138 @@ def pages_data_name(render: RenderConfig) -> str:
     return f"pages-{render.mode}-{render.font_size}px{overflow}"
 
 
+def _consumed(settings: Any, *unread: str) -> dict[str, Any]:
+    """`settings` as a dict without the top-level keys the stage's outputs do not depend on."""
+    return {key: value for key, value in to_dict(settings).items() if key not in unread}
+
+
+def _command(module: str, settings: Any, *extra: str) -> str:
+    return shlex.join(["python", "-m", module, *to_argv(settings), *extra])
+
+
+def _errors(module: str) -> Errors:
+    """The input errors of a stage function: those its own command reports in one line."""
+    def errors() -> tuple[type[BaseException], ...]:
+        return (ConfigError, *importlib.import_module(module).user_errors())
+
+    return errors
+
+
 def _prepare(exp: ExperimentConfig, folder: Path, name: str, render: RenderConfig | None) -> Stage:
     spec = exp.dataset
-    argv = [spec.source, "--output-dir", str(folder / "data" / name), "--seed", str(spec.seed)]
-    for flag, value in (("--subset", spec.subset), ("--text-field", spec.text_field),
-                        ("--summary-field", spec.summary_field), ("--max-samples", spec.max_samples)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if render is not None:
-        argv += ["--generate-images", "--mode", render.mode, "--font-size", str(render.font_size),
-                 "--overflow", render.overflow]
-    return Stage(f"prepare/{name}", "prepare", None, "data.prepare_datasets", argv)
+    job = PrepareJob(source=spec.source, subset=spec.subset, output_dir=str(folder / "data" / name),
+                     text_field=spec.text_field, summary_field=spec.summary_field, max_samples=spec.max_samples,
+                     seed=spec.seed, generate_images=render is not None, render=render or RenderConfig())
+
+    def work(resume: bool) -> dict[str, Any]:
+        from data.prepare_datasets import prepare
+
+        prepare(job)
+        return {}
+
+    # The number of rendering processes changes no output; render settings matter only with images.
+    unread = ("workers",) if render is not None else ("workers", "render")
+    return Stage(f"prepare/{name}", "prepare", None, _consumed(job, *unread), work,
+                 lambda resume: _command("data.prepare_datasets", job), settings=job,
+                 user_errors=_errors("data.prepare_datasets"))
 
 
 def _references(exp: ExperimentConfig, folder: Path) -> Stage:
     source = folder / "data" / TEXT_DATA / "test.jsonl"
     target = folder / "data" / "references.jsonl"
 
-    def write() -> None:
+    def work(resume: bool) -> dict[str, Any]:
         write_jsonl_atomic(target, itertools.islice(iter_jsonl(source), exp.dataset.test_samples))
+        return {}
 
-    return Stage("references/test", "references", None, action=write, after=[f"prepare/{TEXT_DATA}"],
-                 describe=f"first {exp.dataset.test_samples} records of {source} -> {target}")
-
-
-def _generation_flags(settings: GenerationSettings) -> list[str]:
-    return ["--batch-size", str(settings.batch_size), "--max-new-tokens", str(settings.max_new_tokens),
-            "--num-beams", str(settings.num_beams), "--length-penalty", str(settings.length_penalty),
-            "--no-repeat-ngram-size", str(settings.no_repeat_ngram_size), "--temperature", str(settings.temperature)]
+    return Stage("references/test", "references", None, {"test_samples": exp.dataset.test_samples}, work,
+                 lambda resume: f"first {exp.dataset.test_samples} records of {source} -> {target}",
+                 after=[f"prepare/{TEXT_DATA}"])
 
 
-def _base_model(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> tuple[str, list[Stage]]:
-    """A seq2seq arm's starting model as a local folder or hub id, and the stage that makes it if any."""
-    if arm.model_name == TINY_SEQ2SEQ:
-        target = folder / "models" / TINY_SEQ2SEQ
-        train_file = folder / "data" / TEXT_DATA / "train.jsonl"
+def _train(exp: ExperimentConfig, arm: ArmSpec, data: Path, out: Path, after: list[str]) -> Stage:
+    keys = {**arm_training(exp, arm), "train_file": str(data / "train.jsonl"), "val_file": str(data / "val.jsonl"),
+            "output_dir": str(out / "model"), "task": "seq2seq" if arm.type == "seq2seq" else "deepseek-ocr"}
+    config = from_dict(TrainingConfig, keys)
+    config_file = out / "train_config.json"
 
-        def build() -> None:
-            from training.tiny_seq2seq import build_tiny_bart
+    def work(resume: bool) -> dict[str, Any]:
+        from training.train import train
 
-            build_tiny_bart(target, (r["text"] + " " + r["summary"] for r in iter_jsonl(train_file)))
+        # Written when the stage runs, so the file always holds the settings of the model beside it.
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        save_json(config, config_file)
+        result = train(config, resume="latest" if resume else None, overwrite=not resume)
+        return {"train_steps": result.steps, "step_seconds": result.step_seconds,
+                "truncated_sources": result.truncated_sources, "truncated_targets": result.truncated_targets,
+                "val_losses": [[step, loss] for step, loss in result.val_losses]}
 
-        return str(target), [Stage(f"model/{TINY_SEQ2SEQ}", "model", None, action=build,
-                                   after=[f"prepare/{TEXT_DATA}"],
-                                   describe=f"random 2-layer BART, BPE trained on {train_file} -> {target}")]
-    # A trained arm's base, a folder, or a hub id scored zero-shot: training.train and the generator load them all
-    # through the one model-source resolver (model/source.py).
-    return arm.model_name, []
+    return Stage(f"train/{arm.name}", "train", arm.name, _consumed(config, "generation"), work,
+                 lambda resume: shlex.join(["python", "-m", "training.train", "--config", str(config_file),
+                                            "--resume" if resume else "--overwrite"]),
+                 after=after, settings=config, user_errors=_errors("training.train"))
+
+
+def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: Path, after: list[str]) -> Stage:
+    job = GenerateJob(data_file=str(data / "test.jsonl"), model=model, output=str(out / "predictions.jsonl"),
+                      max_samples=exp.dataset.test_samples, generation=arm_generation(exp, arm))
+
+    def attempt(resume: bool) -> GenerateJob:  # a fresh attempt replaces what an attempt with other settings left
+        return apply_overrides(job, {"overwrite": not resume})
+
+    def work(resume: bool) -> dict[str, Any]:
+        from inference.generate import generate
+
+        result = generate(attempt(resume))
+        return {"documents": result.generated + result.done_earlier, "generated": result.generated,
+                "skipped": result.skipped}
+
+    return Stage(f"generate/{arm.name}", "generate", arm.name, _consumed(job, "overwrite"), work,
+                 lambda resume: _command("evaluation.generate", attempt(resume)), after=after, settings=job,
+                 user_errors=_errors("inference.generate"))
+
+
+def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, after: list[str]) -> Stage:
+    lead = arm.type == "lead-3"
+    job = EvaluateJob(references=str(folder / "data" / "references.jsonl"),
+                      predictions=None if lead else str(out / "predictions.jsonl"), output=str(out / "metrics.json"),
+                      baseline="lead-3" if lead else None, per_example=str(out / "per_example.jsonl"),
+                      bootstrap=exp.bootstrap)
+
+    def work(resume: bool) -> dict[str, Any]:
+        from evaluation.evaluate import evaluate
+
+        evaluate(job)
+        return {}
+
+    return Stage(f"evaluate/{arm.name}", "evaluate", arm.name, _consumed(job, "workers"), work,
+                 lambda resume: _command("evaluation.evaluate", job), after=["references/test", *after],
+                 settings=job, user_errors=_errors("evaluation.evaluate"))
 
 
 def _arm_stages(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> list[Stage]:
     out = folder / "arms" / arm.name
-    out.mkdir(parents=True, exist_ok=True)
-    predictions = out / "predictions.jsonl"
-
-    def evaluate(scored: list[str], after: list[str]) -> Stage:
-        return Stage(f"evaluate/{arm.name}", "evaluate", arm.name, "evaluation.evaluate",
-                     [str(folder / "data" / "references.jsonl"), *scored, "--output", str(out / "metrics.json"),
-                      "--per-example", str(out / "per_example.jsonl"), "--bootstrap", str(exp.bootstrap)],
-                     after=["references/test", *after])
-
     if arm.type == "lead-3":
-        return [evaluate(["--baseline", "lead-3"], [])]
-    stages: list[Stage] = []
-    data = pages_data_name(arm_render(exp, arm)) if arm.type == "pixels" else TEXT_DATA
-    model, upstream = str(out / "model"), [f"prepare/{data}"]
-    if arm.type == "seq2seq":
-        base, made = _base_model(exp, folder, arm)
-        stages += made
-        upstream += [s.id for s in made]
-        if not arm.train:
-            model = base
+        return [_evaluate(exp, arm, folder, out, [])]
+    name = pages_data_name(arm_render(exp, arm)) if arm.type == "pixels" else TEXT_DATA
+    data, upstream, stages = folder / "data" / name, [f"prepare/{name}"], []
+    model = str(out / "model") if arm.train else arm.model_name  # a seq2seq model scored zero-shot
     if arm.train:
-        settings = arm_training(exp, arm)
-        if arm.type == "seq2seq":
-            settings["model_name"] = base
-        config_file = out / "train_config.json"
-        _write_if_changed(config_file, settings)
-        argv = ["--config", str(config_file), "--train", str(folder / "data" / data / "train.jsonl"),
-                "--val", str(folder / "data" / data / "val.jsonl"), "--output", model]
-        if arm.type != "seq2seq":
-            argv.insert(2, "--use-deepseek-ocr")
-        stages.append(Stage(f"train/{arm.name}", "train", arm.name, "training.train", argv, fresh=["--overwrite"],
-                            resume=["--resume"], reads=[config_file], after=upstream))
-        upstream = [f"train/{arm.name}"]
-    stages.append(Stage(f"generate/{arm.name}", "generate", arm.name, "evaluation.generate",
-                        [str(folder / "data" / data / "test.jsonl"), "--model", model, "--output", str(predictions),
-                         "--max-samples", str(exp.dataset.test_samples), *_generation_flags(arm_generation(exp, arm))],
-                        fresh=["--overwrite"], after=upstream))
-    return [*stages, evaluate([str(predictions)], [f"generate/{arm.name}"])]
-
-
-def _write_if_changed(path: Path, data: dict[str, Any]) -> None:
-    """Rewriting equal content would be harmless, but an unchanged file keeps its time stamp for the user."""
-    if not path.is_file() or json.loads(path.read_text(encoding="utf-8")) != data:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, data)
+        stages.append(_train(exp, arm, data, out, upstream))
+        upstream = [stages[-1].id]
+    stages.append(_generate(exp, arm, data, model, out, upstream))
+    return [*stages, _evaluate(exp, arm, folder, out, [stages[-1].id])]
 
 
 def build_plan(exp: ExperimentConfig, folder: Path) -> list[Stage]:
     """Every stage of the experiment in an order that respects what each one reads."""
-    stages = [_prepare(exp, folder, TEXT_DATA, None), _references(exp, folder)]
     renders = {}
     for arm in exp.arms:
         if arm.type == "pixels":
             render = arm_render(exp, arm)
             renders.setdefault(pages_data_name(render), render)
-    stages += [_prepare(exp, folder, name, render) for name, render in renders.items()]
-    seen = {s.id for s in stages}
+    stages = [_prepare(exp, folder, TEXT_DATA, None), _references(exp, folder),
+              *(_prepare(exp, folder, name, render) for name, render in renders.items())]
     for arm in exp.arms:
-        for stage in _arm_stages(exp, folder, arm):
-            if stage.id not in seen:  # a model shared by two seq2seq arms is made once
-                stages.append(stage)
-                seen.add(stage.id)
+        stages += _arm_stages(exp, folder, arm)
     return stages

@@ -53,8 +53,10 @@ def arm_result(exp: ExperimentConfig, folder: Path, arm, markers: dict[str, dict
         "train_seconds": train.get("seconds"), "train_steps": train.get("train_steps"),
         "step_seconds": train.get("step_seconds"),
         "generation_seconds": generate.get("seconds"),
-        "generation_seconds_per_document": round(generate["seconds"] / generate["documents"], 4)
-        if generate.get("documents") else None,
+        "generation_seconds_per_document": round(generate["seconds"] / generate["generated"], 4)
+        if generate.get("generated") else None,
+        # [step, eval_loss] of each evaluation during training: whether (and how far) the model learned.
+        "val_losses": train.get("val_losses"),
         "folder": str(arm_folder),
     }
     if arm.type == "pixels":
@@ -111,10 +113,18 @@ def _cell(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _learning(val_losses: Optional[list[list[float]]]) -> str:
+    """The first and last validation loss, with their steps."""
+    if not val_losses:
+        return "-"
+    (first_step, first), (last_step, last) = val_losses[0], val_losses[-1]
+    return f"{first:.3f} (step {first_step}) -> {last:.3f} (step {last_step})"
+
+
 def markdown(results: dict[str, Any], note: str = "") -> str:
     """results.md: the table, then each stage with its time and command."""
     head = ["arm", "reads", *[LABELS[m] for m in METRICS], "R-Lsum 95% CI", "empty", "doc text tokens",
-            "decoder doc tokens", "compression", "train s", "steps", "s/step", "generate s"]
+            "decoder doc tokens", "compression", "train s", "steps", "s/step", "val loss first -> last", "generate s"]
     lines = [f"# Experiment {results['experiment']}", "", note, "" if note else None,
              f"Config `{results['config']}`, {results['dataset']['test_documents']} test documents of "
              f"`{results['dataset']['source']}`, accelerator: {results['machine']['accelerator']}, "
@@ -132,11 +142,12 @@ def markdown(results: dict[str, Any], note: str = "") -> str:
                  _cell(row["text_tokens"]), _cell(row["decoder_document_tokens"]),
                  f"{row['compression_ratio']:.2f}x" if row["compression_ratio"] else "-",
                  _cell(row["train_seconds"]), _cell(row["train_steps"]), _cell(row["step_seconds"], 3),
-                 _cell(row["generation_seconds"])]
+                 _learning(row["val_losses"]), _cell(row["generation_seconds"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Empty: generated summaries with no text (scored 0). Compression: document text tokens / tokens "
               "the decoder reads for the document (vision tokens for pages). Times are wall seconds of each stage "
-              "on this machine; s/step is the trainer's own runtime per optimizer step.",
+              "on this machine; s/step is the trainer's own runtime per optimizer step. Val loss: the loss on the validation "
+              "records at the first and the last evaluation during training.",
               "", "## Stages", "", "| stage | seconds | command |", "|---|---|---|"]
     for stage in results["stages"]:
         again = " (continued after an interruption)" if stage["continued_after_interruption"] else ""

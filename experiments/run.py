@@ -3,10 +3,12 @@
     python -m experiments.run configs/experiments/smoke-cpu.json
     python -m experiments.run configs/experiments/cnn-dailymail-lora.json --output-dir /data/exp1
 
-Stages already done (same settings) are skipped, so after a kill the same command continues where it stopped;
-each arm's folders are what the ordinary commands write, so any stage can be taken over by hand (the commands
-are in results.md). Writes results.json, results.md and rouge_vs_compression.png in the experiment folder.
-A bad config ends with one `error:` line before any work starts.
+Each stage calls the typed function of a project command (prepare, train, generate, evaluate) in this process;
+stages already done with the same settings are skipped, so after a kill the same command continues where it
+stopped. Each arm's folders are what the ordinary commands write, so any stage can be taken over by hand: the
+equivalent command of each stage is printed and kept in results.md. Writes results.json, results.md and
+rouge_vs_compression.png in the experiment folder. A bad config ends with one `error:` line before any work
+starts; `--estimate-only` prints the plan's wall-time estimate from the config alone and writes nothing.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--test-samples", type=int, metavar="N", help="test documents summarized by every arm")
     sizes.add_argument("--max-steps", type=int, metavar="N", help="training steps of every trained arm")
     parser.add_argument("--estimate-only", action="store_true", help="check the config, print the plan and the "
-                                                                    "wall-time estimate, then stop")
+                        "wall-time estimate, then stop; writes nothing and does not look the dataset up")
     return parser
 
 
@@ -46,15 +48,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> Optional[dict[str, Path]]:
-    from experiments.config import load_experiment
+    from experiments.config import load_experiment, read_experiment
     from experiments.estimate import estimate_table
     from experiments.plan import build_plan
     from experiments.stages import StageRunner
 
-    exp = load_experiment(args.config, overrides(args), max_steps=args.max_steps)
+    # An estimate is made from the config alone: no dataset look-up (it may be offline or not cached yet).
+    read = read_experiment if args.estimate_only else load_experiment
+    exp = read(args.config, overrides(args), max_steps=args.max_steps)
     folder = exp.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    save_json(exp, folder / "experiment.json")  # the resolved config this folder was made with
     plan = build_plan(exp, folder)
     runner = StageRunner(folder)
     # Fingerprints chain through the plan; a stage's outputs can only be reused if all before it are.
@@ -67,25 +69,14 @@ def run(args: argparse.Namespace) -> Optional[dict[str, Path]]:
     print(estimate_table(exp, done), flush=True)
     if args.estimate_only:
         return None
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json(exp, folder / "experiment.json")  # the resolved config this folder was made with
     markers = dict(done)
     for stage in plan:
-        measure = _measurement(stage)
-        markers[stage.id] = runner.run(stage, measure)
+        markers[stage.id] = runner.run(stage)
         if stage.kind == "train" and stage.id not in done:
             print(estimate_table(exp, markers), flush=True)
     return _report(exp, folder, markers, args.config)
-
-
-def _measurement(stage):
-    from experiments.measure import generation_figures, training_figures
-
-    if stage.kind == "train":
-        output = Path(stage.argv[stage.argv.index("--output") + 1])
-        return lambda: training_figures(output)
-    if stage.kind == "generate":
-        output = Path(stage.argv[stage.argv.index("--output") + 1])
-        return lambda: generation_figures(output)
-    return None
 
 
 def _report(exp, folder: Path, markers: dict, config_path: str) -> dict[str, Path]:
