@@ -1,4 +1,5 @@
 """Score predictions against a prepared dataset: ROUGE with 95% intervals, a Lead-3 baseline, compression.
+The stage function is `evaluate(EvaluateJob) -> metrics`; the command builds the same job from its flags:
 
     python -m evaluation.evaluate prepared_data/test.jsonl predictions.jsonl --output metrics.json
     python -m evaluation.evaluate prepared_data/test.jsonl --baseline lead-3 --output lead3.json
@@ -17,12 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from config.cli import Parser, run_command
+from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
+from config.jobs import EvaluateJob
 from data.jsonl import iter_jsonl_lines, write_json_atomic, write_jsonl_atomic
 from evaluation.metrics import compression_stats, distribution, evaluate_pairs, lead_n, length_stats, parallel_map
 from evaluation.report import format_table, plot_rouge_vs_compression
 
-BASELINES = ("lead-3",)
 MAX_LISTED_PROBLEMS = 50
 
 
@@ -127,19 +128,19 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _score_systems(inputs: Inputs, args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, list[str]]]:
+def _score_systems(inputs: Inputs, job: EvaluateJob) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """evaluate_pairs per system (model, baseline) on the same examples; returns results and the texts scored."""
     references = [e["references"] for e in inputs.examples]
-    options = dict(workers=args.workers, bootstrap=args.bootstrap, seed=args.seed, progress=None,
-                   with_precision_recall=args.precision_recall, return_per_example=True)
+    options = dict(workers=job.workers, bootstrap=job.bootstrap, seed=job.seed, progress=None,
+                   with_precision_recall=job.precision_recall, return_per_example=True)
     texts: dict[str, list[str]] = {}
     if inputs.predictions is not None:
         found = [inputs.predictions.get(e["id"]) for e in inputs.examples]
         texts["model"] = [p["prediction"] if p else "" for p in found]
         inputs.counts["missing_predictions"] = sum(p is None for p in found)
         inputs.counts["empty_predictions"] = sum(p is not None and not p["prediction"].strip() for p in found)
-    if args.baseline == "lead-3":
-        texts["lead-3"] = parallel_map(lead_n, [e["text"] for e in inputs.examples], workers=args.workers,
+    if job.baseline == "lead-3":
+        texts["lead-3"] = parallel_map(lead_n, [e["text"] for e in inputs.examples], workers=job.workers,
                                        desc="lead-3")
     return {name: evaluate_pairs(t, references, **options) for name, t in texts.items()}, texts
 
@@ -149,15 +150,17 @@ def _status(inputs: Inputs, example_id: str) -> str:
     return "missing" if found is None else "empty" if not found["prediction"].strip() else "ok"
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Read, score, write metrics.json (and the optional per-example file and plot); return the metrics."""
-    inputs = read_inputs(Path(args.references), Path(args.predictions) if args.predictions else None)
+def evaluate(job: EvaluateJob) -> dict[str, Any]:
+    """Read, score, write `job.output` (and the optional per-example file and plot); return the metrics written."""
+    if not job.predictions and not job.baseline:
+        raise EvaluationError("give a PREDICTIONS file, --baseline lead-3, or both")
+    inputs = read_inputs(Path(job.references), Path(job.predictions) if job.predictions else None)
     if not inputs.examples:
-        raise EvaluationError(f"no usable reference records in {args.references}")
+        raise EvaluationError(f"no usable reference records in {job.references}")
     if inputs.predictions is not None and not inputs.predictions:
-        raise EvaluationError(f"no prediction id in {args.predictions} matches a reference id in {args.references}")
-    systems, texts = _score_systems(inputs, args)
-    documents = _document_stats(inputs, args.workers)
+        raise EvaluationError(f"no prediction id in {job.predictions} matches a reference id in {job.references}")
+    systems, texts = _score_systems(inputs, job)
+    documents = _document_stats(inputs, job.workers)
     per_example = {name: result.pop("per_example") for name, result in systems.items()}
     settings = [result.pop("settings") for result in systems.values()][0]  # identical for every system
     metrics: dict[str, Any] = {
@@ -170,38 +173,26 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {**settings, "examples": "every valid reference record, in file order",
                      "missing_predictions": "scored as an empty summary (F1 0) and counted",
                      "empty_predictions": "scored as they are (F1 0) and counted",
-                     "baseline": args.baseline, "workers": args.workers},
+                     "baseline": job.baseline, "workers": job.workers},
         "versions": _versions(),
-        "inputs": {"references": str(args.references), "predictions": args.predictions},
+        "inputs": {"references": job.references, "predictions": job.predictions},
         "problems": inputs.problems[:MAX_LISTED_PROBLEMS],
     }
     if inputs.predictions:
         metrics["generation"] = {field: distribution([v for p in inputs.predictions.values()
                                                       if (v := _number(p.get(field))) is not None])
                                  for field in ("generated_tokens", "seconds")}
-    write_json_atomic(args.output, metrics)
+    write_json_atomic(job.output, metrics)
     rows = [{"id": e["id"], **d, **{name: scores[i] for name, scores in per_example.items()},
              **({"status": _status(inputs, e["id"])} if inputs.predictions is not None else {})}
             for i, (e, d) in enumerate(zip(inputs.examples, documents))]
-    if args.per_example:
-        write_jsonl_atomic(args.per_example, rows)
-    if args.plot:
-        note = plot_rouge_vs_compression(rows, list(systems), args.plot)
+    if job.per_example:
+        write_jsonl_atomic(job.per_example, rows)
+    if job.plot:
+        note = plot_rouge_vs_compression(rows, list(systems), job.plot)
         if note:
             print(f"plot: {note}", file=sys.stderr)
     return metrics
-
-
-def _count(minimum: int):
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
-        return number
-    return parse
 
 
 def build_parser() -> Parser:
@@ -211,42 +202,32 @@ def build_parser() -> Parser:
                     "dataset, with bootstrap 95% intervals, an optional Lead-3 baseline on the same examples, "
                     "and compression statistics (text tokens / vision tokens).",
         epilog="References missing a prediction are scored as empty summaries and counted.")
-    parser.add_argument("references", help="prepared JSONL (id, text, summary, references, optional render)")
-    parser.add_argument("predictions", nargs="?",
-                        help="JSONL of {id, prediction[, pages, vision_tokens, generated_tokens, seconds]}; "
-                             "may be omitted with --baseline")
-    parser.add_argument("--output", metavar="JSON", default="metrics.json", help="metrics JSON, written atomically "
-                                                                 "(default: %(default)s)")
-    parser.add_argument("--baseline", choices=BASELINES, help="also score an extractive baseline without a model")
-    parser.add_argument("--per-example", metavar="JSONL", help="write per-example scores and document stats")
-    parser.add_argument("--plot", metavar="PNG", help="plot ROUGE against compression ratio by document length")
-    parser.add_argument("--workers", metavar="N", type=_count(1), default=None,
-                        help="scoring processes (default: all cores for 1000+ examples, else 1)")
-    parser.add_argument("--bootstrap", metavar="N", type=_count(0), default=1000,
-                        help="bootstrap resamples for the intervals, 0 for none (default: %(default)s)")
-    parser.add_argument("--precision-recall", action="store_true", help="also report precision and recall")
-    parser.add_argument("--seed", metavar="S", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    add_settings_arguments(parser, EvaluateJob)
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    if not args.predictions and not args.baseline:
-        raise EvaluationError("give a PREDICTIONS file, --baseline lead-3, or both")
-    metrics = evaluate(args)
+    job = settings_from_args(build_parser(), EvaluateJob, args)
+    metrics = evaluate(job)
     problems = metrics["problems"]
     for message in problems[:10]:
         print(f"warning: {message}", file=sys.stderr)
     if len(problems) > 10:
-        print(f"warning: ... {len(problems) - 10} more listed in {args.output}", file=sys.stderr)
+        print(f"warning: ... {len(problems) - 10} more listed in {job.output}", file=sys.stderr)
     print(format_table(metrics["systems"]))
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in metrics["counts"].items())
     ratio = metrics["compression"]["overall_ratio"]
     print(f"{counts}; compression ratio: {ratio if ratio is not None else 'n/a'}")
-    print(f"wrote {args.output}")
+    print(f"wrote {job.output}")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the inputs (files, their contents): reported as one line."""
+    return (EvaluationError, OSError, ValueError)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, (EvaluationError, OSError, ValueError))
+    return run_command(build_parser(), run, argv, user_errors())
 
 
 if __name__ == "__main__":

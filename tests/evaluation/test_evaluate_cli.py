@@ -144,3 +144,38 @@ def test_module_entry_point_errors_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "evaluation.evaluate", "--help"], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0 and "--baseline" in result.stdout
+
+
+def test_command_is_the_stage_function_with_the_readme_flags(scitldr, tmp_path, capsys):
+    """Every README flag reaches the EvaluateJob that `evaluate` takes: the command's metrics equal the function's."""
+    from config.jobs import EvaluateJob
+    from evaluation.evaluate import evaluate
+
+    _, _, refs_path, preds_path = scitldr
+    out = tmp_path / "cli.json"
+    assert main([refs_path, preds_path, "--output", str(out), "--baseline", "lead-3", "--workers", "1",
+                 "--bootstrap", "50", "--precision-recall", "--seed", "7"]) == 0
+    job = EvaluateJob(references=refs_path, predictions=preds_path, output=str(tmp_path / "fn.json"),
+                      baseline="lead-3", workers=1, bootstrap=50, precision_recall=True, seed=7)
+    returned = evaluate(job)
+    assert returned == json.loads((tmp_path / "fn.json").read_text())
+    from_cli = json.loads(out.read_text())
+    assert from_cli["systems"] == returned["systems"]
+    assert "precision" in from_cli["systems"]["model"] and from_cli["settings"]["bootstrap"]["seed"] == 7
+    assert from_cli["settings"]["bootstrap"]["resamples"] == 50
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bootstrap", "-1"], "argument --bootstrap: input should be greater than or equal to 0, got -1"),
+    (["--workers", "0"], "argument --workers: input should be greater than or equal to 1, got 0"),
+    (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["--baseline", "lead-4"], "argument --baseline: invalid choice: 'lead-4'"),
+])
+def test_bad_flags_are_one_line_usage_errors(scitldr, capsys, flags, message):
+    try:
+        status = main([scitldr[2], "--baseline", "lead-3", *flags])
+    except SystemExit as stop:  # argparse's own checks (types, choices) end the parse
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
