@@ -1,10 +1,12 @@
-"""Where a model comes from is decided once (model/source.py), for every command and loader."""
+"""Where a model comes from is decided once (model/checkpoint/source.py), for every command and loader: from its
+config.json, a hub id's after fetching it, never from its name."""
 import json
 
 import pytest
 
 from model.configuration import DeepSeekOCRConfig
-from model.checkpoint.source import ModelSourceError, download, resolve_model_source
+from model.checkpoint.source import ModelSourceError, resolve_model_source
+from tests.model.hub_cache import cache_model, use_cache
 
 
 def _folder(path, config):
@@ -15,10 +17,6 @@ def _folder(path, config):
 
 def test_kinds(tmp_path):
     assert resolve_model_source("tiny-random").kind == "preset"
-    hub = resolve_model_source("deepseek-ai/DeepSeek-OCR")
-    assert hub.kind == "hub" and hub.is_deepseek_ocr and hub.path is None
-    bart = resolve_model_source("facebook/bart-base")
-    assert bart.kind == "hub" and not bart.is_deepseek_ocr
     project = _folder(tmp_path / "p", {"model_type": DeepSeekOCRConfig.model_type})
     assert resolve_model_source(str(project)).kind == "project"
     official = _folder(tmp_path / "o", {"model_type": "deepseek_vl_v2", "language_config": {}})
@@ -26,6 +24,21 @@ def test_kinds(tmp_path):
     seq2seq = _folder(tmp_path / "s", {"model_type": "bart", "is_encoder_decoder": True})
     source = resolve_model_source(str(seq2seq))
     assert source.kind == "seq2seq" and not source.is_deepseek_ocr and source.path == seq2seq
+
+
+def test_hub_ids_are_classified_by_their_config_not_their_name(tmp_path, monkeypatch):
+    use_cache(monkeypatch, tmp_path / "cache")
+    cached = {
+        "deepseek-ai/DeepSeek-OCR": ("official", {"model_type": "deepseek_vl_v2", "language_config": {}}),
+        "facebook/bart-base": ("seq2seq", {"model_type": "bart", "is_encoder_decoder": True}),
+        "someone/deepseek-summarizer": ("project", {"model_type": DeepSeekOCRConfig.model_type}),
+        "someone/deepseek-ocr-but-bart": ("seq2seq", {"model_type": "bart"}),
+    }
+    for hub_id, (kind, config) in cached.items():
+        snapshot = cache_model(tmp_path / "cache", hub_id, _folder(tmp_path / hub_id.replace("/", "_"), config))
+        source = resolve_model_source(hub_id)
+        assert (source.kind, source.hub_id, source.path) == (kind, hub_id, snapshot), hub_id
+        assert source.is_deepseek_ocr == (kind != "seq2seq"), hub_id
 
 
 @pytest.mark.parametrize("name, message", [
@@ -46,7 +59,7 @@ def test_folders_that_hold_no_usable_model(tmp_path):
         resolve_model_source(str(tmp_path / "gpt"))
 
 
-def test_offline_hub_id_names_the_way_out(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_offline_hub_id_names_the_way_out(tmp_path, monkeypatch):
+    use_cache(monkeypatch, tmp_path / "empty-cache")
     with pytest.raises(ModelSourceError, match="not available offline .* 'tiny-random'"):
-        download(resolve_model_source("deepseek-ai/DeepSeek-OCR"))
+        resolve_model_source("deepseek-ai/DeepSeek-OCR")
