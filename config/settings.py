@@ -26,6 +26,10 @@ InputMode = Literal["pixels", "text"]
 ExpertsImplementation = Literal["eager", "grouped_mm", "batched_mm"]
 EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation)
 
+# The precision names of weights, one vocabulary for every command and config (model/checkpoint/device.py maps
+# each to its torch dtype; "no" is mixed_precision's word for float32).
+WeightPrecision = Literal["bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "no"]
+
 
 def _flags(*names: str, **extra) -> dict:
     return {"flags": list(names), **extra}
@@ -202,7 +206,8 @@ class TrainingConfig:
     export_dir: Optional[Str] = Field(None, description="DeepSeek-OCR: also export the final model in the official "
                                       "layout to this folder (python -m model.checkpoint.export)",
                                       json_schema_extra=_flags("--export", metavar="DIR"))
-    export_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="dtype of the export's weights")
+    export_dtype: WeightPrecision = Field("bfloat16", description="precision of the export's weights: bf16/bfloat16 "
+                                          "(as the official checkpoint), fp16/float16 or fp32/float32")
 
     def __post_init__(self) -> None:
         if self.max_steps == 0:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from data.tokens import bpe_tokenizer_path
 
@@ -50,7 +50,7 @@ SPECIAL_TOKEN_IDS = {BOS_TOKEN: BOS_TOKEN_ID, EOS_TOKEN: EOS_TOKEN_ID, PAD_TOKEN
     text: token_id for text, (token_id, _) in OCR_ADDED_TOKENS.items()
 }
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_LOAD_TIME_KEYS = ("is_local", "local_files_only")
 
 
 @lru_cache(maxsize=2)
@@ -88,14 +88,10 @@ def build_offline_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _has_tokenizer_files(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in _TOKENIZER_FILES)
-
-
 def load_tokenizer(source=None) -> PreTrainedTokenizerFast:
     """The tokenizer of a model source (a ModelSource, a folder, or a name for model/checkpoint/source.py; a
-    processor's folder without config.json too): its own tokenizer files where it has them; otherwise (None, a
-    preset, no tokenizer files, an unreachable hub id) the offline tokenizer, which has the same ids."""
+    processor's folder without config.json too): its own tokenizer.json where it has one; otherwise (None, a
+    preset, no tokenizer.json, an unreachable hub id) the offline tokenizer, which has the same ids."""
     from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
 
     folder = None
@@ -108,6 +104,20 @@ def load_tokenizer(source=None) -> PreTrainedTokenizerFast:
             folder = resolve_model_source(source).path
         except ModelSourceError as error:
             logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", source, error)
-    if folder is not None and _has_tokenizer_files(folder):
-        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    if folder is not None and (folder / "tokenizer.json").is_file():
+        return _folder_tokenizer(folder)
     return build_offline_tokenizer()
+
+
+def _folder_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
+    """A folder's DeepSeek tokenizer, read as what it is: the fast tokenizer of its tokenizer.json.
+
+    Not through AutoTokenizer, which parses the folder's config.json as a generic config to pick a class (an
+    official-layout config.json then warns about its model type and `rope_scaling`) and, for the official
+    `LlamaTokenizerFast` class name over a ByteLevel tokenizer.json, warns and loads this same class anyway."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    # How this process found the files, which transformers keeps among the init arguments and would write into
+    # every tokenizer_config.json saved from here (a trained model, an export): not a property of the tokenizer.
+    for key in _LOAD_TIME_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer

@@ -1,6 +1,7 @@
 """Device and precision, decided by one rule for training, evaluation and inference.
 
-Precision names: "auto", "bf16"/"bfloat16", "fp16"/"float16", "no"/"fp32"/"float32" (or a torch.dtype).
+Precision names: "auto", or one of config's `WeightPrecision` names: "bf16"/"bfloat16", "fp16"/"float16",
+"no"/"fp32"/"float32" (or a torch.dtype).
 "auto" is bfloat16 on a CUDA device that supports it, float32 everywhere else. Half precision asked for on a
 CPU falls back to float32 with a warning (the seed's example config says "bf16" and must still run on a laptop);
 bfloat16 on a GPU without it is an error naming fp16 as the alternative.
@@ -8,9 +9,12 @@ bfloat16 on a GPU without it is an error naming fp16 as the alternative.
 from __future__ import annotations
 
 import logging
+import typing
 from typing import Union
 
 import torch
+
+from config.settings import WeightPrecision
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +22,10 @@ class DeviceError(ValueError):
     """A device or precision this machine cannot provide; the message is one line for the user."""
 
 
-PRECISIONS = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-              "no": torch.float32, "fp32": torch.float32, "float32": torch.float32}
+# config's precision names -> torch dtypes: a short name is an alias of torch's own name.
+_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "no": "float32"}
+PRECISIONS: dict[str, torch.dtype] = {name: getattr(torch, _ALIASES.get(name, name))
+                                      for name in typing.get_args(WeightPrecision)}
 
 
 def resolve_device(device=None) -> torch.device:

@@ -5,11 +5,12 @@ checkpoint converters read.
 
 Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written:
 - the weights under the official key names (`model.checkpoint.official_keys`), in safetensors shards with
-  `model.safetensors.index.json`, in bfloat16 (as the official checkpoint) or float32;
+  `model.safetensors.index.json`, in bfloat16 (as the official checkpoint), float16 or float32;
 - `config.json` in the official schema (`DeepSeekOCRConfig.to_official_config`);
 - the tokenizer files and the official `processor_config.json` (DeepseekVLV2Processor fields);
-- this project's settings, which no engine reads but `load_model` and the summarizer do: the processor settings
-  (`summarizer_processor_config.json`), render settings and generation settings.
+- this project's settings, which no engine reads but `load_pretrained` and the summarizer do: the processor settings
+  (`summarizer_processor_config.json`; a preset's or an official folder's are those of its render mode), render
+  settings and generation settings.
 A checkpoint holding unmerged LoRA adapters is merged first. The folder is assembled under a temporary name and
 renamed into place, so a failed export leaves nothing behind.
 """
@@ -26,25 +27,26 @@ from typing import Optional
 
 import torch
 
-from config import load_run_settings, save_run_settings
+from config import save_run_settings
 from config.cli import Parser, run_command
 from data.jsonl import write_json_atomic
-from model.configuration import TINY_PRESET, DeepSeekOCRConfig
-from model.checkpoint.convert import build_empty_model, check_state_dict, load_model, read_safetensors_folder
-from model.image_processing import DOWNSAMPLE, PATCH_SIZE
+from model.checkpoint.convert import (
+    build_empty_model,
+    check_state_dict,
+    load_model,
+    model_config,
+    read_safetensors_folder,
+)
+from model.checkpoint.device import PRECISIONS
+from model.checkpoint.load import deepseek_ocr_processor
 from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
 from model.checkpoint.official_keys import to_official_state_dict
-from model.processing import (
-    EXPORTED_PROCESSOR_CONFIG_NAME,
-    IGNORE_INDEX,
-    PROCESSOR_CONFIG_NAME,
-    DeepSeekOCRProcessor,
-    saved_processor_config,
-)
-from model.checkpoint.source import ModelSourceError, resolve_model_source
-from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN, load_tokenizer
+from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
+from model.configuration import TINY_PRESET
+from model.image_processing import DOWNSAMPLE, PATCH_SIZE
+from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, IGNORE_INDEX, PROCESSOR_CONFIG_NAME
+from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN
 
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 INDEX_FILE = "model.safetensors.index.json"
 # The official processor_config.json (DeepseekVLV2Processor): engines hand these to their own processor.
 OFFICIAL_PROCESSOR_CONFIG = {
@@ -74,28 +76,47 @@ def _holds_unmerged_lora(folder: Path) -> bool:
     return False
 
 
-def load_source(source: str, dtype: torch.dtype):
+def weight_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name (model/checkpoint/device.py's vocabulary)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown dtype {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def shard_bytes(size: int | str) -> int:
+    """The largest shard in bytes: a number of bytes, or a size in huggingface_hub's spelling ("5GB", "500MB"),
+    read by the parser its sharding applies."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    try:
+        value = int(size) if isinstance(size, int) or str(size).strip().isdigit() else parse_size_to_int(size)
+    except ValueError as err:
+        raise ExportError(f"--max-shard-size {size!r}: {err}") from None
+    if value <= 0:
+        raise ExportError(f"--max-shard-size {size!r} must be a positive size, such as 5GB or 500MB")
+    return value
+
+
+def load_source(source: ModelSource, dtype: torch.dtype):
     """The model to export, LoRA merged: a preset, hub id, official folder, trained folder, or a checkpoint-N
     folder written mid-training (whose adapters are still separate)."""
-    found = resolve_model_source(source)
-    if not found.is_deepseek_ocr:
-        raise ExportError(f"{source} holds a seq2seq model: only DeepSeek-OCR has the official layout")
-    if found.kind == "project" and _holds_unmerged_lora(found.path):
-        state = read_safetensors_folder(found.path)
-        merged = merge_lora_state_dict(state, saved_lora_scalings(state, found.path))
-        model = build_empty_model(DeepSeekOCRConfig.from_pretrained(found.path), dtype)
+    if source.kind == "project" and _holds_unmerged_lora(source.path):
+        state = read_safetensors_folder(source.path)
+        merged = merge_lora_state_dict(state, saved_lora_scalings(state, source.path))
+        model = build_empty_model(model_config(source), dtype)
         check_state_dict(model, merged)
         model.load_state_dict({key: value.to(dtype) for key, value in merged.items()}, strict=True)
         return model.eval()
     return load_model(source, dtype=dtype)
 
 
-def write_official_weights(model, folder: Path, dtype: str = "bfloat16", max_shard_size: int | str = "5GB") -> None:
+def write_official_weights(model, folder: Path, dtype: torch.dtype = torch.bfloat16,
+                           max_shard_size: int | str = "5GB") -> None:
     """The weights (safetensors shards + index) and the official config.json of `model`, into `folder`."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
-    official = {key: value.to(DTYPES[dtype]) for key, value in official_state_dict(model).items()}
+    official = {key: value.to(dtype) for key, value in official_state_dict(model).items()}
     split = split_torch_state_dict_into_shards(official, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=max_shard_size)
     for filename, keys in split.filename_to_tensors.items():
@@ -108,23 +129,22 @@ def write_official_weights(model, folder: Path, dtype: str = "bfloat16", max_sha
     mode = (folder / INDEX_FILE).stat().st_mode & 0o777
     for filename in split.filename_to_tensors:
         (folder / filename).chmod(mode)
-    write_json_atomic(folder / "config.json", model.config.to_official_config(dtype))
+    write_json_atomic(folder / "config.json", model.config.to_official_config(str(dtype).removeprefix("torch.")))
 
 
-def _write_settings(source: str, folder: Path) -> None:
+def _write_settings(source: ModelSource, folder: Path) -> None:
     """Tokenizer, official processor config, and this project's processor / render / generation settings."""
-    source_folder = Path(source)
-    if saved_processor_config(source_folder) is not None:  # writes the tokenizer files too
-        DeepSeekOCRProcessor.from_pretrained(source_folder).save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME)
-    else:
-        load_tokenizer(source).save_pretrained(folder)
+    render, generation = source.saved_settings()
+    # The processor saved with the source, or for one without (a preset, an official folder) the processor of its
+    # render mode, which the loader would build; either way with the tokenizer files.
+    deepseek_ocr_processor(source, render.mode).save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME)
     # The official tokenizer class: engines pinned to transformers 4.x do not know v5's `TokenizersBackend`, and
     # both versions read the same tokenizer.json through it (BOS added, as the official tokenizer does).
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     config.update(tokenizer_class="LlamaTokenizerFast", add_bos_token=True, add_eos_token=False)
     write_json_atomic(folder / "tokenizer_config.json", config)
     write_json_atomic(folder / PROCESSOR_CONFIG_NAME, OFFICIAL_PROCESSOR_CONFIG)
-    save_run_settings(folder, *load_run_settings(source_folder))
+    save_run_settings(folder, render, generation)
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -135,20 +155,23 @@ def check_output(output: Path, overwrite: bool) -> None:
         raise ExportError(f"output folder {output} is not empty; pass --overwrite to replace it")
 
 
-def export_model(source: str, output: str | Path, dtype: str = "bfloat16", overwrite: bool = False,
+def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwrite: bool = False,
                  max_shard_size: int | str = "5GB") -> Path:
-    """Write `source` in the official layout to `output` (see the module docstring); returns `output`."""
-    if dtype not in DTYPES:
-        raise ExportError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
+    """Write the model `name` in the official layout to `output` (see the module docstring); returns `output`.
+    Every argument is checked before the model is resolved (a hub id fetched) or loaded."""
+    torch_dtype, shard_size = weight_dtype(dtype), shard_bytes(max_shard_size)
     output = Path(output).expanduser()
     check_output(output, overwrite)
-    model = load_source(source, DTYPES[dtype])
+    source = resolve_model_source(name, weights=True)
+    if not source.is_deepseek_ocr:
+        raise ExportError(f"{name} holds a seq2seq model: only DeepSeek-OCR has the official layout")
+    model = load_source(source, torch_dtype)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.export-tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        write_official_weights(model, tmp, dtype, max_shard_size)
+        write_official_weights(model, tmp, torch_dtype, shard_size)
         _write_settings(source, tmp)
         if output.exists():  # --overwrite: the old folder goes only once the new one is complete
             old = output.with_name(f".{output.name}.export-old-{os.getpid()}")
@@ -174,8 +197,10 @@ def build_parser() -> Parser:
                         help=f"trained folder (LoRA or not), checkpoint-N folder, official folder, hub id or "
                              f"{TINY_PRESET!r}")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (must be empty or new)")
-    parser.add_argument("--dtype", default="bfloat16", help="bfloat16 (default, as the official checkpoint) or float32")
-    parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE", help="largest safetensors file (default 5GB)")
+    parser.add_argument("--dtype", default="bfloat16", help="precision of the weights: bf16/bfloat16 (default, as the "
+                        "official checkpoint), fp16/float16 or fp32/float32")
+    parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
+                        help="largest safetensors file: 5GB (default), 500MB... or a number of bytes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return parser
 

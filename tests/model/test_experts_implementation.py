@@ -51,6 +51,33 @@ def test_saved_model_reloads_with_the_asked_implementation(tmp_path):
     assert SIGNATURE_OP["batched_mm"] in experts_ops(reloaded)
 
 
+@pytest.fixture(scope="module")
+def exported_folder(tmp_path_factory):
+    from model.checkpoint.export import export_model
+
+    return str(export_model("tiny-random", tmp_path_factory.mktemp("export") / "official", dtype="float32"))
+
+
+def _load_pretrained(name, **load):
+    from config import LoadSettings
+    from model.checkpoint.load import load_pretrained
+
+    return load_pretrained(name, LoadSettings(device="cpu", **load)).model
+
+
+@pytest.mark.parametrize("load", [load_model, _load_pretrained], ids=["load_model", "load_pretrained"])
+def test_official_layout_folder_runs_the_default_kernels_or_the_asked_ones(exported_folder, load):
+    """An export (the hub checkpoint's layout) is read by the official-key converter, not from_pretrained: it
+    must still get transformers' default (grouped_mm), never silently the eager loop, and honour a choice."""
+    model = load(exported_folder)
+    assert model.config._experts_implementation == "grouped_mm"
+    assert SIGNATURE_OP["grouped_mm"] in experts_ops(model) and SIGNATURE_OP["eager"] not in experts_ops(model)
+    for implementation in ("eager", "batched_mm"):
+        chosen = load(exported_folder, experts_implementation=implementation)
+        assert chosen.config._experts_implementation == implementation
+        assert SIGNATURE_OP[implementation] in experts_ops(chosen)
+
+
 def test_unknown_implementation_is_refused():
     with pytest.raises(ValueError, match="experts_implementation"):
         load_model("tiny-random", experts_implementation="loop")

@@ -2,16 +2,23 @@
 fixture's weights come out with their official checksums, and bad input leaves nothing behind."""
 import hashlib
 import json
+import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from model.configuration import DeepSeekOCRConfig
+from config import GenerationSettings, LoadSettings, RenderConfig
 from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
 from model.checkpoint.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
+from model.checkpoint.load import load_pretrained
+from model.configuration import DeepSeekOCRConfig
+from model.image_processing import DeepSeekOCRImageProcessor
 from model.modeling import DeepSeekOCRForConditionalGeneration
+from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME
 from model.tokenizer import load_tokenizer
 from tests.inference.conftest import TINY_GENERATION, TINY_RENDER
 
@@ -85,7 +92,7 @@ def golden_export(official_state_dict, official_config, tmp_path_factory):
     model = build_empty_model(DeepSeekOCRConfig.from_official_config(official_config), torch.float32)
     load_official_state_dict(model, official_state_dict)
     folder = tmp_path_factory.mktemp("golden-export")
-    write_official_weights(model, folder, "float32")
+    write_official_weights(model, folder, torch.float32)
     return folder
 
 
@@ -122,8 +129,8 @@ def test_trained_folder_exports_its_settings_and_summarizes_identically(tiny_mod
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizerFast"
     sample = "Budget <image> approved: <td>12</td> für 3 Jahre."
     assert load_tokenizer(str(out))(sample).input_ids == load_tokenizer()(sample).input_ids
-    source = DeepSeekSummarizer.from_pretrained(tiny_model_dir, device="cpu")
-    exported = DeepSeekSummarizer.from_pretrained(out, device="cpu")
+    source = DeepSeekSummarizer.from_pretrained(tiny_model_dir, LoadSettings(device="cpu"))
+    exported = DeepSeekSummarizer.from_pretrained(out, LoadSettings(device="cpu"))
     assert exported.render_config == TINY_RENDER and exported.generation == TINY_GENERATION
     assert exported.backend.processor.image_processor.to_dict() == source.backend.processor.image_processor.to_dict()
     text = "The committee met on Tuesday and approved the budget for the new library after a long debate."
@@ -142,6 +149,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
         "model folder not found": ["--model", str(tmp_path / "absent"), "--output", str(tmp_path / "o2")],
         "unknown dtype": ["--model", "tiny-random", "--output", str(tmp_path / "o3"), "--dtype", "float8"],
         "not empty": ["--model", "tiny-random", "--output", str(busy)],
+        # Checked before the model is looked for: an uncached hub id would be the error otherwise.
+        "Unit 'XB' not supported": ["--model", "someone/absent", "--output", str(tmp_path / "o4"),
+                                    "--max-shard-size", "2XB"],
+        "'0' must be a positive size": ["--model", "someone/absent", "--output", str(tmp_path / "o5"),
+                                        "--max-shard-size", "0"],
+        "'-1GB' must be a positive size": ["--model", "someone/absent", "--output", str(tmp_path / "o6"),
+                                           "--max-shard-size=-1GB"],
+        "unknown dtype 'half'": ["--model", "someone/absent", "--output", str(tmp_path / "o7"), "--dtype", "half"],
     }
     for expected, argv in cases.items():
         assert main(argv) == 2, expected
@@ -152,3 +167,71 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert main(["--model", "tiny-random", "--output", str(busy), "--overwrite"]) == 0
     assert (busy / "config.json").is_file() and not (busy / "keep.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "notes"]
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                              ("float16", torch.float16)])
+def test_precision_names_are_the_one_vocabulary(precision, dtype, tmp_path, capsys):
+    assert main(["--model", "tiny-random", "--output", str(tmp_path / "o"), "--dtype", precision,
+                 "--max-shard-size", "1000000"]) == 0
+    assert {t.dtype for t in _read_export(tmp_path / "o").values()} == {dtype}
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["torch_dtype"] == str(dtype)[len("torch."):]
+
+
+@contextmanager
+def transformers_messages():
+    """The warnings transformers gives inside the block: its log records (once-only ones too) and Python
+    warnings raised from its code."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.warning_once.cache_clear()  # a warning given earlier in this process must show again
+    records, messages = [], []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+    finally:
+        logger.removeHandler(handler)
+    messages.extend(record.getMessage() for record in records)
+    messages.extend(str(w.message) for w in caught if "transformers" in Path(w.filename).parts)
+
+
+@pytest.fixture(scope="module")
+def preset_export(tmp_path_factory):
+    return export_model("tiny-random", tmp_path_factory.mktemp("preset") / "export", dtype="float32")
+
+
+def test_preset_export_has_the_processor_of_the_default_render_mode(preset_export):
+    saved = json.loads((preset_export / EXPORTED_PROCESSOR_CONFIG_NAME).read_text())
+    assert saved["image_processor"] == DeepSeekOCRImageProcessor.from_mode(RenderConfig().mode).to_dict()
+    loaded = load_pretrained(str(preset_export), LoadSettings(device="cpu"))
+    assert loaded.processor.image_processor.to_dict() == saved["image_processor"]
+    assert (loaded.render, loaded.generation) == (RenderConfig(), GenerationSettings())
+
+
+def test_loading_an_export_gives_no_transformers_warnings(tiny_model_dir, preset_export, tmp_path):
+    from inference.summarizer import DeepSeekSummarizer
+
+    trained_export = export_model(str(tiny_model_dir), tmp_path / "export", dtype="float32")
+    for folder in (preset_export, trained_export):
+        with transformers_messages() as messages:
+            load_model(str(folder))
+            load_pretrained(str(folder), LoadSettings(device="cpu"))
+            DeepSeekSummarizer.from_pretrained(folder, LoadSettings(device="cpu"))
+            load_tokenizer(str(folder))
+        assert messages == [], folder
+
+
+def test_exported_tokenizer_config_holds_no_machine_local_keys(tiny_model_dir, preset_export, tmp_path):
+    trained_export = export_model(str(tiny_model_dir), tmp_path / "export", dtype="float32")
+    for folder in (tiny_model_dir, preset_export, trained_export):
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        assert not {"is_local", "local_files_only", "name_or_path", "_commit_hash"} & set(config), folder
+    # A tokenizer loaded from files and saved again (training saves its processor so) stays clean too.
+    load_tokenizer(str(trained_export)).save_pretrained(tmp_path / "again")
+    assert "is_local" not in json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+
