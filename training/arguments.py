@@ -14,20 +14,29 @@ from transformers import Seq2SeqTrainingArguments
 from config import ConfigError, TrainingConfig
 
 
-def _cuda() -> bool:
-    import torch
+def training_device(cfg: TrainingConfig) -> str:
+    """"cuda" or "cpu": where the Trainer runs. `load.device` cpu forces the CPU; unset, CUDA when available.
 
-    return torch.cuda.is_available()
+    The Trainer (accelerate) places the model itself, one GPU per process, so a numbered GPU is not a setting here:
+    CUDA_VISIBLE_DEVICES picks the GPUs.
+    """
+    from model.checkpoint.device import resolve_device
+
+    if cfg.load.device not in (None, "auto", "cpu", "cuda"):
+        raise ConfigError(f"config key 'load.device': training takes cpu or cuda (one GPU per process; choose them "
+                          f"with CUDA_VISIBLE_DEVICES), got {cfg.load.device!r}")
+    return resolve_device(cfg.load.device).type
 
 
-def precision_flags(mixed_precision: str) -> dict[str, bool]:
-    """The Trainer's bf16/fp16 flags for a `mixed_precision` setting, by the one rule of model/device.py."""
+def precision_flags(mixed_precision: str, device: str) -> dict[str, bool]:
+    """The Trainer's bf16/fp16 flags for a `mixed_precision` setting on `device`, by the one rule of
+    model/checkpoint/device.py."""
     import torch
 
     from model.checkpoint.device import resolve_precision
 
     try:
-        dtype = resolve_precision(mixed_precision, "cuda" if _cuda() else "cpu")
+        dtype = resolve_precision(mixed_precision, device)
     except ValueError as err:
         raise ConfigError(f"config key 'mixed_precision': {err}") from None
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
@@ -35,6 +44,7 @@ def precision_flags(mixed_precision: str) -> dict[str, bool]:
 
 def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **overrides: Any) -> Seq2SeqTrainingArguments:
     """Trainer arguments for `cfg`; `evaluate=False` when there is no validation data; `overrides` win."""
+    device = training_device(cfg)
     report_to = [] if cfg.report_to == "none" else [r.strip() for r in cfg.report_to.split(",") if r.strip()]
     if not evaluate:
         eval_strategy = "no"
@@ -52,7 +62,7 @@ def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **override
         warmup_steps=cfg.optimizer.warmup_steps,
         lr_scheduler_type=cfg.optimizer.lr_scheduler,
         max_grad_norm=cfg.optimizer.max_grad_norm,
-        **precision_flags(cfg.mixed_precision),
+        **precision_flags(cfg.mixed_precision, device),
         activation_checkpointing=cfg.gradient_checkpointing,  # 5.x name of gradient_checkpointing
         logging_strategy="steps",
         logging_steps=cfg.log_interval,
@@ -74,9 +84,11 @@ def training_arguments(cfg: TrainingConfig, *, evaluate: bool = True, **override
         predict_with_generate=cfg.task != "deepseek-ocr",
         # Throughput counts real tokens; for DeepSeek the image placeholders are part of input_ids.
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=_cuda(),
-        # Without CUDA, accelerate only forms a (gloo) process group under torchrun when told it runs on CPU.
-        use_cpu=not _cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1,  # pinning is a CUDA transfer optimisation; on CPU it only warns
+        # Pinning is a CUDA transfer optimisation; on a CPU it only warns.
+        dataloader_pin_memory=device == "cuda",
+        # load.device cpu keeps the Trainer off a GPU; without CUDA, accelerate also needs it to form a (gloo)
+        # process group under torchrun.
+        use_cpu=cfg.load.device == "cpu" or (device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1),
         # Our own progress bar (training.callbacks) replaces the Trainer's tqdm bar and log printer.
         disable_tqdm=True,
     )

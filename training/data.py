@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from config import TrainingConfig
+from config import TrainingConfig, apply_overrides
+from config.jobs import PrepareJob
 from data.dataset_loader import HUB_SPLIT_ALIASES, DatasetError, DatasetLoader, stable_id
 from data.jsonl import JsonlError, iter_jsonl
 
@@ -85,14 +86,30 @@ def load_hub_records(cfg: TrainingConfig, token: Optional[str] = None) -> tuple[
     return found[train_split], found[val_split]
 
 
+def with_prepared_defaults(cfg: TrainingConfig) -> TrainingConfig:
+    """`cfg` as given when it names its data; otherwise reading what `python -m data.prepare_datasets` writes by
+    default (prepared_data/train.jsonl and val.jsonl, in the working directory), which the seed's command
+    `python -m training.train --config config.json` relies on."""
+    if cfg.train_file or cfg.hf_dataset:
+        return cfg
+    folder = Path(PrepareJob().output_dir)
+    train, val = folder / "train.jsonl", folder / "val.jsonl"
+    if cfg.val_file or not train.is_file():
+        raise TrainDataError(f"no training data: pass --train FILE (a prepared JSONL) or --hf-dataset ID; with "
+                             f"neither (nor --val), {train} is used once python -m data.prepare_datasets wrote it")
+    found = {"train_file": str(train), "val_file": str(val) if val.is_file() else None}
+    print(f"no --train or --hf-dataset given: training on {train}"
+          + (f", validating on {val}" if val.is_file() else " (no validation file)"), flush=True)
+    return apply_overrides(cfg, found)
+
+
 def load_training_records(cfg: TrainingConfig, token: Optional[str] = None) -> tuple[list[dict], list[dict]]:
-    """(train, val) records for `cfg`: local files when given, otherwise the hub dataset."""
-    if cfg.train_file:
-        need_images = cfg.task == "deepseek-ocr" and cfg.input_mode == "pixels"
-        train = load_jsonl_records(cfg.train_file, limit=cfg.max_train_samples, need_images=need_images)
-        val = load_jsonl_records(cfg.val_file, limit=cfg.max_eval_samples, need_images=need_images) \
-            if cfg.val_file else []
-        return train, val
-    if cfg.hf_dataset:
+    """(train, val) records for `cfg` (after `with_prepared_defaults`): local files when given, otherwise the hub
+    dataset."""
+    if not cfg.train_file:
         return load_hub_records(cfg, token)
-    raise TrainDataError("no training data: pass --train FILE (a prepared JSONL) or --hf-dataset ID")
+    need_images = cfg.task == "deepseek-ocr" and cfg.input_mode == "pixels"
+    train = load_jsonl_records(cfg.train_file, limit=cfg.max_train_samples, need_images=need_images)
+    val = load_jsonl_records(cfg.val_file, limit=cfg.max_eval_samples, need_images=need_images) \
+        if cfg.val_file else []
+    return train, val

@@ -19,13 +19,13 @@ from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
 from model.checkpoint.convert import model_config
-from model.checkpoint.device import PRECISIONS
-from model.image_processing import DeepSeekOCRImageProcessor
+from model.checkpoint.device import PRECISIONS, resolve_precision
 from model.checkpoint.load import load_pretrained
 from model.checkpoint.lora import merge_lora_state_dict
+from model.image_processing import DeepSeekOCRImageProcessor
 from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
-from training.arguments import training_arguments
+from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
@@ -69,13 +69,16 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     """(model, tokenizer) of `cfg.model_name` through the one loader; the DeepEncoder frozen (and the projector
     unless `cfg.train_projector`), LoRA added.
 
-    Frozen weights stay in `cfg.load.dtype`, by default `half` (memory); trainable ones become float32 master
+    Frozen weights are kept in `cfg.load.dtype` when set, else in `half` (the Trainer's mixed-precision dtype),
+    else float32, by the precision rule of the device training runs on; trainable ones become float32 master
     weights, because AdamW steps of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs
     under the Trainer's autocast. Loaded on the CPU: the Trainer (accelerate) places it, one device per process.
     """
-    load = dataclasses.replace(cfg.load, device="cpu", dtype=cfg.load.dtype or half or torch.float32)
-    loaded = load_pretrained(cfg.model_name, load)
-    model = loaded.model
+    frozen = resolve_precision(cfg.load.dtype or half or torch.float32, training_device(cfg))
+    # The loader resolves precision for the device it loads on, where half precision would fall back to float32:
+    # load in float32 on the CPU, then cast to the training device's dtype.
+    loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device="cpu", dtype="float32"))
+    model = loaded.model.to(frozen)
     # The run's saved config names the kernels it really used, transformers' default included.
     cfg.load.experts_implementation = model.config._experts_implementation
     freeze_vision_encoder(model, train_projector=cfg.train_projector)
@@ -109,8 +112,8 @@ class DeepSeekOCRTrainer(Trainer):
                     args: Optional[TrainingArguments] = None, callbacks=None,
                     compute_metrics=None) -> "DeepSeekOCRTrainer":
         args = args or training_arguments(cfg, evaluate=eval_dataset is not None)
-        # One precision rule (model/device.py, applied by training_arguments): frozen weights in the Trainer's
-        # 16-bit dtype, if any.
+        # One precision rule (model/checkpoint/device.py, applied by training_arguments): frozen weights in the
+        # Trainer's 16-bit dtype, if any, unless load.dtype names another.
         half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         # Records carry text, not model inputs: the Trainer must not drop their columns. Without metrics,
         # evaluation keeps only the loss instead of gathering [batch, length, 129k] logits.
@@ -207,8 +210,8 @@ def dry_run_report(cfg: TrainingConfig) -> str:
 
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
-    # The estimate is for the GPU run: "auto" means bf16 there.
-    dtype = PRECISIONS.get(cfg.mixed_precision, torch.bfloat16)
+    # The estimate is for the GPU run: "auto" means bf16 there; load.dtype, when set, is the frozen weights'.
+    dtype = PRECISIONS.get(cfg.load.dtype or cfg.mixed_precision, torch.bfloat16)
     rows, counts = [], None
     for lora in (False, True):
         with torch.device("meta"), initialization.no_init_weights():

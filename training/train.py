@@ -5,22 +5,24 @@ reference README spells it `--use-deepseek-ocr`) or a seq2seq baseline on the te
     python -m training.train --train prepared_data/train.jsonl --model-name facebook/bart-base --output ./baseline
     python -m training.train --config config.json --use-deepseek-ocr --resume
 
-Flags override the JSON config; the resolved configuration is saved with the run (never the hub token). Bad input
-ends with one `error:` line and exit status 2. Multi-GPU: `accelerate launch -m training.train ...` or
+Flags override the JSON config; the resolved configuration is saved with the run (never the hub token). Without
+--train/--val and --hf-dataset, the default outputs of `python -m data.prepare_datasets` are used
+(prepared_data/train.jsonl, val.jsonl). Bad input ends with one `error:` line and exit status 2. Multi-GPU: `accelerate launch -m training.train ...` or
 `torchrun --nproc_per_node N -m training.train ...` (see training/README.md).
+
+The command is a thin wrapper of `train(config)`, which the experiment runner calls directly.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
 from config.cli import Parser, add_settings_arguments, apply_flags, first_line, run_command
-from model.checkpoint.device import DeviceError
-from model.checkpoint.source import ModelSourceError, resolve_model_source
 
 # transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
 # setting wins, otherwise each run logs under <output>/runs.
@@ -29,6 +31,20 @@ USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 
 class HubError(RuntimeError):
     """A hub step (creating the repository, uploading) that failed; the message names the step."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports; the model folder (`output_dir`) holds the rest."""
+
+    output_dir: str
+    steps: int  # optimizer steps of the run, those before a resumed checkpoint included
+    step_seconds: Optional[float]  # the Trainer's train_runtime over the steps this call ran (None: it ran none)
+    train_seconds: float  # the Trainer's train_runtime: this call's training loop, without loading
+    val_losses: list[tuple[int, float]]  # (step, eval_loss) of every validation, in order
+    truncated_sources: Optional[int]  # DeepSeek-OCR: documents / summaries cut to max_source_length / max_length
+    truncated_targets: Optional[int]  # in this call's batches (this process's); None for the seq2seq baseline
+    metrics: dict[str, Any]  # the final evaluation (empty without validation data)
 
 
 def build_parser() -> Parser:
@@ -47,8 +63,16 @@ def build_parser() -> Parser:
     return parser
 
 
+def resolve_config(args: argparse.Namespace) -> TrainingConfig:
+    """The config file (or defaults) with the given flags on top."""
+    cfg = load_json(TrainingConfig, args.config) if args.config else TrainingConfig()
+    return apply_flags(build_parser(), cfg, args)
+
+
 def resolve_task(cfg: TrainingConfig) -> TrainingConfig:
     """`cfg` with its task decided: as given, else from the model (DeepSeek-OCR models -> deepseek-ocr)."""
+    from model.checkpoint.source import resolve_model_source
+
     source = resolve_model_source(cfg.model_name)
     task = cfg.task or ("deepseek-ocr" if source.is_deepseek_ocr else "seq2seq")
     if task == "seq2seq" and source.is_deepseek_ocr:
@@ -60,19 +84,47 @@ def resolve_task(cfg: TrainingConfig) -> TrainingConfig:
     return apply_overrides(cfg, {"task": task})
 
 
-def resolve_config(args: argparse.Namespace) -> TrainingConfig:
-    """The config file (or defaults) with the given flags on top, validated, its task decided."""
-    cfg = load_json(TrainingConfig, args.config) if args.config else TrainingConfig()
-    cfg = resolve_task(apply_flags(build_parser(), cfg, args))
-    check_export(cfg)
-    return cfg
-
-
 def check_export(cfg: TrainingConfig) -> None:
     if cfg.export_dir and cfg.task != "deepseek-ocr":
         raise ConfigError("config key 'export_dir' needs task deepseek-ocr: the official layout is DeepSeek-OCR's")
     if cfg.export_dir and Path(cfg.export_dir).resolve() == Path(cfg.output_dir).resolve():
         raise ConfigError("config key 'export_dir' must be another folder than the output folder")
+
+
+def _use_hub_token(hub_token: Optional[str]) -> Optional[str]:
+    """The token (given, else $HF_TOKEN). The hub client reads it from the environment; it never enters the
+    config or the Trainer's arguments, which are saved (pickled into every checkpoint)."""
+    token = hub_token or os.environ.get("HF_TOKEN")
+    if token:
+        os.environ["HF_TOKEN"] = token
+    return token
+
+
+def _checked(config: TrainingConfig, hub_token: Optional[str]) -> tuple[TrainingConfig, list[dict], list[dict]]:
+    """The config with its task and data decided, and its (train, val) records, all checked before a model loads."""
+    from training.data import load_training_records, with_prepared_defaults
+
+    cfg = with_prepared_defaults(resolve_task(config))
+    check_export(cfg)
+    train, val = load_training_records(cfg, _use_hub_token(hub_token))
+    return cfg, train, val
+
+
+def dry_run(config: TrainingConfig, *, hub_token: Optional[str] = None) -> str:
+    """Check the config, the data and the model, and describe them; nothing is written."""
+    cfg, train, val = _checked(config, hub_token)
+    lines = [f"configuration ok: {len(train)} training and {len(val)} validation records, output {cfg.output_dir}"]
+    if cfg.task == "deepseek-ocr":
+        from training.deepseek_trainer import dry_run_report
+
+        lines.append(dry_run_report(cfg))
+    else:
+        from model.checkpoint.load import load_seq2seq
+        from model.checkpoint.source import resolve_model_source
+
+        _, model = load_seq2seq(resolve_model_source(cfg.model_name))
+        lines.append(f"model {cfg.model_name}: {model.config.model_type}, {model.num_parameters():,} parameters")
+    return "\n".join(lines)
 
 
 def build_trainer(cfg: TrainingConfig, train: list[dict], val: list[dict], callbacks: list) -> Any:
@@ -86,19 +138,6 @@ def build_trainer(cfg: TrainingConfig, train: list[dict], val: list[dict], callb
     from training.trainer import SummarizationTrainer
 
     return SummarizationTrainer.from_config(cfg, train, val or None, args=args, callbacks=callbacks)
-
-
-def dry_run(cfg: TrainingConfig, train: list[dict], val: list[dict]) -> None:
-    print(f"configuration ok: {len(train)} training and {len(val)} validation records, output {cfg.output_dir}")
-    if cfg.task == "deepseek-ocr":
-        from training.deepseek_trainer import dry_run_report
-
-        print(dry_run_report(cfg))
-    else:
-        from model.checkpoint.load import load_seq2seq
-
-        _, model = load_seq2seq(resolve_model_source(cfg.model_name))
-        print(f"model {cfg.model_name}: {model.config.model_type}, {model.num_parameters():,} parameters")
 
 
 def final_metrics(trainer: Any, has_val: bool) -> dict[str, Any]:
@@ -142,29 +181,26 @@ def create_hub_repo(cfg: TrainingConfig) -> None:
         raise HubError(f"creating the hub repository {cfg.hub_model_id!r} failed: {first_line(err)}") from None
 
 
-def run(args: argparse.Namespace) -> Optional[Any]:
-    """Train as `args` say; returns the trainer (None for --dry-run)."""
-    from training.data import load_training_records
-    from training.run_outputs import prepare_output_dir, resolve_checkpoint
+def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bool = False,
+          hub_token: Optional[str] = None) -> TrainResult:
+    """Train as `config` says (its task and data decided here when unset) and save the model folder.
 
-    cfg = resolve_config(args)
-    token = args.hub_token or os.environ.get("HF_TOKEN")
-    if token:
-        # The hub client reads it from here; it never enters the Trainer's arguments, which are pickled.
-        os.environ["HF_TOKEN"] = token
-    train, val = load_training_records(cfg, token)
-    if args.dry_run:
-        dry_run(cfg, train, val)
-        return None
-    prepare_output_dir(cfg.output_dir, overwrite=args.overwrite, resume=args.resume)
+    `resume`: "latest" (the latest complete checkpoint in the output folder, if any) or a checkpoint folder;
+    `overwrite` replaces a run already in the output (and export) folder; `hub_token` (default: $HF_TOKEN) is
+    for pushing and hub datasets and is never saved or printed.
+    """
+    from training.run_outputs import checkpoint_step, prepare_output_dir, resolve_checkpoint
+
+    cfg, train_records, val_records = _checked(config, hub_token)
+    prepare_output_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     if cfg.export_dir:  # a busy export folder is refused now, not after the training
         from model.checkpoint.export import check_output
 
-        check_output(Path(cfg.export_dir), overwrite=args.overwrite)
+        check_output(Path(cfg.export_dir), overwrite=overwrite)
     if cfg.push_to_hub:
         create_hub_repo(cfg)
-    checkpoint = resolve_checkpoint(cfg.output_dir, args.resume) if args.resume else None
-    if args.resume and checkpoint is None:
+    checkpoint = resolve_checkpoint(cfg.output_dir, resume) if resume else None
+    if resume and checkpoint is None:
         print(f"no complete checkpoint in {cfg.output_dir} yet: starting from the beginning", flush=True)
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -172,33 +208,43 @@ def run(args: argparse.Namespace) -> Optional[Any]:
     from training.callbacks import TrainingProgress
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = USER_TENSORBOARD_DIR or str(Path(cfg.output_dir) / "runs")
-    trainer = build_trainer(cfg, train, val, [TrainingProgress()])
+    trainer = build_trainer(cfg, train_records, val_records, [TrainingProgress()])
     for default in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(default)
     if trainer.is_world_process_zero():
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_json(cfg, Path(cfg.output_dir) / TRAINING_CONFIG_FILE)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
-    metrics = final_metrics(trainer, bool(val))
+    metrics = final_metrics(trainer, bool(val_records))
     if trainer.is_world_process_zero():
         trainer.save_state()
-        finish(trainer, cfg, {"train": len(train), "val": len(val)}, metrics)
+        finish(trainer, cfg, {"train": len(train_records), "val": len(val_records)}, metrics)
         if cfg.export_dir:
             from model.checkpoint.export import export_model
 
-            export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=args.overwrite)
+            export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=overwrite)
             print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
-    return trainer
+    steps = trainer.state.global_step
+    ran = steps - (checkpoint_step(Path(checkpoint)) if checkpoint else 0)
+    seconds = output.metrics["train_runtime"]
+    ocr = cfg.task == "deepseek-ocr"
+    return TrainResult(
+        output_dir=cfg.output_dir, steps=steps, step_seconds=seconds / ran if ran else None, train_seconds=seconds,
+        val_losses=[(h["step"], h["eval_loss"]) for h in trainer.state.log_history if "eval_loss" in h],
+        truncated_sources=trainer.truncated_sources if ocr else None,
+        truncated_targets=trainer.truncated_targets if ocr else None, metrics=metrics)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, model name, output folder, hub access): reported as one line."""
     from data.dataset_loader import DatasetError
+    from model.checkpoint.device import DeviceError
     from model.checkpoint.export import ExportError
+    from model.checkpoint.load import ModelLoadError
+    from model.checkpoint.source import ModelSourceError
     from training.data import TrainDataError
     from training.run_outputs import OutputDirError
-    from model.checkpoint.load import ModelLoadError
 
     return (DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError,
             ExportError)
@@ -206,7 +252,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     def command(args: argparse.Namespace) -> None:
-        run(args)
+        cfg = resolve_config(args)
+        if args.dry_run:
+            print(dry_run(cfg, hub_token=args.hub_token))
+        else:
+            train(cfg, resume=args.resume, overwrite=args.overwrite, hub_token=args.hub_token)
 
     return run_command(build_parser(), command, argv, user_errors())
 

@@ -1,7 +1,7 @@
-"""Tiny shared fixtures for the training tests: a prepared SciTLDR sample and a random 2-layer BART.
+"""Tiny shared fixtures for the training tests: a prepared SciTLDR sample and the models they train.
 
-The BART (training.tiny_seq2seq) uses a 400-token byte-level BPE trained on the sample, so a training step takes
-milliseconds and nothing is downloaded.
+The seq2seq baseline trains the `tiny-random-bart` preset (model/checkpoint/presets.py): a random 2-layer BART
+with a 400-token byte-level BPE, so a training step takes milliseconds and nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from training.tiny_seq2seq import build_tiny_bart
+from config.jobs import PrepareJob
+from model.checkpoint.presets import TINY_SEQ2SEQ as TINY_BART
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_STEPS = ["--max-steps", "6", "--batch-size", "2", "--report-to", "none", "--seed", "7"]
@@ -22,18 +23,11 @@ TINY_STEPS = ["--max-steps", "6", "--batch-size", "2", "--report-to", "none", "-
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
     """A prepared folder (train/val/test JSONL) of a few bundled SciTLDR records, as prepare_datasets writes it."""
-    from data.prepare_datasets import prepare_dataset
+    from data.prepare_datasets import prepare
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset("bundled", out, max_samples=8, progress=False)
+    prepare(PrepareJob(output_dir=str(out), max_samples=8), progress=False)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_bart(tmp_path_factory, prepared) -> Path:
-    texts = [json.loads(line)["text"] + " " + json.loads(line)["summary"]
-             for line in (prepared / "train.jsonl").read_text().splitlines()]
-    return build_tiny_bart(tmp_path_factory.mktemp("tiny-bart"), texts)
 
 
 @pytest.fixture
@@ -48,11 +42,12 @@ def tiny_config(tmp_path, prepared) -> Path:
     return path
 
 
-def run_cli(args: list[str], timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m training.train ARGS` in a fresh process, offline, on one thread."""
+def run_cli(args: list[str], timeout: float = 240, env: dict | None = None, cwd: Path = REPO
+            ) -> subprocess.CompletedProcess:
+    """`python -m training.train ARGS` in a fresh process (in `cwd`), offline, on one thread."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,13 +62,13 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def model_args(kind: str, tiny_bart: Path) -> list[str]:
+def model_args(kind: str) -> list[str]:
     """The CLI flags that pick the model: the tiny BART baseline, or DeepSeek-OCR's tiny-random preset."""
     if kind == "deepseek":
         return ["--use-deepseek-ocr", "--model-name", "tiny-random", "--mode", "tiny"]
-    return ["--model-name", str(tiny_bart)]
+    return ["--model-name", TINY_BART]
 
 
-def base_args(prepared: Path, model: Path, config: Path, output: Path, *extra: str) -> list[str]:
+def base_args(prepared: Path, model: str, config: Path, output: Path, *extra: str) -> list[str]:
     return ["--config", str(config), "--train", str(prepared / "train.jsonl"), "--model-name", str(model),
             "--output", str(output), *TINY_STEPS, *extra]

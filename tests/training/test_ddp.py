@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import free_port
-from tests.training.conftest import REPO, base_args, model_args
+from tests.training.conftest import REPO, TINY_BART, base_args, model_args
 
 # Runs the train CLI on each rank, keeping the trainer it builds, then records a digest of that rank's final weights.
 RANK_RUN = """
@@ -27,14 +27,14 @@ Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
 
 
 @pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
-def test_two_process_ddp_run(tmp_path, prepared, tiny_bart, tiny_config, kind):
+def test_two_process_ddp_run(tmp_path, prepared, tiny_config, kind):
     script, digests, out = tmp_path / "rank_run.py", tmp_path / "digests", tmp_path / "ddp"
     script.write_text(RANK_RUN)
     digests.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(script), str(digests), *base_args(prepared, tiny_bart, tiny_config, out),
-               "--max-steps", "4", *model_args(kind, tiny_bart)]
+               str(free_port()), str(script), str(digests), *base_args(prepared, TINY_BART, tiny_config, out),
+               "--max-steps", "4", *model_args(kind)]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (digests / "rank0.sha256").read_text(), (digests / "rank1.sha256").read_text()

@@ -15,7 +15,7 @@ import pytest
 import transformers
 from safetensors.torch import load_file
 
-from tests.training.conftest import REPO, base_args, model_args
+from tests.training.conftest import REPO, TINY_BART, base_args, model_args
 from training.run_outputs import OutputDirError, checkpoint_step, resolve_checkpoint
 from training.train import main
 
@@ -38,17 +38,17 @@ def _weights(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_bart, tiny_config, kind):
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_config, kind):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    steps = ["--max-steps", "8", *model_args(kind, tiny_bart)]  # after TINY_STEPS and --model-name, so they win
+    steps = ["--max-steps", "8", *model_args(kind)]  # after TINY_STEPS and --model-name, so they win
     # Uninterrupted and resumed runs in this process (one thread, like the killed one): only the kill needs a
     # child process.
-    assert main([*base_args(prepared, tiny_bart, tiny_config, straight), *steps]) == 0
+    assert main([*base_args(prepared, TINY_BART, tiny_config, straight), *steps]) == 0
 
     script = tmp_path / "slow_run.py"
     script.write_text(SLOW_RUN)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    argv = [*base_args(prepared, tiny_bart, tiny_config, killed), *steps]
+    argv = [*base_args(prepared, TINY_BART, tiny_config, killed), *steps]
     process = subprocess.Popen([sys.executable, str(script), *argv], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -67,13 +67,13 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_b
 
 
 
-def test_resume_trains_on_from_the_latest_complete_checkpoint(tmp_path, prepared, tiny_bart, tiny_config,
+def test_resume_trains_on_from_the_latest_complete_checkpoint(tmp_path, prepared, tiny_config,
                                                               monkeypatch):
     # Deterministic CPU runs end with the same weights whether they resume or start over, so equal weights (the
     # test above) cannot tell; the optimizer steps this process runs can. Checkpoint choice and resuming are the
     # CLI's and the Trainer's, the same for both tasks: the fast baseline is enough here.
     out = tmp_path / "run"
-    argv = base_args(prepared, tiny_bart, tiny_config, out)
+    argv = base_args(prepared, TINY_BART, tiny_config, out)
     assert main([*argv, "--max-steps", "4"]) == 0
     assert sorted(checkpoint_step(p) for p in out.glob("checkpoint-*")) == [2, 4]
     (out / "checkpoint-6").mkdir()  # as a run killed while saving step 6 leaves it: no trainer_state.json

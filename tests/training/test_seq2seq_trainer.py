@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from config import GenerationSettings, TrainingConfig, apply_overrides
+from tests.training.conftest import TINY_BART
 from training.arguments import training_arguments
 from training.data import load_jsonl_records
 
@@ -29,7 +30,7 @@ def test_training_arguments_map_the_config(tmp_path):
     assert training_arguments(TrainingConfig(output_dir=str(tmp_path))).report_to == ["tensorboard"]
 
 
-def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, tiny_bart, monkeypatch):
+def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, monkeypatch):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     import training.trainer as trainer_module
@@ -43,7 +44,7 @@ def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, tiny_bart, monk
     real = trainer_module.evaluate_pairs
     monkeypatch.setattr(trainer_module, "evaluate_pairs", spy)
     generation = GenerationSettings(max_new_tokens=6, num_beams=2, no_repeat_ngram_size=2, length_penalty=0.8)
-    cfg = TrainingConfig(model_name=str(tiny_bart), output_dir=str(tmp_path / "out"), batch_size=4, max_steps=16,
+    cfg = TrainingConfig(model_name=TINY_BART, output_dir=str(tmp_path / "out"), batch_size=4, max_steps=16,
                          gradient_accumulation_steps=1, max_length=24, max_source_length=64,
                          gradient_checkpointing=False, log_interval=1, save_interval=100, eval_steps=16,
                          report_to="none", generation=generation)
@@ -72,7 +73,7 @@ def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, tiny_bart, monk
     saved = model.generation_config
     assert (saved.num_beams, saved.no_repeat_ngram_size, saved.length_penalty, saved.max_length) == (2, 2, 0.8, 7)
     assert json.loads((folder / "generation_settings.json").read_text())["num_beams"] == 2
-    assert json.loads((folder / "training_config.json").read_text())["model_name"] == str(tiny_bart)
+    assert json.loads((folder / "training_config.json").read_text())["model_name"] == TINY_BART
 
 
 def test_t5_gets_the_summarize_prefix(caplog):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import base_args, run_cli
-from training.train import build_parser, main, resolve_config
+from config import ConfigError, TrainingConfig
+from tests.training.conftest import REPO, TINY_BART, base_args, run_cli
+from training.train import build_parser, main, resolve_config, resolve_task, train
 
 README_COMMANDS = [
     "--use-deepseek-ocr --train prepared_data/train.jsonl --val prepared_data/val.jsonl "
@@ -24,7 +26,7 @@ README_COMMANDS = [
 EXTRA = ("--resume --overwrite --max-steps 5 --eval-steps 2 --seed 3 --lora --train-projector --report-to none "
          "--dry-run --num-epochs 2 --learning-rate 1e-4 --gradient-accumulation-steps 4 --mode tiny "
          "--max-train-samples 10 --max-eval-samples 3 --vision-cache disk --hf-val-split validation "
-         "--experts-implementation batched_mm")
+         "--experts-implementation batched_mm --device cpu --dtype bf16 --attn-implementation eager")
 
 
 @pytest.mark.parametrize("command", README_COMMANDS)
@@ -37,11 +39,18 @@ def test_readme_commands_parse(command):
     for flag, key in named.items():
         if flag in words:
             assert getattr(cfg, key) == words[words.index(flag) + 1]
-    # The task follows the model unless the seed's --use-deepseek-ocr names it: only the BART command is seq2seq.
-    assert cfg.task == ("seq2seq" if "facebook/bart-base" in words else "deepseek-ocr")
+    # The seed's --use-deepseek-ocr names the task; without it, train() decides it from the model (below).
+    assert cfg.task == ("deepseek-ocr" if "--use-deepseek-ocr" in words else None)
     assert cfg.push_to_hub == ("--push-to-hub" in words)
     if "--batch-size" in words:
         assert cfg.batch_size == int(words[words.index("--batch-size") + 1])
+
+
+def test_task_follows_the_model_unless_named():
+    assert resolve_task(TrainingConfig(model_name="tiny-random")).task == "deepseek-ocr"
+    assert resolve_task(TrainingConfig(model_name=TINY_BART)).task == "seq2seq"
+    with pytest.raises(ConfigError, match="is not a DeepSeek-OCR model"):
+        resolve_task(TrainingConfig(model_name=TINY_BART, task="deepseek-ocr"))
 
 
 def test_every_flag_overrides_the_config_file(tmp_path):
@@ -54,19 +63,21 @@ def test_every_flag_overrides_the_config_file(tmp_path):
     assert (cfg.model_name, cfg.batch_size, cfg.optimizer.warmup_steps) == ("x/y", 8, 7)  # file values kept
     assert (cfg.max_steps, cfg.eval_steps, cfg.seed, cfg.num_epochs, cfg.gradient_accumulation_steps) == (5, 2, 3, 2, 4)
     assert cfg.lora.enabled and cfg.train_projector and cfg.report_to == "none" and cfg.vision_cache == "disk"
-    assert cfg.experts_implementation == "batched_mm"
+    assert (cfg.load.experts_implementation, cfg.load.device, cfg.load.dtype, cfg.load.attn_implementation) == \
+        ("batched_mm", "cpu", "bf16", "eager")
     assert (cfg.optimizer.learning_rate, cfg.render.mode, cfg.max_train_samples, cfg.max_eval_samples) == \
         (1e-4, "tiny", 10, 3)
     assert build_parser().parse_args(["--resume"]).resume == "latest"
     help_text = build_parser().format_help()
-    for group in ("run:", "optimizer settings:", "lora settings:", "render settings:", "generation settings:"):
+    for group in ("run:", "optimizer settings:", "lora settings:", "render settings:", "generation settings:",
+                  "load settings:"):
         assert group in help_text
 
 
-def test_tiny_run_writes_a_loadable_folder_and_never_the_token(tmp_path, prepared, tiny_bart, tiny_config):
+def test_tiny_run_writes_a_loadable_folder_and_never_the_token(tmp_path, prepared, tiny_config):
     out = tmp_path / "run"
     secret = "hf_SECRETtoken123"
-    result = run_cli(base_args(prepared, tiny_bart, tiny_config, out, "--val", str(prepared / "val.jsonl"),
+    result = run_cli(base_args(prepared, TINY_BART, tiny_config, out, "--val", str(prepared / "val.jsonl"),
                                "--hub-token", secret))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "samples/s" in result.stderr and "tokens/s" in result.stderr
@@ -84,7 +95,7 @@ def test_tiny_run_writes_a_loadable_folder_and_never_the_token(tmp_path, prepare
     assert secret not in result.stdout + result.stderr
 
     # The same folder again: refused without --overwrite/--resume.
-    again = run_cli(base_args(prepared, tiny_bart, tiny_config, out))
+    again = run_cli(base_args(prepared, TINY_BART, tiny_config, out))
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.strip().splitlines()[-1].startswith("error: output folder")
 
@@ -98,7 +109,7 @@ def _write(path: Path, records: list[dict]) -> Path:
     ("missing", "data file not found"),
     ("empty", "data file is empty"),
     ("no_summary", "record has no 'summary'"),
-    ("unknown_model", "cannot load seq2seq model"),
+    ("unknown_model", "model 'no-such-user/no-such-model' is not available offline"),
     ("unknown_key", "unknown config key 'optimizer.learning_rat'"),
     ("batch_zero", "argument --batch-size: input should be greater than or equal to 1, got 0"),
     ("deepseek_model_as_seq2seq", "is a DeepSeek-OCR model: it trains with task deepseek-ocr"),
@@ -107,9 +118,9 @@ def _write(path: Path, records: list[dict]) -> Path:
     # Offline, the hub step fails; the error names it (not the model, which is fine).
     ("push_offline", "creating the hub repository 'someone/summarizer' failed"),
 ])
-def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, tiny_config, capsys):
+def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_config, capsys):
     train = str(prepared / "train.jsonl")
-    argv = ["--train", train, "--model-name", str(tiny_bart), "--output", str(tmp_path / "o"), "--report-to", "none"]
+    argv = ["--train", train, "--model-name", TINY_BART, "--output", str(tmp_path / "o"), "--report-to", "none"]
     if case == "missing":
         argv[1] = str(tmp_path / "nope.jsonl")
     elif case == "empty":
@@ -125,7 +136,7 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, ti
     elif case == "batch_zero":
         argv += ["--batch-size", "0"]
     elif case == "deepseek_model_as_seq2seq":
-        argv = argv[:2] + argv[4:] + ["--task", "seq2seq"]
+        argv = argv[:2] + argv[4:] + ["--task", "seq2seq", "--model-name", "tiny-random"]
     elif case == "deepseek_hub_offline":  # the README's first train command, offline (as CI runs)
         argv = argv[:2] + argv[4:] + ["--use-deepseek-ocr", "--model-name", "deepseek-ai/DeepSeek-OCR"]
     elif case == "missing_model_folder":
@@ -142,17 +153,17 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_bart, ti
     assert not (tmp_path / "o").exists()
 
 
-def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path, tiny_bart):
-    result = run_cli(["--train", str(tmp_path / "missing.jsonl"), "--model-name", "no-such-user/no-such-model"])
+def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
+    result = run_cli(["--train", str(tmp_path / "missing.jsonl"), "--model-name", TINY_BART])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"error: data file not found: {tmp_path / 'missing.jsonl'}"
     result = run_cli(["--batch-size", "zero"])
     assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_dry_run_writes_nothing(tmp_path, prepared, tiny_bart, tiny_config, capsys):
+def test_dry_run_writes_nothing(tmp_path, prepared, tiny_config, capsys):
     out = tmp_path / "dry"
-    assert main(base_args(prepared, tiny_bart, tiny_config, out, "--dry-run")) == 0
+    assert main(base_args(prepared, TINY_BART, tiny_config, out, "--dry-run")) == 0
     assert "configuration ok: 8 training" in capsys.readouterr().out and not out.exists()
 
 
@@ -165,3 +176,43 @@ def test_overwrite_drops_old_checkpoints(tmp_path):
     prepare_output_dir(tmp_path, overwrite=False, resume="latest")
     prepare_output_dir(tmp_path, overwrite=True, resume=None)
     assert not (tmp_path / "checkpoint-3").exists()
+
+
+def test_the_seeds_config_command_trains_on_the_prepared_data(tmp_path, prepared):
+    """`python -m training.train --config config.json --use-deepseek-ocr` with the README's JSON (no data key) in
+    a folder where data.prepare_datasets wrote its default outputs."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    config = readme.split("### Configuration file", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    assert "train_file" not in json.loads(config)
+    (tmp_path / "config.json").write_text(config)
+    argv = ["--config", "config.json", "--use-deepseek-ocr", "--model-name", "tiny-random", "--dry-run"]
+    missing = run_cli(argv, cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "--train FILE" in missing.stderr and "--hf-dataset ID" in missing.stderr
+
+    shutil.copytree(prepared, tmp_path / "prepared_data")
+    found = run_cli(argv, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert "training on prepared_data/train.jsonl, validating on prepared_data/val.jsonl" in found.stdout
+    assert "configuration ok: 8 training and 8 validation records, output ./models/experiment-1" in found.stdout
+
+
+@pytest.mark.parametrize("model", ["tiny-random", TINY_BART])
+def test_train_returns_what_the_run_did(tmp_path, prepared, model):
+    cfg = resolve_config(build_parser().parse_args([
+        "--model-name", model, "--mode", "tiny", "--train", str(prepared / "train.jsonl"), "--val",
+        str(prepared / "val.jsonl"), "--output", str(tmp_path / "run"), "--max-steps", "4", "--eval-steps", "2",
+        "--batch-size", "2", "--gradient-accumulation-steps", "1", "--max-length", "8", "--report-to", "none",
+        "--no-gradient-checkpointing", "--max-eval-samples", "2", "--generation-max-new-tokens", "4", "--max-source-length", "96",
+        "--device", "cpu"]))
+    result = train(cfg)
+    assert result.output_dir == str(tmp_path / "run") and result.steps == 4
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert result.val_losses == [(h["step"], h["eval_loss"]) for h in state["log_history"] if "eval_loss" in h]
+    assert [step for step, _ in result.val_losses] == [2, 4]
+    assert result.metrics["eval_loss"] == result.val_losses[-1][1]
+    assert result.step_seconds == pytest.approx(result.train_seconds / 4) and result.train_seconds > 0
+    if model == "tiny-random":  # every bundled summary is longer than 8 tokens
+        assert result.truncated_targets == 4 * 2 and result.truncated_sources == 0
+    else:
+        assert result.truncated_targets is None and result.truncated_sources is None

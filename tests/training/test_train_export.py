@@ -9,7 +9,7 @@ import torch
 
 from model.checkpoint.convert import load_model
 from model.checkpoint.export import main as export_main
-from tests.training.conftest import base_args, model_args
+from tests.training.conftest import TINY_BART, base_args, model_args
 from training.train import main
 
 
@@ -18,9 +18,9 @@ def _same_weights(first: str, second: str) -> bool:
     return set(a) == set(b) and all(torch.equal(a[key], value) for key, value in b.items())
 
 
-def test_lora_run_exports_its_final_model_and_checkpoints_merged(tmp_path, prepared, tiny_bart, tiny_config):
+def test_lora_run_exports_its_final_model_and_checkpoints_merged(tmp_path, prepared, tiny_config):
     out, export = tmp_path / "run", tmp_path / "official"
-    argv = [*base_args(prepared, tiny_bart, tiny_config, out, "--max-steps", "2"), *model_args("deepseek", tiny_bart),
+    argv = [*base_args(prepared, TINY_BART, tiny_config, out, "--max-steps", "2"), *model_args("deepseek"),
             "--lora", "--export", str(export), "--export-dtype", "float32"]
     assert main(argv) == 0
     assert json.loads((export / "config.json").read_text())["model_type"] == "deepseek_vl_v2"
@@ -37,11 +37,11 @@ def test_lora_run_exports_its_final_model_and_checkpoints_merged(tmp_path, prepa
     assert not (tmp_path / "x").exists()
 
 
-def test_busy_export_folder_is_refused_before_training(tmp_path, prepared, tiny_bart, tiny_config, capsys):
+def test_busy_export_folder_is_refused_before_training(tmp_path, prepared, tiny_config, capsys):
     out, export = tmp_path / "run", tmp_path / "official"
     export.mkdir()
     (export / "notes.txt").write_text("mine")
-    argv = [*base_args(prepared, tiny_bart, tiny_config, out), *model_args("deepseek", tiny_bart),
+    argv = [*base_args(prepared, TINY_BART, tiny_config, out), *model_args("deepseek"),
             "--export", str(export)]
     assert main(argv) == 2
     assert "not empty" in capsys.readouterr().err
