@@ -15,37 +15,40 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from config.modes import MAX_TILES, MIN_TILES, RESOLUTION_MODES, TILE_SIZE, tile_count, tile_grid
+from config.modes import (
+    MAX_TILES,
+    MIN_TILES,
+    RESOLUTION_MODES,
+    TILE_SIZE,
+    tile_count,
+    tile_grid,
+    vision_tokens_per_view,
+)
 
-PATCH_SIZE = 16
-DOWNSAMPLE = 4  # net_2 and net_3 each halve the SAM grid
 PAD_COLOR = (127, 127, 127)  # int(0.5 * 255) per channel, as the official code computes it
 DIRECT_RESIZE_MAX = 640  # non-crop views up to this side are resized, larger ones padded
 
 
-def _queries(side: int) -> int:
-    return math.ceil(side / PATCH_SIZE / DOWNSAMPLE)
+def tokens_per_side(side: int) -> int:
+    """Vision tokens along one side of a square view of `side` pixels (config.modes owns the count per view)."""
+    return math.isqrt(vision_tokens_per_view(side))
+
+
+def layout_placeholders(side_tokens: int, tile_side_tokens: int, crop_grid: tuple[int, int] = (1, 1)) -> int:
+    """Placeholder tokens of one image from its tokens per side: q*(q+1)+1 for a global view of q x q tokens
+    (a newline after each row, a separator at the end), plus (qt*cols+1)*(qt*rows) for a (cols, rows) grid of
+    qt x qt-token tiles; (1, 1) means no tiles (and tile_side_tokens is not read)."""
+    q, qt = side_tokens, tile_side_tokens
+    cols, rows = crop_grid
+    return q * (q + 1) + 1 + ((qt * cols + 1) * (qt * rows) if tile_count(crop_grid) else 0)
 
 
 def num_image_placeholders(base_size: int, image_size: int, crop_grid: tuple[int, int] = (1, 1)) -> int:
-    """Placeholder tokens of one image: q*(q+1)+1 for the global view of side `base_size`, plus
-    (qt*cols+1)*(qt*rows) for a (cols, rows) grid of `image_size` tiles; (1, 1) means no tiles.
+    """Placeholder tokens of one image: a global view of side `base_size` and a grid of `image_size` tiles.
 
     73/111/273/421 for 512/640/1024/1280 views; gundam 1024/640 with 3x2 tiles: 893.
     """
-    q = _queries(base_size)
-    count = q * (q + 1) + 1
-    cols, rows = crop_grid
-    if tile_count(crop_grid):
-        qt = _queries(image_size)
-        count += (qt * cols + 1) * (qt * rows)
-    return count
-
-
-def placeholder_count_for_image(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
-    """Placeholder tokens that a width x height page costs in a resolution mode."""
-    processor = DeepSeekOCRImageProcessor.from_mode(mode, max_tiles=max_tiles)
-    return processor.num_placeholders(processor.crop_grid(width, height))
+    return layout_placeholders(tokens_per_side(base_size), tokens_per_side(image_size), crop_grid)
 
 
 def normalize_pixels(chw_u8: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
 )
 from transformers.utils import ModelOutput
 
-from config.modes import TILE_SIZE, tile_count
+from config.modes import tile_count
 from model.configuration import DeepSeekOCRConfig
 from model.decoder import DeepSeekOCRDecoder
 from model.deep_encoder import DeepEncoder
-from model.image_processing import num_image_placeholders
+from model.image_processing import layout_placeholders, tokens_per_side
 from model.vision_layout import layout_vision_embeddings
 
 _VISION_KWARGS = ("pixel_values", "pixel_values_tiles", "images_spatial_crop", "vision_features")
@@ -64,19 +64,23 @@ def layout_pages(global_embeds, tile_embeds, images_spatial_crop, image_newline,
 
 
 def _page_lengths(vision: dict) -> list[int]:
-    """Placeholder count of each page, from the sizes of its views (64 pixels per token side)."""
+    """Placeholder count of each page, from the tokens per side of its views (cached features) or from the
+    sides of its pixels."""
     features = vision.get("vision_features")
+    tiles = None
     if features is not None:
-        base = math.isqrt(features.global_feats.shape[1]) * 64
-        tile = math.isqrt(features.tiles.shape[1]) * 64 if features.tiles is not None else TILE_SIZE
+        side = math.isqrt(features.global_feats.shape[1])
+        if features.tiles is not None:
+            tiles = math.isqrt(features.tiles.shape[1])
         n_pages = features.global_feats.shape[0]
     else:
-        base, n_pages = vision["pixel_values"].shape[-1], vision["pixel_values"].shape[0]
-        tiles = vision.get("pixel_values_tiles")
-        tile = tiles.shape[-1] if tiles is not None else TILE_SIZE
+        side, n_pages = tokens_per_side(vision["pixel_values"].shape[-1]), vision["pixel_values"].shape[0]
+        if vision.get("pixel_values_tiles") is not None:
+            tiles = tokens_per_side(vision["pixel_values_tiles"].shape[-1])
     crops = vision.get("images_spatial_crop")
     crops = crops.tolist() if crops is not None else [[1, 1]] * n_pages
-    return [num_image_placeholders(base, tile, tuple(crop)) for crop in crops]
+    # Without tiles a grid that asks for some is refused by `layout_pages`; counting them as empty is harmless.
+    return [layout_placeholders(side, tiles or 0, tuple(crop)) for crop in crops]
 
 
 def expand_vision_inputs(vision: dict, input_ids: torch.Tensor, image_token_id: int, expand_size: int) -> dict:

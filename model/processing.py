@@ -13,11 +13,6 @@ Text input (`input_mode="text"`) is the control that measures what compression c
 document's own text tokens where the placeholders would be, and nothing else in the prompt changes:
 
     BOS, text tokens of the document (its first max_source_length), tokens of "\\n" + instruction
-
-Text input (`input_mode="text"`) is the control experiment for the cost of compression: the same decoder reads
-the document's own text tokens where the placeholders would be, and nothing else in the prompt changes:
-
-    BOS, text tokens of the document (at most max_source_length), tokens of "\n" + instruction
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ BOS: the tokenizer adds it (`add_bos_token=True`, as the official LlamaTokenizer
 from __future__ import annotations
 
 import json
-import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from transformers import PreTrainedTokenizerFast
 
 from data.tokens import bpe_tokenizer_path
 
-logger = logging.getLogger(__name__)
 
 BOS_TOKEN, BOS_TOKEN_ID = "<｜begin▁of▁sentence｜>", 0
 EOS_TOKEN, EOS_TOKEN_ID = "<｜end▁of▁sentence｜>", 1
@@ -88,22 +86,11 @@ def build_offline_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def load_tokenizer(source=None) -> PreTrainedTokenizerFast:
-    """The tokenizer of a model source (a ModelSource, a folder, or a name for model/checkpoint/source.py; a
-    processor's folder without config.json too): its own tokenizer.json where it has one; otherwise (None, a
-    preset, no tokenizer.json, an unreachable hub id) the offline tokenizer, which has the same ids."""
-    from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
-
-    folder = None
-    if isinstance(source, ModelSource):
-        folder = source.path
-    elif source is not None and Path(source).expanduser().is_dir():
-        folder = Path(source).expanduser()
-    elif source is not None:
-        try:
-            folder = resolve_model_source(source).path
-        except ModelSourceError as error:
-            logger.warning("no tokenizer for %s (%s); using the offline DeepSeek-OCR tokenizer", source, error)
+def load_tokenizer(folder=None) -> PreTrainedTokenizerFast:
+    """The tokenizer of a model folder (a trained, exported or official one, a hub id's snapshot, a processor's
+    folder): its own tokenizer.json where it has one; otherwise (None, no tokenizer.json) the offline tokenizer,
+    which has the same ids."""
+    folder = Path(folder).expanduser() if folder is not None else None
     if folder is not None and (folder / "tokenizer.json").is_file():
         return _folder_tokenizer(folder)
     return build_offline_tokenizer()

@@ -43,17 +43,17 @@ from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_stat
 from model.checkpoint.official_keys import to_official_state_dict
 from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
 from model.configuration import TINY_PRESET
-from model.image_processing import DOWNSAMPLE, PATCH_SIZE
 from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, IGNORE_INDEX, PROCESSOR_CONFIG_NAME
 from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN
 
 INDEX_FILE = "model.safetensors.index.json"
-# The official processor_config.json (DeepseekVLV2Processor): engines hand these to their own processor.
+# The official processor_config.json (DeepseekVLV2Processor): engines hand these to their own processor (16-pixel
+# SAM patches, downsampled 4x per side: config.modes.vision_tokens_per_view's count).
 OFFICIAL_PROCESSOR_CONFIG = {
-    "add_special_token": False, "candidate_resolutions": [[1024, 1024]], "downsample_ratio": DOWNSAMPLE,
+    "add_special_token": False, "candidate_resolutions": [[1024, 1024]], "downsample_ratio": 4,
     "ignore_id": IGNORE_INDEX, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
     "image_token": IMAGE_TOKEN, "mask_prompt": False, "normalize": True, "pad_token": PAD_TOKEN,
-    "patch_size": PATCH_SIZE, "processor_class": "DeepseekVLV2Processor", "sft_format": "deepseek",
+    "patch_size": 16, "processor_class": "DeepseekVLV2Processor", "sft_format": "deepseek",
 }
 
 

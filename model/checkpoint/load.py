@@ -67,7 +67,7 @@ def deepseek_ocr_processor(source: ModelSource, mode: str):
 
     if source.path is not None and saved_processor_config(source.path) is not None:
         return DeepSeekOCRProcessor.from_pretrained(source.path)
-    return DeepSeekOCRProcessor(load_tokenizer(source), DeepSeekOCRImageProcessor.from_mode(mode))
+    return DeepSeekOCRProcessor(load_tokenizer(source.path), DeepSeekOCRImageProcessor.from_mode(mode))
 
 
 def load_seq2seq(source: ModelSource, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:

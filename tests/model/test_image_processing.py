@@ -3,13 +3,14 @@ import pytest
 import torch
 from PIL import Image
 
-from config.modes import RESOLUTION_MODES, tile_grid
-from model.image_processing import (
-    DeepSeekOCRImageProcessor,
-    normalize_pixels,
-    num_image_placeholders,
-    placeholder_count_for_image,
-)
+from config.modes import RESOLUTION_MODES, tile_grid, vision_tokens_per_view
+from model.checkpoint.export import OFFICIAL_PROCESSOR_CONFIG
+from model.image_processing import DeepSeekOCRImageProcessor, normalize_pixels, num_image_placeholders
+
+
+def page_placeholders(mode: str, width: int, height: int) -> int:
+    """Placeholders of a blank width x height page, as the mode's processor counts them when it processes it."""
+    return DeepSeekOCRImageProcessor.from_mode(mode)(Image.new("RGB", (width, height))).num_placeholders
 
 
 def _official_count(base_size: int, image_size: int, cols: int, rows: int) -> int:
@@ -25,7 +26,7 @@ def _official_count(base_size: int, image_size: int, cols: int, rows: int) -> in
 def test_placeholders_without_tiles(side, expected):
     assert num_image_placeholders(side, side) == expected
     mode = {512: "tiny", 640: "small", 1024: "base", 1280: "large"}[side]
-    assert placeholder_count_for_image(mode, 1800, 2400) == expected
+    assert page_placeholders(mode, 1800, 2400) == expected
     assert DeepSeekOCRImageProcessor.from_mode(mode).num_placeholders() == expected
 
 
@@ -34,8 +35,8 @@ def test_placeholders_without_tiles(side, expected):
 def test_gundam_placeholders_match_official_rule(size):
     cols, rows = tile_grid(*size)
     expected = _official_count(1024, 640, cols, rows)
-    assert placeholder_count_for_image("gundam", *size) == expected
-    assert placeholder_count_for_image("page", *size) == expected
+    assert page_placeholders("gundam", *size) == expected
+    assert page_placeholders("page", *size) == expected
     assert num_image_placeholders(1024, 640, (cols, rows)) == 273 + ((10 * cols + 1) * 10 * rows if cols * rows > 1
                                                                       else 0)
 
@@ -43,8 +44,15 @@ def test_gundam_placeholders_match_official_rule(size):
 def test_documented_gundam_examples_and_fixture_counts(reference_tensors):
     assert num_image_placeholders(1024, 640, (2, 3)) == 903
     assert num_image_placeholders(1024, 640, (3, 2)) == 893
-    assert placeholder_count_for_image("tiny", 700, 500) == int(reference_tensors["a_num_image_tokens"]) == 73
-    assert placeholder_count_for_image("gundam", 1400, 900) == int(reference_tensors["b_num_image_tokens"]) == 893
+    assert page_placeholders("tiny", 700, 500) == int(reference_tensors["a_num_image_tokens"]) == 73
+    assert page_placeholders("gundam", 1400, 900) == int(reference_tensors["b_num_image_tokens"]) == 893
+
+
+@pytest.mark.parametrize("side", [512, 640, 1024, 1280])
+def test_official_patch_and_downsample_give_the_modes_token_count(side):
+    """The exported processor_config.json tells engines the geometry that config.modes counts with."""
+    pixels_per_token = OFFICIAL_PROCESSOR_CONFIG["patch_size"] * OFFICIAL_PROCESSOR_CONFIG["downsample_ratio"]
+    assert vision_tokens_per_view(side) == (side // pixels_per_token) ** 2
 
 
 def test_case_a_preprocessing_is_bit_exact(reference_tensors):
