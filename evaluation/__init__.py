@@ -1,4 +1,5 @@
-"""Evaluation layer: ROUGE and compression metrics, generation over a dataset, the evaluate CLI and report.
+"""Evaluation layer: ROUGE and compression metrics, the evaluate CLI and its report (generation, below it in the
+layers, is inference.generate; `python -m evaluation.generate` hands over to it).
 
 Names are imported on first use so that `from evaluation import evaluate_pairs` (and scoring worker processes)
 never pull in torch or transformers.

@@ -5,8 +5,9 @@ the first one merges the parts, in input order, into the one predictions file.
     accelerate launch --num_processes 4 -m evaluation.generate test.jsonl --model M --output predictions.jsonl
 
 Both launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them (a plain `python -m`)
-there is one process and nothing here is used. The processes meet twice through a gloo process group (it works
-with and without GPUs, and only carries the two barriers):
+there is one process and nothing here is used. The processes meet through a gloo process group (it works with and
+without GPUs, and only carries these few messages):
+0. the command's processes compare their checks of the flags and inputs: a bad input is reported once, by the first;
 1. before generating: the first process folds the parts an interrupted run left (of any process count) into the
    predictions file, so every process sees the same finished ids and takes the same share of the rest;
 2. after generating: it merges the new parts into the predictions file (written atomically) and deletes them.
@@ -19,10 +20,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
+
+from inference.predictions import completed_ids
 
 # The second barrier waits for the slowest process's whole share: hours on a large test set.
 BARRIER_TIMEOUT = timedelta(days=2)
@@ -60,6 +64,23 @@ class Processes:
         if dist.is_initialized():
             dist.destroy_process_group()
 
+    def any_problem(self, problem: Optional[str]) -> bool:
+        """Whether any process found its inputs unusable (`problem`: this one's message, or None). The processes
+        compare before any work, so a bad input stops them all; the first prints each distinct message once and
+        the others wait until it has (torchrun ends every process as soon as one ends, message or not)."""
+        import torch.distributed as dist
+
+        self.start()
+        problems: list[Optional[str]] = [None] * self.size
+        dist.all_gather_object(problems, problem)
+        found = [message for message in dict.fromkeys(problems) if message]
+        if found:
+            if self.is_main:
+                print("\n".join(found), file=sys.stderr, flush=True)
+            self.barrier()
+            self.stop()
+        return bool(found)
+
     def device(self, requested: str) -> str:
         """One GPU per process (the launcher's LOCAL_RANK) when CUDA is asked for or automatic."""
         import torch
@@ -83,8 +104,6 @@ def part_files(output: Path) -> list[Path]:
 def merge_parts(output: Path, order: Sequence[str]) -> int:
     """Fold every part file into `output`: one line per id, ids of `order` (the input's order) first, any other id
     after them as found; written through a temporary file, then the parts are deleted. Returns the line count."""
-    from inference.generate import completed_ids
-
     parts = part_files(output)
     if not parts:
         return len(completed_ids(output))
@@ -127,7 +146,8 @@ def merge_shares(output: Path, order: Sequence[str], processes: Processes) -> No
     if processes.size == 1:
         return
     processes.barrier()
-    if processes.is_main:
+    parts = part_files(output) if processes.is_main else []
+    if parts:  # none when every record was done before this run
         count = merge_parts(output, order)
-        print(f"[generate] merged the parts of {processes.size} processes: {count} predictions in {output}")
+        print(f"[generate] merged the parts of {len(parts)} processes: {count} predictions in {output}")
     processes.stop()

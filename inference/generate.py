@@ -19,41 +19,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, NoReturn, Optional
 
-from config import to_dict
-from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
+from config import ConfigError, to_dict
+from config.cli import USAGE_ERROR, Parser, add_settings_arguments, first_line, run_command, settings_from_args
 from config.jobs import GenerateJob
 from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
 from inference.distributed import Processes, gather_parts, merge_shares, part_path
-
-
-class GenerateError(Exception):
-    """A problem with the inputs or the output file, reported as one line."""
+from inference.predictions import GenerateError, completed_ids
 
 
 def settings_path(output: Path) -> Path:
     return output.with_name(output.name + ".settings.json")
-
-
-def completed_ids(output: Path) -> set[str]:
-    """Ids already in `output`; a last line without its newline (a kill mid-write) is cut off first."""
-    if not output.exists():
-        return set()
-    data = output.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(output, "r+b") as handle:
-            handle.truncate(keep)
-    done = set()
-    for number, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                done.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise GenerateError(f"{output}:{number} is not a prediction line; move the file away or "
-                                    f"use --overwrite") from None
-    return done
 
 
 def _records(data_file: Path, max_samples: Optional[int]) -> Iterator[dict[str, Any]]:
@@ -88,38 +65,52 @@ class GenerateResult:
 def generate(job: GenerateJob) -> GenerateResult:
     """A summary for every record of `job.data_file` into `job.output`, resumable, shared between the processes of
     a torchrun / accelerate launch."""
-    began = time.perf_counter()
+    return _generate(job, _checked_records(job))
+
+
+def _checked_records(job: GenerateJob) -> list[dict[str, Any]]:
+    """The records to summarize, once the inputs are checked: all of it before any process meets another, so a
+    bad input stops every process alike."""
     data_file, output = Path(job.data_file), Path(job.output)
     if not data_file.is_file():
         raise GenerateError(f"data file not found: {data_file}")
-    recorded = {"model": job.model, "data_file": str(data_file), "generation": to_dict(job.generation),
-                "use_images": not job.render_text}
     if not job.overwrite and output.exists() and settings_path(output).exists():
         previous = json.loads(settings_path(output).read_text(encoding="utf-8"))
-        if previous != recorded:
+        if previous != _recorded(job):
             raise GenerateError(f"{output} was generated with other settings ({settings_path(output).name}); "
                                 f"use --overwrite or another --output")
+    return list(_records(data_file, job.max_samples))
+
+
+def _recorded(job: GenerateJob) -> dict[str, Any]:
+    """What makes two runs' predictions comparable (kept beside the output)."""
+    return {"model": job.model, "data_file": str(Path(job.data_file)), "generation": to_dict(job.generation),
+            "use_images": not job.render_text}
+
+
+def _generate(job: GenerateJob, all_records: list[dict[str, Any]]) -> GenerateResult:
+    began = time.perf_counter()
+    output = Path(job.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    all_records = list(_records(data_file, job.max_samples))
     order = [str(record["id"]) for record in all_records]
     # Under torchrun / accelerate launch each process takes a share of the records and writes its own part.
     processes = Processes.from_env()
     gather_parts(output, order, processes, overwrite=job.overwrite)
     done = completed_ids(output)
-    records = processes.share([r for r in all_records if str(r["id"]) not in done])
+    remaining = [record for record in all_records if str(record["id"]) not in done]
+    records = processes.share(remaining)
     if processes.is_main:
-        write_json_atomic(settings_path(output), recorded)
+        write_json_atomic(settings_path(output), _recorded(job))
+        if not remaining:
+            print(f"[generate] nothing to do: all {len(done)} records of {job.data_file} are in {output}")
     generated = skipped = 0
     if records:
-        generated, skipped = _generate_records(job, records, data_file, processes, len(done))
-    elif processes.size == 1:
-        print(f"[generate] nothing to do: all {len(done)} records of {data_file} are in {output}")
+        generated, skipped = _generate_records(job, records, processes, len(done))
     merge_shares(output, order, processes)
     return GenerateResult(output, generated, skipped, len(done), round(time.perf_counter() - began, 3))
 
 
-def _generate_records(job: GenerateJob, records: list[dict], data_file: Path, processes: Processes,
-                      done: int) -> tuple[int, int]:
+def _generate_records(job: GenerateJob, records: list[dict], processes: Processes, done: int) -> tuple[int, int]:
     from tqdm import tqdm
 
     from data.tokens import count_text_tokens
@@ -136,7 +127,7 @@ def _generate_records(job: GenerateJob, records: list[dict], data_file: Path, pr
             batch, documents = [], []
             for record in records[start:start + settings.batch_size]:
                 try:
-                    documents.append(_document(summarizer, record, data_file.parent, not job.render_text))
+                    documents.append(_document(summarizer, record, Path(job.data_file).parent, not job.render_text))
                     batch.append(record)
                 except InputError as err:  # e.g. a document longer than the page cap: counted, not fatal
                     failed += 1
@@ -172,12 +163,40 @@ def job_from_args(args: argparse.Namespace) -> GenerateJob:
     return settings_from_args(build_parser(), GenerateJob, args, generation=saved)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the inputs (flags, data, model name, output file, device): reported as one line."""
     from model.checkpoint.device import DeviceError
+    from model.checkpoint.load import ModelLoadError
     from model.checkpoint.source import ModelSourceError
 
-    return run_command(build_parser(), lambda args: generate(job_from_args(args)) and 0, argv,
-                       (GenerateError, JsonlError, ModelSourceError, DeviceError))
+    return (ConfigError, GenerateError, JsonlError, ModelSourceError, ModelLoadError, DeviceError)
+
+
+def _run(args: argparse.Namespace) -> int:
+    processes = Processes.from_env()
+    job = records = problem = None
+    try:
+        job = job_from_args(args)
+        records = _checked_records(job)
+    except user_errors() as err:
+        if processes.size == 1:
+            raise
+        problem = f"error: {first_line(err)}"
+    if processes.size > 1 and processes.any_problem(problem):
+        return USAGE_ERROR
+    _generate(job, records)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser, processes = build_parser(), Processes.from_env()
+    if processes.size > 1:
+        def error(message: str) -> NoReturn:  # the same flags in every process: the first one says what is wrong
+            processes.any_problem(f"{parser.prog}: error: {message}")
+            parser.exit(USAGE_ERROR)
+
+        parser.error = error
+    return run_command(parser, _run, argv, user_errors())
 
 
 if __name__ == "__main__":

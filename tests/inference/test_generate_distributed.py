@@ -1,7 +1,9 @@
 """Generation over two CPU processes (torchrun, gloo): the same predictions, in the same order, as one process;
-a two-process run killed midway resumes to the same file."""
+a two-process run killed midway resumes to the same file, generating only what its parts do not hold; a bad input
+is reported once."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +31,11 @@ def data_file(tmp_path_factory):
 def _args(data_file, model, output):
     return [str(data_file), "--model", str(model), "--output", str(output), "--device", "cpu",
             "--max-new-tokens", "6", "--batch-size", "1"]
+
+
+def _generated(stdout):
+    """Predictions each process reports writing: (count, file) per process that generated any."""
+    return [(int(count), name) for count, name in re.findall(r"wrote (\d+) predictions to (\S+)", stdout)]
 
 
 def _untimed(path):
@@ -88,9 +95,48 @@ def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process
     result = subprocess.run(_two_processes(_args(data_file, tiny_model_dir, out))[0], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    # Each process reports the finished records it skipped: those the killed run had written.
-    assert f"({written} already done)" in result.stdout
+    # Each process reports the finished records it skipped (those the killed run had written) and generates
+    # only the rest: the merge would hide a record generated twice, the counts do not.
+    assert result.stdout.count(f"({written} already done)") == 2
+    assert sum(count for count, _ in _generated(result.stdout)) == N_RECORDS - written
     assert _untimed(out) == one_process and part_files(out) == []
+
+
+def test_two_processes_resume_from_parts_and_generate_only_the_rest(tiny_model_dir, data_file, one_process,
+                                                                      tmp_path):
+    out = tmp_path / "pred.jsonl"
+    lines = [json.dumps(row) + "\n" for row in one_process]
+    # As a killed three-process run leaves them: records 0, 1, 2 and 4 in its parts, and a line cut short.
+    (tmp_path / "pred.jsonl.part-000-of-003").write_text(lines[0])
+    (tmp_path / "pred.jsonl.part-001-of-003").write_text(lines[1] + lines[4])
+    (tmp_path / "pred.jsonl.part-002-of-003").write_text(lines[2] + '{"id": "cut-off", "predic')
+    command, env = _two_processes(_args(data_file, tiny_model_dir, out))
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The remaining records 3, 5, 6, 7 are dealt out in turn: two to each process, each generated once.
+    assert sorted(_generated(result.stdout)) == [(2, str(out) + ".part-000-of-002"),
+                                                 (2, str(out) + ".part-001-of-002")]
+    assert _untimed(out) == one_process and part_files(out) == []
+    # Run again once finished: nothing is generated, merged or claimed to be.
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"nothing to do: all {N_RECORDS} records" in result.stdout
+    assert "merged" not in result.stdout and _generated(result.stdout) == []
+    assert _untimed(out) == one_process
+
+
+def test_a_bad_input_under_torchrun_is_reported_once(tiny_model_dir, tmp_path):
+    """Every process checks the inputs before the processes meet; only the first says what is wrong. torchrun
+    itself ends any failed run with its own report and status 1, whatever status its workers had: here 2."""
+    missing = tmp_path / "absent.jsonl"
+    command, env = _two_processes(_args(missing, tiny_model_dir, tmp_path / "pred.jsonl"))
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count(f"error: data file not found: {missing}") == 1, result.stderr[-3000:]
+    # torchrun's report: a worker ended with status 2 (the other with 2 too, or stopped by torchrun: SIGTERM).
+    statuses = re.findall(r"exitcode\s*:\s*(-?\d+)", result.stderr)
+    assert "2" in statuses and set(statuses) <= {"2", "-15"}, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr.split("error: data file not found")[0]  # no worker traceback
 
 
 def test_one_process_resumes_the_parts_of_a_multi_process_run(tiny_model_dir, data_file, one_process, tmp_path,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from config import LoadSettings
 from inference import infer
 from inference.summarizer import DeepSeekSummarizer
 
@@ -24,8 +25,8 @@ def patched(monkeypatch, summarizer):
     """from_pretrained returns the already loaded tiny summarizer; records what it was asked for."""
     calls = []
 
-    def fake(path, device=None, dtype=None, experts_implementation=None):
-        calls.append((str(path), device, dtype, experts_implementation))
+    def fake(path, load=None):
+        calls.append((str(path), load))
         return summarizer
 
     monkeypatch.setattr(DeepSeekSummarizer, "from_pretrained", staticmethod(fake))
@@ -48,14 +49,14 @@ def set_stdin(monkeypatch, data: bytes, tty: bool = False):
 def test_experts_implementation_reaches_the_loader(patched, article, capsys, tiny_model_dir):
     code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "2",
                        "--experts_implementation", "eager"])
-    assert code == 0 and patched == [(str(tiny_model_dir), None, None, "eager")]
+    assert code == 0 and patched == [(str(tiny_model_dir), LoadSettings(experts_implementation="eager"))]
 
 
 def test_text_file_json_output(patched, article, capsys, summarizer, tiny_model_dir):
     code = infer.main(["--model_path", str(tiny_model_dir), "--input_file", str(article), "--max_length", "3",
                        "--json", "--device", "cpu"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0 and patched == [(str(tiny_model_dir), "cpu", None, None)]
+    assert code == 0 and patched == [(str(tiny_model_dir), LoadSettings(device="cpu"))]
     assert out["input"] == str(article) and out["pages"] == 1 and out["vision_tokens"] == 64
     assert out["summary"] == summarizer.summarize_text(ARTICLE, max_length=3).summary
 
@@ -123,7 +124,7 @@ def test_no_model_and_no_input(monkeypatch, article, capsys, tiny_model_dir):
     ("./nonexistent", "model folder not found: ./nonexistent"),  # a path, not a hub id to download
     ("{article}", "is a file; pass the model folder"),
     ("{tmp}", "is not a model folder: it has no config.json"),
-    ("no-such-preset", "is neither a preset (tiny-random), an existing folder, nor a hub id"),
+    ("no-such-preset", "is neither a preset (tiny-random, tiny-random-bart), an existing folder, nor a hub id"),
 ])
 def test_unloadable_model_is_one_line(tmp_path, article, capsys, name, message):
     name, message = (text.format(tmp=tmp_path, article=article) for text in (name, message))
