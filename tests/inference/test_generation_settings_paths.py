@@ -65,10 +65,14 @@ def received(monkeypatch, summarizer):
 
 
 def flags(settings: GenerationSettings, names, spell) -> list[str]:
+    """Hand-spelled flags (not to_argv's) giving each named field its value in `settings`."""
     argv = []
     for name in names:
         value = getattr(settings, name)
-        argv += [spell(name) if value else spell(f"no_{name}")] if isinstance(value, bool) else [spell(name), str(value)]
+        if isinstance(value, bool):
+            argv.append(spell(name) if value else spell(f"no_{name}"))
+        else:
+            argv += [spell(name), str(value)]
     return argv
 
 
