@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from config import GenerationSettings, TrainingConfig, apply_overrides
+from config import ConfigError, GenerationSettings, LoadSettings, TrainingConfig, apply_overrides
 from tests.training.conftest import TINY_BART
 from training.arguments import training_arguments
 from training.data import load_jsonl_records
@@ -28,6 +28,11 @@ def test_training_arguments_map_the_config(tmp_path):
     assert not deepseek.remove_unused_columns and deepseek.eval_strategy.value == "epoch"
     assert training_arguments(cfg, evaluate=False).eval_strategy.value == "no"
     assert training_arguments(TrainingConfig(output_dir=str(tmp_path))).report_to == ["tensorboard"]
+    # load.device cpu keeps the Trainer on the CPU; a numbered GPU is the launcher's choice, not a setting.
+    assert training_arguments(TrainingConfig(output_dir=str(tmp_path), load=LoadSettings(device="cpu"))).use_cpu
+    assert not training_arguments(TrainingConfig(output_dir=str(tmp_path))).use_cpu
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES"):
+        training_arguments(TrainingConfig(output_dir=str(tmp_path), load=LoadSettings(device="cuda:1")))
 
 
 def test_baseline_learns_and_decodes_one_way(tmp_path, prepared, monkeypatch):
