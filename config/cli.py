@@ -197,11 +197,15 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+ErrorTypes = tuple[type[BaseException], ...]
+
+
 def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int]], argv=None,
-                user_errors: tuple[type[BaseException], ...] = ()) -> int:
+                user_errors: ErrorTypes | Callable[[], ErrorTypes] = ()) -> int:
     """Parse, run, and turn the errors a user can fix into one `error:` line and exit status 2.
 
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. `user_errors` may be a function returning the types, called
+    only when something fails, so `--help` never imports the heavy modules that define them.
     """
     args = parser.parse_args(argv)
     try:
@@ -210,6 +214,8 @@ def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int
         print(f"\n{parser.prog}: interrupted; re-running the same command resumes where that is possible",
               file=sys.stderr)
         return INTERRUPTED
-    except (ConfigError, *user_errors) as err:
+    except Exception as err:
+        if not isinstance(err, (ConfigError, *(user_errors() if callable(user_errors) else user_errors))):
+            raise
         print(f"error: {first_line(err)}", file=sys.stderr)
         return USAGE_ERROR

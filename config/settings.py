@@ -105,11 +105,13 @@ class LoadSettings:
     """How a model is loaded: device, precision and kernels. One block for training (`TrainingConfig.load`),
     generation and inference (flags of the same names) and the API server (DEVICE, DTYPE, ... variables)."""
 
-    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu)",
+    device: Optional[Str] = Field(None, description="cpu, cuda, cuda:1... (default: cuda if available, else cpu; "
+                                  "training: cpu or cuda, its GPUs chosen with CUDA_VISIBLE_DEVICES)",
                                   json_schema_extra=_flags("--device"))
-    dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, fp32/float32 "
-                                 "(default: auto = bf16 where the device supports it, else float32; in training: "
-                                 "mixed_precision's)", json_schema_extra=_flags("--dtype"))
+    dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, "
+                                 "fp32/float32 (default: auto = bf16 where the device supports it, else float32; "
+                                 "in training: the frozen weights' dtype, default mixed_precision's half dtype)",
+                                 json_schema_extra=_flags("--dtype"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernels", json_schema_extra=_flags("--attn-implementation"))
     experts_implementation: Optional[ExpertsImplementation] = Field(

@@ -258,7 +258,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             train(cfg, resume=args.resume, overwrite=args.overwrite, hub_token=args.hub_token)
 
-    return run_command(build_parser(), command, argv, user_errors())
+    return run_command(build_parser(), command, argv, user_errors)
 
 
 if __name__ == "__main__":
