@@ -20,7 +20,7 @@ def fast_decode_kwargs(model, backend: str = "inductor") -> dict:
     whole_graph = model.config._experts_implementation != "eager"
     # CUDA graphs ("reduce-overhead") remove the per-kernel launch cost that dominates one-token steps on a GPU;
     # they do not exist on a CPU.
-    mode = "reduce-overhead" if model.checkpoint.device.type == "cuda" else "default"
+    mode = "reduce-overhead" if model.device.type == "cuda" else "default"
     config = CompileConfig(fullgraph=whole_graph, backend=backend, mode=mode)
     # transformers compiles the decode step by itself only on accelerators; here the user has asked for it.
     config._compile_all_devices = True
