@@ -139,6 +139,7 @@ def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, afte
     def work(resume: bool) -> dict[str, Any]:
         from evaluation.evaluate import evaluate
 
+        out.mkdir(parents=True, exist_ok=True)  # Lead-3's arm folder: no earlier stage made it
         evaluate(job)
         return {}
 
