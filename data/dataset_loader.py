@@ -40,12 +40,15 @@ class FieldMap:
 class HubSource:
     fields: FieldMap
     subset: Optional[str] = None
+    rows_from: Optional[str] = None  # the repository whose files hold the rows, when not the id itself
 
 
+# ccdv/cnn_dailymail (the reference README's id) is a loading script, which `datasets` 4 and later no longer run;
+# its 3.0.0 rows are the ones abisee/cnn_dailymail keeps as plain Parquet, so they are read from there.
+CNN_DAILYMAIL = HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0", rows_from="abisee/cnn_dailymail")
 HUB_SOURCES: dict[str, HubSource] = {
-    "ccdv/cnn_dailymail": HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0"),
-    # The same data as plain Parquet, for `datasets` versions that no longer run hub loading scripts.
-    "abisee/cnn_dailymail": HubSource(FieldMap("article", "highlights", "id"), subset="3.0.0"),
+    "ccdv/cnn_dailymail": CNN_DAILYMAIL,
+    "abisee/cnn_dailymail": CNN_DAILYMAIL,
     "EdinburghNLP/xsum": HubSource(FieldMap("document", "summary", "id")),
     "ccdv/arxiv-summarization": HubSource(FieldMap("article", "abstract")),
     "gigaword": HubSource(FieldMap("document", "summary")),
@@ -164,7 +167,8 @@ class DatasetLoader:
         known = HUB_SOURCES.get(self.source)
         subset = self.subset or (known.subset if known else None)
         try:
-            loaded = datasets.load_dataset(self.source, subset, streaming=True, token=self.token)
+            loaded = datasets.load_dataset(known.rows_from if known and known.rows_from else self.source, subset,
+                                           streaming=True, token=self.token)
         except Exception as err:  # offline, unknown id, gated set: all surface as one clear line
             raise DatasetError(
                 f"cannot load {self.source!r} from the Hugging Face hub ({_first_line(err)}); "

@@ -207,8 +207,13 @@ def run(args: argparse.Namespace) -> None:
     print(format_report(prepare(settings_from_args(build_parser(), PrepareJob, args)).report))
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the inputs (the source, its files, the output folder): reported as one line."""
+    return (DatasetError, JsonlError, OSError)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, (DatasetError, JsonlError, OSError))
+    return run_command(build_parser(), run, argv, user_errors)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,22 @@ def test_missing_file_and_offline_hub_are_clear_one_line_errors(tmp_path):
         DatasetLoader("ccdv/cnn_dailymail")  # conftest sets HF_HUB_OFFLINE=1
     message = str(err.value)
     assert "ccdv/cnn_dailymail" in message and "hub" in message and "\n" not in message
+
+
+def test_the_readme_cnn_dailymail_id_reads_its_rows_from_the_parquet_repository(monkeypatch):
+    """ccdv/cnn_dailymail is a loading script that datasets 4+ refuses: its 3.0.0 rows come from abisee's Parquet
+    copy, under the README's id and field map (the hub itself stands in: no network here)."""
+    import datasets
+
+    calls = []
+    rows = [{"id": "c1", "article": "An article.", "highlights": "A highlight."}]
+
+    def load_dataset(repo, subset, **kwargs):
+        calls.append((repo, subset))
+        return {"train": datasets.Dataset.from_list(rows), "validation": datasets.Dataset.from_list(rows)}
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    records = list(DatasetLoader("ccdv/cnn_dailymail"))
+    assert calls == [("abisee/cnn_dailymail", "3.0.0")]
+    assert ("train", {"id": "c1", "text": "An article.", "summary": "A highlight.",
+                      "references": ["A highlight."]}) in records
