@@ -19,7 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
 from model.checkpoint.convert import model_config
-from model.checkpoint.device import PRECISIONS, resolve_precision
+from model.checkpoint.device import PRECISIONS
 from model.checkpoint.load import load_pretrained
 from model.checkpoint.lora import merge_lora_state_dict
 from model.image_processing import DeepSeekOCRImageProcessor
@@ -74,11 +74,10 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     weights, because AdamW steps of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs
     under the Trainer's autocast. Loaded on the CPU: the Trainer (accelerate) places it, one device per process.
     """
-    frozen = resolve_precision(cfg.load.dtype or half or torch.float32, training_device(cfg))
-    # The loader resolves precision for the device it loads on, where half precision would fall back to float32:
-    # load in float32 on the CPU, then cast to the training device's dtype.
-    loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device="cpu", dtype="float32"))
-    model = loaded.model.to(frozen)
+    dtype = cfg.load.dtype or {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(half, "fp32")
+    loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device=training_device(cfg), dtype=dtype),
+                             place=False)
+    model = loaded.model
     # The run's saved config names the kernels it really used, transformers' default included.
     cfg.load.experts_implementation = model.config._experts_implementation
     freeze_vision_encoder(model, train_projector=cfg.train_projector)

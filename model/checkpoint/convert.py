@@ -129,6 +129,8 @@ def model_config(source: ModelSource | str) -> DeepSeekOCRConfig:
         return DeepSeekOCRConfig.preset(source.name)
     if source.kind == "project":
         return DeepSeekOCRConfig.from_pretrained(source.path)
+    if source.kind == "official" and source.path is None:  # the official hub id, not fetched
+        return DeepSeekOCRConfig()
     if source.kind == "official":
         return DeepSeekOCRConfig.from_official_config(json.loads((source.path / "config.json").read_text()))
     raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")

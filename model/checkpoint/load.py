@@ -38,14 +38,17 @@ class LoadedModel:
 
 
 def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None,
-                    render_mode: Optional[str] = None) -> LoadedModel:
+                    render_mode: Optional[str] = None, place: bool = True) -> LoadedModel:
     """Load any model source with `load`'s device, precision and kernels. `render_mode` is the image mode of a
-    processor for a source that saved none (an official checkpoint, a preset): default, the saved render mode."""
+    processor for a source that saved none (an official checkpoint, a preset): default, the saved render mode.
+    `place=False` decides the precision for `load.device` but leaves the weights on the CPU, for a caller that
+    places the model itself (the Trainer, one device per process)."""
     load = load or LoadSettings()
     source = name if isinstance(name, ModelSource) else resolve_model_source(str(name), weights=True)
     source = with_weights(source)
     device = resolve_device(load.device)
     dtype = resolve_precision(load.dtype, device)
+    device = device if place else torch.device("cpu")
     render, generation = source.saved_settings()
     if source.is_deepseek_ocr:
         from model.checkpoint.convert import load_model

@@ -23,7 +23,7 @@ from typing import Literal, Optional
 
 from config import GenerationSettings, RenderConfig, load_run_settings
 from model.checkpoint.presets import PRESETS
-from model.configuration import OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
+from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
 
 SourceKind = Literal["preset", "project", "official", "seq2seq"]
 Task = Literal["deepseek-ocr", "seq2seq"]
@@ -101,7 +101,15 @@ def resolve_model_source(name: str, weights: bool = False) -> ModelSource:
             raise ModelSourceError(f"{name} is a file; pass the model folder that holds its config.json")
         return ModelSource(folder_kind(path), name, path)
     if _HUB_ID.match(name):
-        folder = _snapshot(name, WEIGHT_PATTERNS if weights else ["*.json"])
+        try:
+            folder = _snapshot(name, WEIGHT_PATTERNS if weights else ["*.json"])
+        except ModelSourceError:
+            if name != OFFICIAL_HUB_ID or weights:
+                raise
+            # The official architecture is the project's own DeepSeekOCRConfig() (it fills every key and shape of the
+            # real checkpoint: tests/model/test_checkpoint_keys.py): its kind and sizes are known without the hub,
+            # only its weights are not (loading them still needs the hub or the cache).
+            return ModelSource("official", name, None, hub_id=name)
         return ModelSource(folder_kind(folder), name, folder, hub_id=name)
     raise ModelSourceError(f"{name!r} is neither a preset ({', '.join(PRESETS)}), an existing folder, nor a hub "
                            "id such as deepseek-ai/DeepSeek-OCR")

@@ -61,5 +61,16 @@ def test_folders_that_hold_no_usable_model(tmp_path):
 
 def test_offline_hub_id_names_the_way_out(tmp_path, monkeypatch):
     use_cache(monkeypatch, tmp_path / "empty-cache")
-    with pytest.raises(ModelSourceError, match="not available offline .* 'tiny-random'"):
-        resolve_model_source("deepseek-ai/DeepSeek-OCR")
+    for name, weights in (("deepseek-ai/DeepSeek-OCR", True), ("someone/unknown-model", False)):
+        with pytest.raises(ModelSourceError, match="not available offline .* 'tiny-random'"):
+            resolve_model_source(name, weights=weights)
+
+
+def test_the_official_hub_id_is_known_offline_without_its_weights(tmp_path, monkeypatch):
+    """The README's dry run reads the official architecture offline; only its weights need the hub."""
+    from model.checkpoint.convert import model_config
+
+    use_cache(monkeypatch, tmp_path / "empty-cache")
+    source = resolve_model_source("deepseek-ai/DeepSeek-OCR")
+    assert (source.kind, source.path, source.task) == ("official", None, "deepseek-ocr")
+    assert model_config(source).to_dict() == DeepSeekOCRConfig().to_dict()
