@@ -182,6 +182,7 @@ def evaluate(job: EvaluateJob) -> dict[str, Any]:
         metrics["generation"] = {field: distribution([v for p in inputs.predictions.values()
                                                       if (v := _number(p.get(field))) is not None])
                                  for field in ("generated_tokens", "seconds")}
+    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(job.output, metrics)
     rows = [{"id": e["id"], **d, **{name: scores[i] for name, scores in per_example.items()},
              **({"status": _status(inputs, e["id"])} if inputs.predictions is not None else {})}

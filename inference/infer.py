@@ -111,11 +111,17 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the inputs or the model named: reported as one line."""
     from model.checkpoint.device import DeviceError
+    from model.checkpoint.load import ModelLoadError
     from model.checkpoint.source import ModelSourceError
 
-    return run_command(build_parser(), run, argv, (InputError, ModelSourceError, DeviceError, OSError))
+    return (InputError, ModelSourceError, ModelLoadError, DeviceError, OSError)
+
+
+def main(argv=None) -> int:
+    return run_command(build_parser(), run, argv, user_errors)
 
 
 if __name__ == "__main__":

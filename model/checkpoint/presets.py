@@ -51,11 +51,13 @@ def build_tiny_bart():
         show_progress=False))
     backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B </s>",
                                                            special_tokens=[("<s>", 0), ("</s>", 2)])
+    # 1024 positions: TrainingConfig's default max_source_length fits, as it does for BART itself.
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>",
-                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>")
+                                        eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
+                                        model_max_length=1024)
     config = BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_position_embeddings=256, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                        max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2,
                         decoder_start_token_id=2, forced_bos_token_id=None, forced_eos_token_id=None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

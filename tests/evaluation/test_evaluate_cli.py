@@ -120,7 +120,7 @@ def test_problems_are_counted_and_missing_scores_as_empty(scitldr, tmp_path):
 
 
 def test_baseline_without_predictions(scitldr, tmp_path):
-    out = tmp_path / "lead.json"
+    out = tmp_path / "new" / "folder" / "lead.json"  # made as needed, like the other commands' outputs
     assert run(scitldr[2], "--baseline", "lead-3", "--output", out) == 0
     assert list(json.loads(out.read_text())["systems"]) == ["lead-3"]
 

@@ -125,9 +125,13 @@ def test_no_model_and_no_input(monkeypatch, article, capsys, tiny_model_dir):
     ("{article}", "is a file; pass the model folder"),
     ("{tmp}", "is not a model folder: it has no config.json"),
     ("no-such-preset", "is neither a preset (tiny-random, tiny-random-bart), an existing folder, nor a hub id"),
+    ("{broken}", "cannot load seq2seq model"),  # a BART config.json without weights
 ])
 def test_unloadable_model_is_one_line(tmp_path, article, capsys, name, message):
-    name, message = (text.format(tmp=tmp_path, article=article) for text in (name, message))
+    broken = tmp_path / "broken-bart"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "bart", "is_encoder_decoder": true}')
+    name, message = (text.format(tmp=tmp_path, article=article, broken=broken) for text in (name, message))
     assert infer.main(["--model_path", name, "--input_file", str(article)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
