@@ -214,6 +214,8 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     if trainer.is_world_process_zero():
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_json(cfg, Path(cfg.output_dir) / TRAINING_CONFIG_FILE)
+    # Read now: the checkpoint may be rotated away (save_total_limit) by the time training ends.
+    started_at = checkpoint_step(Path(checkpoint)) if checkpoint else 0
     output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     metrics = final_metrics(trainer, bool(val_records))
@@ -226,7 +228,7 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
             export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=overwrite)
             print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
     steps = trainer.state.global_step
-    ran = steps - (checkpoint_step(Path(checkpoint)) if checkpoint else 0)
+    ran = steps - started_at
     seconds = output.metrics["train_runtime"]
     ocr = cfg.task == "deepseek-ocr"
     return TrainResult(
