@@ -76,7 +76,8 @@ class GenerationSettings:
 
     max_new_tokens: Int = Field(128, ge=1, le=8192, description="maximum new tokens of each summary",
                                 json_schema_extra={"public": "max_length", "generate": True})
-    num_beams: Int = Field(1, ge=1, le=16, description="beam search width (1: greedy or sampling)", json_schema_extra=GENERATE)
+    num_beams: Int = Field(1, ge=1, le=16, description="beam search width (1: greedy or sampling)",
+                           json_schema_extra=GENERATE)
     length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty",
                                  json_schema_extra=GENERATE)
     no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)",
@@ -93,7 +94,8 @@ class GenerationSettings:
     def generate_kwargs(self) -> dict:
         """Keyword arguments for transformers' `generate`: every field marked `generate` in its declaration, under
         its own name. Temperature 0 is greedy decoding here; transformers says that with do_sample=False."""
-        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if field_extra(type(self), f.name).get("generate")}
+        marked = [f.name for f in fields(self) if field_extra(type(self), f.name).get("generate")]
+        kwargs = {name: getattr(self, name) for name in marked}
         kwargs["do_sample"] = self.temperature > 0
         if not kwargs["do_sample"]:
             del kwargs["temperature"]

@@ -146,8 +146,8 @@ def markdown(results: dict[str, Any], note: str = "") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Empty: generated summaries with no text (scored 0). Compression: document text tokens / tokens "
               "the decoder reads for the document (vision tokens for pages). Times are wall seconds of each stage "
-              "on this machine; s/step is the trainer's own runtime per optimizer step. Val loss: the loss on the validation "
-              "records at the first and the last evaluation during training.",
+              "on this machine; s/step is the trainer's own runtime per optimizer step. Val loss: the loss on the "
+              "validation records at the first and the last evaluation during training.",
               "", "## Stages", "", "| stage | seconds | command |", "|---|---|---|"]
     for stage in results["stages"]:
         again = " (continued after an interruption)" if stage["continued_after_interruption"] else ""

@@ -39,7 +39,8 @@ def build_parser() -> Parser:
     inputs.add_argument("--image_path", nargs="+", metavar="IMAGE", help="page image(s), one document each")
     inputs.add_argument("--pdf_path", nargs="+", metavar="PDF", help="PDF file(s), one document each")
     parser.add_argument("stdin", nargs="?", choices=["-"], help="'-': read the text from standard input")
-    parser.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI, help="PDF rasterisation resolution (default: %(default)s)")
+    parser.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI,
+                        help="PDF rasterisation resolution (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     add_settings_arguments(parser, LoadSettings, parser.add_argument_group("model loading"))
     add_settings_arguments(parser, GenerationSettings, parser.add_argument_group(

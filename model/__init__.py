@@ -1,6 +1,6 @@
 """DeepSeek-OCR: config, DeepEncoder, MoE decoder, full model, checkpoint loading, tokenizer and processor."""
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.convert import convert_official_state_dict, load_model
+from model.configuration import DeepSeekOCRConfig
 from model.deep_encoder import DeepEncoder, VisionConfig
 from model.image_processing import DeepSeekOCRImageProcessor, num_image_placeholders
 from model.modeling import DeepSeekOCRForConditionalGeneration, VisionFeatures

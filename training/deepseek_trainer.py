@@ -117,7 +117,8 @@ class DeepSeekOCRTrainer(Trainer):
         # Records carry text, not model inputs: the Trainer must not drop their columns. Without metrics,
         # evaluation keeps only the loss instead of gathering [batch, length, 129k] logits.
         args = dataclasses.replace(
-            args, remove_unused_columns=False, prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
+            args, remove_unused_columns=False,
+            prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
         model, tokenizer = build_model(cfg, half)
         processor = DeepSeekOCRProcessor(tokenizer,

@@ -7,8 +7,9 @@ reference README spells it `--use-deepseek-ocr`) or a seq2seq baseline on the te
 
 Flags override the JSON config; the resolved configuration is saved with the run (never the hub token). Without
 --train/--val and --hf-dataset, the default outputs of `python -m data.prepare_datasets` are used
-(prepared_data/train.jsonl, val.jsonl). Bad input ends with one `error:` line and exit status 2. Multi-GPU: `accelerate launch -m training.train ...` or
-`torchrun --nproc_per_node N -m training.train ...` (see training/README.md).
+(prepared_data/train.jsonl, val.jsonl). Bad input ends with one `error:` line and exit status 2. Multi-GPU:
+`accelerate launch -m training.train ...` or `torchrun --nproc_per_node N -m training.train ...` (see
+training/README.md).
 
 The command is a thin wrapper of `train(config)`, which the experiment runner calls directly.
 """

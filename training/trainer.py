@@ -91,7 +91,8 @@ class SummarizationTrainer(Seq2SeqTrainer):
         self.training_config = training_config
 
     @classmethod
-    def from_config(cls, cfg: TrainingConfig, train_dataset: Sequence[dict], eval_dataset: Optional[Sequence[dict]] = None,
+    def from_config(cls, cfg: TrainingConfig, train_dataset: Sequence[dict],
+                    eval_dataset: Optional[Sequence[dict]] = None,
                     args: Optional[Seq2SeqTrainingArguments] = None, callbacks: Optional[list] = None
                     ) -> "SummarizationTrainer":
         """Load cfg.model_name, tokenize the records (`text`/`summary`) and wire ROUGE evaluation."""

@@ -1,7 +1,7 @@
 """Official DeepSeek-OCR checkpoint -> `DeepSeekOCRForConditionalGeneration`, and the `load_model` entry point.
 
-The key names come from the table in `model.checkpoint.official_keys` (which `model.checkpoint.export` reads the other way); the vision
-keys go through the vision module's own converter.
+The key names come from the table in `model.checkpoint.official_keys` (which `model.checkpoint.export` reads the
+other way); the vision keys go through the vision module's own converter.
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import Optional
 import torch
 from transformers import initialization
 
-from model.configuration import DeepSeekOCRConfig
-from model.deep_encoder import convert_official_vision_state_dict
 from model.checkpoint.official_keys import (
     DECODER_PARTS,
     DECODER_PREFIX,
@@ -29,6 +27,8 @@ from model.checkpoint.official_keys import (
 )
 from model.checkpoint.presets import build_tiny_deepseek_ocr
 from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
+from model.configuration import DeepSeekOCRConfig
+from model.deep_encoder import convert_official_vision_state_dict
 
 
 def _pack_experts(experts: dict[int, dict[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:

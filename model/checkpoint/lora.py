@@ -1,4 +1,5 @@
-"""LoRA deltas folded into plain weights, on a state dict: what the trainer's final save and `model.checkpoint.export` share.
+"""LoRA deltas folded into plain weights, on a state dict: what the trainer's final save and
+`model.checkpoint.export` share.
 
 No official counterpart (the official code has no training). The adapters are PEFT's, injected in place by the
 trainer: a targeted `X` holds `X.base_layer.weight`, `X.lora_A.<adapter>.weight` [r, in] and

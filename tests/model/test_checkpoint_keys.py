@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.convert import check_state_dict, convert_official_state_dict
+from model.configuration import DeepSeekOCRConfig
 from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.params import estimate_training_memory, lora_parameter_count, parameter_counts
 

@@ -4,8 +4,8 @@ DeepEncoder + the fixture's tiny decoder), compared with the stored reference te
 import pytest
 import torch
 
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.convert import build_empty_model, load_official_state_dict
+from model.configuration import DeepSeekOCRConfig
 
 ERRORS: dict[str, float] = {}  # measured max abs errors, printed at the end (pytest -s)
 

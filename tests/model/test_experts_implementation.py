@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.profiler import profile
 
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
+from model.configuration import DeepSeekOCRConfig
 
 IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
 # The aten op that only that implementation's experts forward runs (the eager loop accumulates with index_add_).

@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.convert import load_model
-from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.checkpoint.source import ModelSourceError
+from model.configuration import DeepSeekOCRConfig
+from model.modeling import DeepSeekOCRForConditionalGeneration
 
 IDS = torch.tensor([[0] + [128815] * 21 + [5, 6, 7]])
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from model.configuration import DeepSeekOCRConfig
 from model.checkpoint.source import ModelSourceError, resolve_model_source
+from model.configuration import DeepSeekOCRConfig
 from tests.model.hub_cache import cache_model, use_cache
 
 
