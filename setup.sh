@@ -2,7 +2,9 @@
 # Creates the virtual environment .venv and installs everything, idempotently: a second run with unchanged
 # requirements only checks a stamp and exits.
 #   bash setup.sh          runtime dependencies (CPU torch without CUDA; CUDA torch + optional flash-attn with it)
-#   bash setup.sh --dev    also the system tools the tests use (tesseract OCR, curl; via apt-get, needs root)
+#   bash setup.sh --llamacpp  also llama.cpp (requirements-llamacpp.txt, built from source) and its GGUF converter
+#   bash setup.sh --dev    also the system tools the tests use (tesseract OCR, curl; via apt-get, needs root) and
+#                          llama.cpp
 # Environment: VENV (default .venv), PYTHON (default python3), SKIP_FLASH_ATTN=1 to never try flash-attn.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,10 +12,12 @@ cd "$(dirname "$0")"
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 DEV=0
+LLAMACPP=0
 for arg in "$@"; do
   case "$arg" in
-    --dev) DEV=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --dev) DEV=1; LLAMACPP=1 ;;
+    --llamacpp) LLAMACPP=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +43,7 @@ fi
 PY="$VENV/bin/python"
 
 stamp="$VENV/.setup-stamp"
-want="$DEVICE $(sha256sum requirements.txt | cut -d' ' -f1)"
+want="$DEVICE llamacpp=$LLAMACPP $(cat requirements.txt requirements-llamacpp.txt | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] $VENV is up to date ($DEVICE); nothing to do"
   exit 0
@@ -62,6 +66,30 @@ fi
 echo "[setup] installing requirements.txt"
 "$PY" -m pip install -q -r requirements.txt
 "$PY" -m pip check
+
+if [ "$LLAMACPP" = 1 ]; then
+  # llama.cpp's native CPU detection (GGML_NATIVE) built a library that crashed with an illegal instruction on Q8_0
+  # on CPUs that report AMX: the instruction sets this CPU reports are named explicitly instead, AMX off.
+  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  has() { case " $flags " in *" $1 "*) echo ON ;; *) echo OFF ;; esac; }
+  cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)"
+  cmake_args+=" -DGGML_F16C=$(has f16c) -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)"
+  cmake_args+=" -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
+  cmake_args+=" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  [ "$DEVICE" = cuda ] && cmake_args+=" -DGGML_CUDA=ON"
+  echo "[setup] installing llama-cpp-python (builds llama.cpp from source, about 10 min the first time)"
+  CMAKE_ARGS="$cmake_args" "$PY" -m pip install -q -r requirements-llamacpp.txt
+  # The GGUF converter ships in the release's source archive, not in the wheel.
+  converter="$VENV/share/llama-cpp-converter"
+  if [ ! -f "$converter/convert_hf_to_gguf.py" ]; then
+    tmp=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --no-binary :all: -r requirements-llamacpp.txt -d "$tmp"
+    mkdir -p "$converter"
+    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
+    cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_hf_to_gguf.py,conversion,gguf-py} "$converter/"
+    rm -rf "$tmp"
+  fi
+fi
 
 if [ "$DEVICE" = cuda ] && [ "${SKIP_FLASH_ATTN:-0}" != 1 ]; then
   # Optional: every model path also runs with PyTorch SDPA or eager attention.

@@ -38,6 +38,14 @@ from model.checkpoint.convert import (
     read_safetensors_folder,
 )
 from model.checkpoint.device import PRECISIONS
+from model.checkpoint.gguf import (
+    CONVERTER_TYPES,
+    GgufError,
+    check_gguf_tools,
+    gguf_files,
+    maps_projector,
+    write_gguf,
+)
 from model.checkpoint.load import deepseek_ocr_processor
 from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
 from model.checkpoint.official_keys import to_official_state_dict
@@ -156,10 +164,13 @@ def check_output(output: Path, overwrite: bool) -> None:
 
 
 def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwrite: bool = False,
-                 max_shard_size: int | str = "5GB") -> Path:
-    """Write the model `name` in the official layout to `output` (see the module docstring); returns `output`.
-    Every argument is checked before the model is resolved (a hub id fetched) or loaded."""
+                 max_shard_size: int | str = "5GB", gguf: Optional[str] = None) -> Path:
+    """Write the model `name` in the official layout to `output` (see the module docstring), with its GGUF files
+    at quantization `gguf` when given (model/checkpoint/gguf.py); returns `output`. Every argument is checked
+    before the model is resolved (a hub id fetched) or loaded."""
     torch_dtype, shard_size = weight_dtype(dtype), shard_bytes(max_shard_size)
+    if gguf is not None:
+        check_gguf_tools(gguf)
     output = Path(output).expanduser()
     check_output(output, overwrite)
     source = resolve_model_source(name, weights=True)
@@ -173,6 +184,8 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     try:
         write_official_weights(model, tmp, torch_dtype, shard_size)
         _write_settings(source, tmp)
+        if gguf is not None:
+            write_gguf(tmp, gguf, with_mmproj=maps_projector(tmp))
         if output.exists():  # --overwrite: the old folder goes only once the new one is complete
             old = output.with_name(f".{output.name}.export-old-{os.getpid()}")
             os.replace(output, old)
@@ -190,9 +203,10 @@ def folder_size(folder: Path) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m model.checkpoint.export",
-                                     description="Write a model in the official DeepSeek-OCR layout (for vLLM, "
-                                                 "SGLang, the official code and checkpoint converters).")
+    parser = Parser(prog="python -m model.export",
+                    description="Write a model in the official DeepSeek-OCR layout (for vLLM, SGLang, the official "
+                                "code and checkpoint converters), and with --format gguf also as GGUF files (for "
+                                "llama.cpp and Ollama).")
     parser.add_argument("--model", required=True, metavar="PATH",
                         help=f"trained folder (LoRA or not), checkpoint-N folder, official folder, hub id or "
                              f"{TINY_PRESET!r}")
@@ -202,18 +216,26 @@ def build_parser() -> Parser:
     parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
                         help="largest safetensors file: 5GB (default), 500MB... or a number of bytes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--format", choices=["official", "gguf"], default="official",
+                        help="official: the safetensors layout only; gguf: also the decoder (and vision projector) "
+                             "as GGUF files in <output>/gguf, by llama.cpp's converter and quantizer")
+    parser.add_argument("--quant", default="f16", metavar="TYPE", help="GGUF type of the decoder: "
+                        f"{', '.join(CONVERTER_TYPES)} (default f16; with --format gguf)")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    output = export_model(args.model, args.output, args.dtype, args.overwrite, args.max_shard_size)
+    gguf = args.quant if args.format == "gguf" else None
+    output = export_model(args.model, args.output, args.dtype, args.overwrite, args.max_shard_size, gguf)
     print(f"exported {args.model} to {output} ({args.dtype}, {folder_size(output) / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s")
+    for file in gguf_files(output):
+        print(f"  {file.relative_to(output)}: {file.stat().st_size / 1e6:.1f} MB")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, (ExportError, LoraMergeError, ModelSourceError, OSError))
+    return run_command(build_parser(), run, argv, (ExportError, GgufError, LoraMergeError, ModelSourceError, OSError))
 
 
 if __name__ == "__main__":

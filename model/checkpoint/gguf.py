@@ -1,0 +1,108 @@
+"""GGUF export: the decoder (and, at real size, the vision projector) in llama.cpp's format, which llama.cpp and so
+Ollama load, beside this project's official-layout export.
+
+    python -m model.export --model ./deepseek-summarizer --output ./summarizer-gguf --format gguf --quant q4_k_m
+
+Written by llama.cpp's own tools, not by a writer of ours: its converter (`convert_hf_to_gguf.py`, which knows
+DeepSeek-OCR as the `deepseek2-ocr` architecture and its `DEEPSEEKOCR` projector, and reads the official layout
+that `model.export` writes) and its quantizer (`llama_model_quantize` through llama-cpp-python). Both come with
+`bash setup.sh --llamacpp` at the version of requirements-llamacpp.txt, so the files match the llama.cpp that
+reads them. The output folder holds:
+
+- the official layout (safetensors, config, tokenizer, this project's settings), which the torch engine and
+  this project's DeepEncoder read;
+- `gguf/model-<QUANT>.gguf`, the decoder, and `gguf/mmproj-F16.gguf`, the vision projector for llama.cpp's own
+  pipeline (its converter maps SAM's neck by block index, so a model needs at least four SAM blocks: the tiny
+  presets get no mmproj file).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+GGUF_DIR = "gguf"
+Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
+# The converter writes f32, f16 and q8_0 itself; k-quants come from llama.cpp's quantizer on the f16 file.
+CONVERTER_TYPES = {"f32": "f32", "f16": "f16", "q8_0": "q8_0", "q4_k_m": "f16"}
+QUANTIZER_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
+
+
+class GgufError(ValueError):
+    """A GGUF export that cannot be made as asked; one line for the user."""
+
+
+def converter_dir() -> Path:
+    """llama.cpp's converter: $LLAMA_CPP_CONVERTER, else where setup.sh --llamacpp unpacks it in the environment."""
+    return Path(os.environ.get("LLAMA_CPP_CONVERTER") or Path(sys.prefix) / "share" / "llama-cpp-converter")
+
+
+def check_gguf_tools(quant: str) -> None:
+    """Before anything loads: a known quantization and the llama.cpp tools it needs."""
+    if quant not in CONVERTER_TYPES:
+        raise GgufError(f"unknown --quant {quant!r}; choose {', '.join(CONVERTER_TYPES)}")
+    if not (converter_dir() / "convert_hf_to_gguf.py").is_file():
+        raise GgufError(f"GGUF export needs llama.cpp's converter, not found in {converter_dir()}: run "
+                        "`bash setup.sh --llamacpp` (or set LLAMA_CPP_CONVERTER to a llama.cpp checkout)")
+    if quant in QUANTIZER_FTYPES:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise GgufError(f"--quant {quant} needs llama.cpp's quantizer (llama-cpp-python): run "
+                            "`bash setup.sh --llamacpp`") from None
+
+
+def gguf_files(folder: Path) -> list[Path]:
+    return sorted((Path(folder) / GGUF_DIR).glob("*.gguf"))
+
+
+def _convert(official: Path, outfile: Path, outtype: str, mmproj: bool = False) -> None:
+    command = [sys.executable, str(converter_dir() / "convert_hf_to_gguf.py"), str(official), "--outtype", outtype,
+               "--outfile", str(outfile), *(["--mmproj"] if mmproj else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
+        raise GgufError(f"llama.cpp's converter failed on {official}: {lines[-1]}")
+
+
+def _quantize(source: Path, target: Path, quant: str) -> None:
+    import logging
+
+    import llama_cpp
+
+    # llama.cpp reports every tensor it quantizes; only its errors concern the user.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZER_FTYPES[quant])
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
+        raise GgufError(f"llama.cpp's quantizer failed to write {quant} from {source}")
+
+
+def write_gguf(official: Path, quant: str, with_mmproj: bool) -> list[Path]:
+    """The GGUF files of an official-layout folder, written into its `gguf/` folder."""
+    folder = official / GGUF_DIR
+    folder.mkdir()
+    outtype = CONVERTER_TYPES[quant]
+    decoder = folder / f"model-{quant.upper()}.gguf"
+    if quant in QUANTIZER_FTYPES:
+        staged = folder / f".model-{outtype.upper()}.gguf"
+        _convert(official, staged, outtype)
+        _quantize(staged, decoder, quant)
+        staged.unlink()
+    else:
+        _convert(official, decoder, outtype)
+    if with_mmproj:
+        _convert(official, folder / "mmproj-F16.gguf", "f16", mmproj=True)
+    return gguf_files(official)
+
+
+def maps_projector(official: Path) -> bool:
+    """Whether llama.cpp's projector converter can map the folder's SAM: it maps SAM's four neck modules by block
+    index, so it needs at least four blocks (the real model has 12; the tiny presets have 2)."""
+    import json
+
+    vision = json.loads((official / "config.json").read_text(encoding="utf-8")).get("vision_config", {})
+    return (vision.get("width", {}).get("sam_vit_b") or {}).get("layers", 12) >= 4
