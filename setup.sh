@@ -29,11 +29,18 @@ else
   DEVICE=cpu
 fi
 
-if [ "$DEV" = 1 ] && ! { command -v tesseract && command -v curl; } >/dev/null 2>&1; then
-  echo "[setup] installing tesseract-ocr and curl (used by the legibility and API tests)"
+packages=()
+if [ "$DEV" = 1 ]; then
+  command -v tesseract >/dev/null 2>&1 || packages+=(tesseract-ocr tesseract-ocr-eng)  # the legibility tests
+  command -v curl >/dev/null 2>&1 || packages+=(curl)  # the API tests and demo.sh
+fi
+# llama-cpp-python compiles llama.cpp (cmake comes from PyPI as a build requirement; the compiler does not).
+[ "$LLAMACPP" = 1 ] && ! command -v g++ >/dev/null 2>&1 && packages+=(g++)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "[setup] installing ${packages[*]} with apt-get"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tesseract-ocr tesseract-ocr-eng curl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
