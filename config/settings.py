@@ -30,6 +30,9 @@ EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation
 # each to its torch dtype; "no" is mixed_precision's word for float32).
 WeightPrecision = Literal["bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "no"]
 
+# What runs the decoder when a model serves (LoadSettings.engine); training always runs on torch.
+Engine = Literal["torch", "llamacpp"]
+
 
 def _flags(*names: str, **extra) -> dict:
     return {"flags": list(names), **extra}
@@ -111,14 +114,23 @@ class LoadSettings:
                                   "training: cpu or cuda, its GPUs chosen with CUDA_VISIBLE_DEVICES)",
                                   json_schema_extra=_flags("--device"))
     dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, "
-                                 "fp32/float32 (default: auto = bf16 where the device supports it, else float32; "
-                                 "in training: the frozen weights' dtype, default mixed_precision's half dtype)",
+                                 "fp32/float32 (default: auto = bf16 on a GPU that supports it or a CPU with AMX or "
+                                 "AVX512-BF16, else float32; in training: the frozen weights' dtype, default "
+                                 "mixed_precision's half dtype, float32 on a CPU)",
                                  json_schema_extra=_flags("--dtype"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernels", json_schema_extra=_flags("--attn-implementation"))
     experts_implementation: Optional[ExpertsImplementation] = Field(
         None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
         "wherever it dispatches, else eager", json_schema_extra=_flags("--experts-implementation"))
+    # llama.cpp decodes at 1.7-3.6x torch's speed on a CPU (quantized weights, its own kernels; README's CPU
+    # serving table); pages are still encoded by this project's DeepEncoder, so every render mode reads as trained.
+    engine: Engine = Field("torch", description="decoder engine: torch, or llamacpp (llama.cpp through "
+                           "llama-cpp-python; needs a folder exported with `python -m model.export --format gguf`)",
+                           json_schema_extra=_flags("--engine"))
+    gguf: Optional[Str] = Field(None, description="llamacpp engine: the decoder's GGUF file (default: the one "
+                                "model-*.gguf in the model folder's gguf/)",
+                                json_schema_extra=_flags("--gguf", metavar="FILE"))
 
 
 @settings
@@ -180,8 +192,8 @@ class TrainingConfig:
     source_prefix: Optional[Str] = Field(None, description="seq2seq baseline: text before each document "
                                          "(default: 'summarize: ' for T5, none otherwise)")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
-        "auto", description="auto: bf16 where the GPU supports it, else float32; on a CPU bf16/fp16 fall back "
-        "to float32 with a warning")
+        "auto", description="auto: bf16 where the GPU supports it, else float32; training on a CPU runs in float32 "
+        "(bf16/fp16 fall back with a warning)")
     gradient_checkpointing: Bool = Field(True, description="recompute activations in backward (saves memory)")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # DeepSeek-OCR specifics.
@@ -219,5 +231,7 @@ class TrainingConfig:
         if self.input_mode == "text" and (self.vision_cache != "none" or self.train_projector):
             raise ConfigError("config key 'input_mode' is 'text': the model reads no pages, so 'vision_cache' "
                               "must be 'none' and 'train_projector' false")
+        if self.load.engine != "torch" or self.load.gguf:
+            raise ConfigError("config key 'load.engine' must be torch for training (llama.cpp only serves models)")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("config key 'hub_model_id' is required when 'push_to_hub' is true")

@@ -30,13 +30,13 @@ def training_device(cfg: TrainingConfig) -> str:
 
 def precision_flags(mixed_precision: str, device: str) -> dict[str, bool]:
     """The Trainer's bf16/fp16 flags for a `mixed_precision` setting on `device`, by the one rule of
-    model/checkpoint/device.py."""
+    model/checkpoint/device.py in its training case (float32 on a CPU)."""
     import torch
 
     from model.checkpoint.device import resolve_precision
 
     try:
-        dtype = resolve_precision(mixed_precision, device)
+        dtype = resolve_precision(mixed_precision, device, training=True)
     except ValueError as err:
         raise ConfigError(f"config key 'mixed_precision': {err}") from None
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}

@@ -70,13 +70,14 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     unless `cfg.train_projector`), LoRA added.
 
     Frozen weights are kept in `cfg.load.dtype` when set, else in `half` (the Trainer's mixed-precision dtype),
-    else float32, by the precision rule of the device training runs on; trainable ones become float32 master
-    weights, because AdamW steps of ~1e-5 relative size vanish when rounded to bf16. The forward pass then runs
-    under the Trainer's autocast. Loaded on the CPU: the Trainer (accelerate) places it, one device per process.
+    else float32, by the precision rule's training case on the device training runs on (float32 on a CPU);
+    trainable ones become float32 master weights, because AdamW steps of ~1e-5 relative size vanish when rounded
+    to bf16. The forward pass then runs under the Trainer's autocast. Loaded on the CPU: the Trainer (accelerate)
+    places it, one device per process.
     """
     dtype = cfg.load.dtype or {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(half, "fp32")
     loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device=training_device(cfg), dtype=dtype),
-                             place=False)
+                             place=False, training=True)
     model = loaded.model
     # The run's saved config names the kernels it really used, transformers' default included.
     cfg.load.experts_implementation = model.config._experts_implementation

@@ -38,22 +38,26 @@ class LoadedModel:
 
 
 def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None,
-                    render_mode: Optional[str] = None, place: bool = True) -> LoadedModel:
+                    render_mode: Optional[str] = None, place: bool = True, training: bool = False,
+                    vision_only: bool = False) -> LoadedModel:
     """Load any model source with `load`'s device, precision and kernels. `render_mode` is the image mode of a
     processor for a source that saved none (an official checkpoint, a preset): default, the saved render mode.
     `place=False` decides the precision for `load.device` but leaves the weights on the CPU, for a caller that
-    places the model itself (the Trainer, one device per process)."""
+    places the model itself (the Trainer, one device per process). `training` applies the precision rule's
+    training case (float32 on a CPU). `vision_only`: a DeepSeek-OCR model without its decoder, for an engine that
+    runs the decoder itself (model/checkpoint/convert.py `load_model`)."""
     load = load or LoadSettings()
     source = name if isinstance(name, ModelSource) else resolve_model_source(str(name), weights=True)
     source = with_weights(source)
     device = resolve_device(load.device)
-    dtype = resolve_precision(load.dtype, device)
+    dtype = resolve_precision(load.dtype, device, training=training)
     device = device if place else torch.device("cpu")
     render, generation = source.saved_settings()
     if source.is_deepseek_ocr:
         from model.checkpoint.convert import load_model
 
-        model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation)
+        model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation,
+                           vision_only)
         processor = deepseek_ocr_processor(source, render_mode or render.mode)
         return LoadedModel(source, model, processor, render, generation, device, dtype)
     tokenizer, model = load_seq2seq(source, dtype)
