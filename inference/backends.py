@@ -4,6 +4,7 @@
   in (or the text itself for a folder trained with text input), through the model's processor, batched with
   left padding.
 - `Seq2SeqBackend`: the BART/T5 baseline written by the generic trainer: source text in.
+- `LlamaCppBackend` (inference/llamacpp_engine.py): `OCRBackend`'s inputs and encoder, llama.cpp's decoder.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Optional
 import torch
 from PIL import Image
 
+from config import LoadSettings
 from config.modes import vision_tokens
+from model.checkpoint.load import load_pretrained
 
 
 @dataclass
@@ -25,12 +28,18 @@ class Document:
     text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
 
 
-def backend_for(loaded):
-    """The backend of a model from the loader (model/checkpoint/load.py)."""
+def load_backend(name: str, load: LoadSettings):
+    """(backend, LoadedModel) of a model source on `load.engine`: torch, or llama.cpp's decoder behind this
+    project's encoder (inference/llamacpp_engine.py)."""
+    if load.engine == "llamacpp":
+        from inference.llamacpp_engine import load_llamacpp
+
+        return load_llamacpp(name, load)
+    loaded = load_pretrained(name, load)
     if loaded.source.is_deepseek_ocr:
-        return OCRBackend(loaded.model, loaded.processor, loaded.device)
+        return OCRBackend(loaded.model, loaded.processor, loaded.device), loaded
     return Seq2SeqBackend(loaded.model, loaded.processor, loaded.device, loaded.source_prefix,
-                          loaded.max_source_length)
+                          loaded.max_source_length), loaded
 
 
 class OCRBackend:
@@ -47,12 +56,16 @@ class OCRBackend:
         images = self.processor.image_processor
         return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
 
-    def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
+    def inputs(self, documents: list[Document]) -> dict:
+        """The model inputs of a batch, left-padded, on the model's device."""
         batch = self.processor([doc.pages if self.reads_images else doc.text for doc in documents],
                                padding_side="left")
         for key in self._reporting_keys:
             batch.pop(key, None)
-        batch = {key: value.to(self.device) for key, value in batch.items()}
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
+        batch = self.inputs(documents)
         output = self.model.generate(**batch, **generate_kwargs)
         # Decoder-only: the output repeats the (left-padded) prompt; keep the new tokens.
         return [text.strip() for text in self.processor.batch_decode(output[:, batch["input_ids"].shape[1]:])]

@@ -15,7 +15,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from config import GenerationSettings, LoadSettings, RenderConfig
-from inference.backends import Document, Seq2SeqBackend, backend_for
+from config.settings import Engine
+from inference.backends import Document, Seq2SeqBackend, load_backend
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     ImageSource,
@@ -26,7 +27,6 @@ from inference.inputs import (
     load_image,
     load_pdf,
 )
-from model.checkpoint.load import load_pretrained
 
 
 @dataclass
@@ -59,12 +59,16 @@ class DeepSeekSummarizer:
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: Union[str, Path], load: Optional[LoadSettings] = None,
-                        **limits) -> "DeepSeekSummarizer":
+                        engine: Optional[Engine] = None, **limits) -> "DeepSeekSummarizer":
         """Any model source (model/checkpoint/source.py): a folder written by this project's training
         (DeepSeek-OCR or seq2seq), an exported or official folder, a hub id, or a preset. `load`: device (CUDA if
-        available, else CPU), precision (auto by default) and kernels; `limits`: max_pages, max_pixels."""
-        loaded = load_pretrained(str(path_or_hub_id), load)
-        return cls(backend_for(loaded), loaded.render, loaded.generation, str(path_or_hub_id), **limits)
+        available, else CPU), precision (auto by default), kernels and engine; `engine` ("torch" or "llamacpp",
+        for a folder exported with `--format gguf`) overrides `load.engine`; `limits`: max_pages, max_pixels."""
+        load = load or LoadSettings()
+        if engine is not None:
+            load = LoadSettings(**{**dataclasses.asdict(load), "engine": engine})  # validated like every setting
+        backend, loaded = load_backend(str(path_or_hub_id), load)
+        return cls(backend, loaded.render, loaded.generation, str(path_or_hub_id), **limits)
 
     # ------------------------------------------------------------------------------------------ properties
 

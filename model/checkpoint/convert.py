@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from transformers import initialization
@@ -22,6 +22,7 @@ from model.checkpoint.official_keys import (
     PLAIN_RENAMES,
     UNPREFIXED_KEYS,
     VISION_PARTS,
+    VISION_MODULES,
     VISION_PREFIX,
     packed_expert_key,
 )
@@ -67,9 +68,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     return converted
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Raise one error listing every missing key, unexpected key and shape mismatch."""
-    expected = model.state_dict()
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], vision_only: bool = False) -> None:
+    """Raise one error listing every missing key, unexpected key and shape mismatch (`vision_only`: of the vision
+    parts alone)."""
+    expected = {k: v for k, v in model.state_dict().items() if not vision_only or k.startswith(VISION_MODULES)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -82,16 +84,25 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
         )
 
 
-def load_official_state_dict(model: torch.nn.Module, official: dict[str, torch.Tensor]) -> None:
-    """Convert, check strictly and copy official weights into `model` (cast to the model's dtypes)."""
+def load_official_state_dict(model: torch.nn.Module, official: dict[str, torch.Tensor],
+                             vision_only: bool = False) -> None:
+    """Convert, check strictly and copy official weights into `model` (cast to the model's dtypes); `vision_only`:
+    the vision parts alone, for a model whose decoder runs elsewhere (the llama.cpp engine)."""
     state = convert_official_state_dict(official)
-    check_state_dict(model, state)
+    check_state_dict(model, state, vision_only)
     reference = model.state_dict()
-    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=not vision_only)
 
 
-def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def is_official_vision_key(key: str) -> bool:
+    name = key.removeprefix(OFFICIAL_PREFIX)
+    return name.startswith(VISION_PARTS) or name in PLAIN_RENAMES
+
+
+def read_safetensors_folder(folder: Path, keep: Optional[Callable[[str], bool]] = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a folder's safetensors files, or those whose name `keep` accepts (the others are never read
+    into memory)."""
+    from safetensors import safe_open
 
     index = folder / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else None
@@ -100,7 +111,8 @@ def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no *.safetensors in {folder}")
     state = {}
     for file in files:
-        state.update(load_file(str(file)))
+        with safe_open(str(file), framework="pt") as tensors:
+            state.update({key: tensors.get_tensor(key) for key in tensors.keys() if keep is None or keep(key)})
     return state
 
 
@@ -137,13 +149,17 @@ def model_config(source: ModelSource | str) -> DeepSeekOCRConfig:
 
 
 def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dtype] = None,
-               attn_implementation: str = "sdpa", experts_implementation: Optional[str] = None):
+               attn_implementation: str = "sdpa", experts_implementation: Optional[str] = None,
+               vision_only: bool = False):
     """The DeepSeek-OCR weights of a source (model/checkpoint/source.py): a preset (seeded random init), a folder
     saved by this project's `save_pretrained`, an official-layout folder, or a hub id. Returns the model in eval
     mode; a source that is not DeepSeek-OCR is a ModelSourceError.
 
     experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)
-    for every layout (an official folder included)."""
+    for every layout (an official folder included).
+    vision_only: no decoder layers, and of a folder only the vision parts are read (the DeepEncoder, projector and
+    layout embeddings: about a tenth of the real model); the token embeddings and lm_head stay unset. For an engine
+    that runs the decoder itself (inference/llamacpp_engine.py)."""
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
@@ -153,16 +169,19 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
     if source.kind == "project":
         model = DeepSeekOCRForConditionalGeneration.from_pretrained(
             source.path, dtype=dtype, attn_implementation=attn_implementation,
-            experts_implementation=experts_implementation)
+            experts_implementation=experts_implementation, **({"num_hidden_layers": 0} if vision_only else {}))
     else:
         config = model_config(source)
         config._attn_implementation = attn_implementation
         config._experts_implementation = experts_implementation
-        if source.kind == "preset":
+        if source.kind == "preset":  # small: built whole, so its seeded vision weights are the preset's own
             model = build_tiny_deepseek_ocr(config).to(dtype)
         else:
+            if vision_only:
+                config.num_hidden_layers = 0
             model = build_empty_model(config, dtype)
-            load_official_state_dict(model, read_safetensors_folder(source.path))
+            keep = is_official_vision_key if vision_only else None
+            load_official_state_dict(model, read_safetensors_folder(source.path, keep), vision_only)
     if device is not None:
         model = model.to(device)
     return model.eval()

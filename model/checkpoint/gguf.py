@@ -47,15 +47,34 @@ def check_gguf_tools(quant: str) -> None:
         raise GgufError(f"GGUF export needs llama.cpp's converter, not found in {converter_dir()}: run "
                         "`bash setup.sh --llamacpp` (or set LLAMA_CPP_CONVERTER to a llama.cpp checkout)")
     if quant in QUANTIZER_FTYPES:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise GgufError(f"--quant {quant} needs llama.cpp's quantizer (llama-cpp-python): run "
-                            "`bash setup.sh --llamacpp`") from None
+        import_llama_cpp(f"--quant {quant} needs llama.cpp's quantizer")
+
+
+def import_llama_cpp(needed_for: str = "the llamacpp engine needs llama.cpp"):
+    """llama-cpp-python, reporting only llama.cpp's errors (it logs every tensor it loads or quantizes)."""
+    import logging
+
+    try:
+        import llama_cpp
+    except ImportError:
+        raise GgufError(f"{needed_for} (llama-cpp-python), which is not installed: run "
+                        "`bash setup.sh --llamacpp`") from None
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    return llama_cpp
 
 
 def gguf_files(folder: Path) -> list[Path]:
     return sorted((Path(folder) / GGUF_DIR).glob("*.gguf"))
+
+
+def decoder_gguf(folder: Path) -> Path:
+    """The decoder file of an export folder: its one `gguf/model-*.gguf`."""
+    found = [path for path in gguf_files(folder) if path.name.startswith("model-")]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(path.name for path in found)})"
+        raise GgufError(f"{folder} has {what} decoder GGUF files in {GGUF_DIR}/: export one with `python -m "
+                        "model.export --format gguf`, or name the file with --gguf (GGUF for the API)")
+    return found[0]
 
 
 def _convert(official: Path, outfile: Path, outtype: str, mmproj: bool = False) -> None:
@@ -68,12 +87,7 @@ def _convert(official: Path, outfile: Path, outtype: str, mmproj: bool = False) 
 
 
 def _quantize(source: Path, target: Path, quant: str) -> None:
-    import logging
-
-    import llama_cpp
-
-    # llama.cpp reports every tensor it quantizes; only its errors concern the user.
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp = import_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANTIZER_FTYPES[quant])
     params.nthread = os.cpu_count() or 1

@@ -30,6 +30,8 @@ DECODER_PARTS = ("embed_tokens.", "layers.", "norm.")  # official model.X <-> la
 DECODER_PREFIX = "language_model."
 VISION_PARTS = ("sam_model.", "vision_model.")  # official model.X <-> vision_encoder.X (after its converters)
 VISION_PREFIX = "vision_encoder."
+# This model's parameters that turn pages into embeddings: everything but the decoder and lm_head.
+VISION_MODULES = (VISION_PREFIX, "projector.", "image_newline", "view_separator")
 EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
 EXPERT_KEY = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 PACKED_EXPERT_KEY = re.compile(rf"^{re.escape(DECODER_PREFIX)}layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$")
