@@ -28,13 +28,8 @@ class Document:
     text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
 
 
-def load_backend(name: str, load: LoadSettings):
-    """(backend, LoadedModel) of a model source on `load.engine`: torch, or llama.cpp's decoder behind this
-    project's encoder (inference/llamacpp_engine.py)."""
-    if load.engine == "llamacpp":
-        from inference.llamacpp_engine import load_llamacpp
-
-        return load_llamacpp(name, load)
+def torch_backend(name: str, load: LoadSettings):
+    """(backend, LoadedModel) of a model source on torch."""
     loaded = load_pretrained(name, load)
     if loaded.source.is_deepseek_ocr:
         return OCRBackend(loaded.model, loaded.processor, loaded.device), loaded

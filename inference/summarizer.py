@@ -16,7 +16,7 @@ import torch
 
 from config import GenerationSettings, LoadSettings, RenderConfig
 from config.settings import Engine
-from inference.backends import Document, Seq2SeqBackend, load_backend
+from inference.backends import Document, Seq2SeqBackend, torch_backend
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     ImageSource,
@@ -67,7 +67,12 @@ class DeepSeekSummarizer:
         load = load or LoadSettings()
         if engine is not None:
             load = LoadSettings(**{**dataclasses.asdict(load), "engine": engine})  # validated like every setting
-        backend, loaded = load_backend(str(path_or_hub_id), load)
+        if load.engine == "llamacpp":  # llama.cpp's decoder behind this project's encoder
+            from inference.llamacpp_engine import load_llamacpp
+
+            backend, loaded = load_llamacpp(str(path_or_hub_id), load)
+        else:
+            backend, loaded = torch_backend(str(path_or_hub_id), load)
         return cls(backend, loaded.render, loaded.generation, str(path_or_hub_id), **limits)
 
     # ------------------------------------------------------------------------------------------ properties

@@ -21,8 +21,8 @@ from model.checkpoint.official_keys import (
     OFFICIAL_PREFIX,
     PLAIN_RENAMES,
     UNPREFIXED_KEYS,
-    VISION_PARTS,
     VISION_MODULES,
+    VISION_PARTS,
     VISION_PREFIX,
     packed_expert_key,
 )

@@ -94,7 +94,7 @@ def test_quantized_export_is_finite_and_reports_agreement(tiny_model_dir, tmp_pa
     quantized = DeepSeekSummarizer.from_pretrained(export(tiny_model_dir, tmp_path / "q8", "q8_0"), FLOAT32,
                                                    engine="llamacpp")
     doc = documents(reference)[:1]
-    ids, prompts = reference.backend.prompts(doc)
+    prompts = reference.backend.prompts(doc)[1]
     rows = {}
 
     def recorder(name, forced=None):
