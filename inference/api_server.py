@@ -5,6 +5,11 @@
 Every response is JSON with a request id (also the `X-Request-ID` header). Bad input is a 4xx with a message;
 no traceback reaches a client. One worker thread owns the model and micro-batches concurrent requests
 (inference/batching.py); request threads only decode and render their input and wait for the result.
+
+Admission control (inference/admission.py): at most MAX_QUEUE summarize requests are held at once, each from before
+its body is decoded until it is answered; the next one gets 503 with Retry-After at once. A request's deadline
+(REQUEST_TIMEOUT from its admission) and its client's connection are checked before its batch starts, so the
+model never works for a request nobody waits for. On SIGTERM or SIGINT the server drains (inference/serving.py).
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import concurrent.futures
 import hmac
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -23,8 +29,9 @@ from werkzeug.exceptions import HTTPException
 
 from config import ConfigError, GenerationSettings
 from config.cli import USAGE_ERROR, first_line
+from inference.admission import Admission
 from inference.api_settings import ServerSettings
-from inference.batching import MicroBatcher
+from inference.batching import ClientGone, MicroBatcher
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     GENERATION_PARAMS,
@@ -37,6 +44,9 @@ from inference.openapi import SPEC
 
 logger = logging.getLogger("inference.api_server")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SUMMARIZE = frozenset({"summarize_text", "summarize_file", "summarize_image", "summarize_pdf"})
+# nginx's code for "client closed request": logged, never received
+_CLIENT_GONE = 499
 
 
 class ApiError(Exception):
@@ -101,8 +111,20 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
     batcher = None
     if summarizer is not None:
         batcher = MicroBatcher(summarizer.summarize_documents, settings.max_batch_size, settings.batch_wait_ms / 1000)
-    app.extensions["summarizer"], app.extensions["batcher"] = summarizer, batcher
+    admission = Admission(settings.max_queue)
+    app.extensions.update(summarizer=summarizer, batcher=batcher, admission=admission)
     token = settings.api_token.encode() if settings.api_token else None
+
+    def _refuse():
+        if admission.closed:
+            response, retry_after = _error(503, "the server is shutting down"), 1
+        else:
+            response = _error(503, f"the server is at capacity ({settings.max_queue} requests held); retry later")
+            # the time for the requests already held to go through the model, in whole seconds
+            batch_seconds = batcher.stats()["mean_batch_ms"] / 1000 if batcher else 0.0
+            retry_after = max(1, math.ceil(batch_seconds * admission.depth / settings.max_batch_size))
+        response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.before_request
     def _start():
@@ -116,6 +138,16 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
                 response = _error(401, "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
+        # Admission comes before the body is parsed: a refusal costs no decoding or rendering.
+        if request.endpoint in _SUMMARIZE:
+            if not admission.enter():
+                return _refuse()
+            g.deadline = time.monotonic() + settings.request_timeout
+
+    @app.teardown_request
+    def _release(_exception):
+        if g.pop("deadline", None) is not None:
+            admission.leave()
 
     @app.after_request
     def _finish(response):
@@ -143,12 +175,17 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
 
     def _summarize(document, params: dict):
         settings_ = apply_generation_params(summarizer.generation, **params)
-        future = batcher.submit(document, settings_)
+        # waitress (with channel_request_lookahead) tells whether the client is still connected
+        future = batcher.submit(document, settings_, g.deadline, request.environ.get("waitress.client_disconnected"))
         try:
-            result = future.result(timeout=settings.request_timeout)
-        except concurrent.futures.TimeoutError:
+            result = future.result(timeout=max(0.0, g.deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:  # the waiter's timeout, or RequestExpired from the batcher
             future.cancel()
+            admission.count("timed_out")
             raise ApiError(504, f"generation took longer than {settings.request_timeout:g} s") from None
+        except ClientGone:
+            admission.count("client_gone")
+            raise ApiError(_CLIENT_GONE, "the client closed the connection") from None
         return jsonify(request_id=g.request_id, **result.to_dict(), model=summarizer.name)
 
     def _require_model():
@@ -158,11 +195,12 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", model_loaded=summarizer is not None,
+        return jsonify(status="draining" if admission.closed else "ok", model_loaded=summarizer is not None,
                        model_name=summarizer.name if summarizer else None,
                        model_type=summarizer.model_type if summarizer else None,
                        device=str(summarizer.device) if summarizer else None,
-                       batching=batcher.stats() if batcher else None, request_id=g.request_id)
+                       admission=admission.stats(), batching=batcher.stats() if batcher else None,
+                       request_id=g.request_id)
 
     @app.get("/openapi.json")
     def openapi():
@@ -226,7 +264,8 @@ def main() -> int:
         return USAGE_ERROR
     app = create_app(summarizer, settings)
     logger.info("model on %s; serving on http://%s:%d", summarizer.device, settings.host, settings.port)
-    serve(app, settings.host, settings.port, settings.threads, settings.max_content_length)
+    serve(app, settings, on_drain=app.extensions["admission"].close)
+    logger.info("stopped")
     return 0
 
 

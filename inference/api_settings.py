@@ -23,11 +23,21 @@ class ServerSettings:
     max_content_length: Int = Field(20 * 2**20, ge=1, description="bytes of a request body")
     max_image_pixels: Int = Field(40_000_000, ge=1, description="per image or PDF page (decompression-bomb guard)")
     max_pages: Int = Field(16, ge=1, description="pages per document (long texts, PDFs)")
-    request_timeout: Float = Field(120.0, gt=0, description="seconds a request waits for its summary")
+    request_timeout: Float = Field(120.0, gt=0, description="seconds from a request's admission to its answer (504 "
+                                   "when over; not generated if its batch has not started); also bounds the drain "
+                                   "on SIGTERM")
     api_token: Optional[Str] = Field(None, repr=False, description="bearer token clients must send (never printed)")
     max_batch_size: Int = Field(8, ge=1, description="documents generated together; 1 turns micro-batching off")
     batch_wait_ms: Float = Field(5.0, ge=0, description="how long the batcher waits for companions of a request")
-    threads: Int = Field(16, ge=1, description="waitress worker threads: concurrent requests in flight")
+    max_queue: Int = Field(16, ge=1, description="summarize requests held at once (being read, rendered, queued "
+                                                 "or generated); beyond it a request gets 503 with Retry-After at once")
+    threads: Int = Field(24, ge=2, description="waitress worker threads; those beyond MAX_QUEUE answer 503s and "
+                                               "/health while the queue is full")
+
+    def __post_init__(self) -> None:
+        if self.max_queue >= self.threads:
+            raise ConfigError(f"config key 'max_queue' ({self.max_queue}) must be less than config key 'threads' "
+                              f"({self.threads}): spare threads answer 503 and /health while the queue is full")
 
     @classmethod
     def from_env(cls, environ=None) -> "ServerSettings":

@@ -25,15 +25,22 @@ _GENERATION = _generation_properties()
 _REQUEST_ID = {"X-Request-ID": {"description": "the request id, also in the body", "schema": {"type": "string"}}}
 
 
-def _json(ref: str, description: str) -> dict:
-    return {"description": description, "headers": _REQUEST_ID,
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying (from the recent batch time)",
+                                "schema": {"type": "integer"}}}
+
+
+def _json(ref: str, description: str, headers: dict | None = None) -> dict:
+    return {"description": description, "headers": {**_REQUEST_ID, **(headers or {})},
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
 _ERRORS = {str(code): _json("Error", text) for code, text in [
     (400, "invalid input"), (401, "missing or wrong bearer token (when API_TOKEN is set)"),
     (413, "body, image or page count over the limit"), (415, "wrong content type"),
-    (503, "no model loaded"), (504, "generation exceeded REQUEST_TIMEOUT")]}
+    (504, "not answered within REQUEST_TIMEOUT of its admission")]}
+_ERRORS["503"] = _json("Error", "refused at once, before the body is read: MAX_QUEUE requests are already held, or "
+                                "the server is shutting down (both with Retry-After); or no model is loaded",
+                       _RETRY_AFTER)
 
 
 def _upload(description: str, extra: dict | None = None) -> dict:
@@ -64,14 +71,24 @@ SPEC = {
             "Error": {"type": "object", "required": ["error", "status", "request_id"], "properties": {
                 "error": {"type": "string"}, "status": {"type": "integer"}, "request_id": {"type": "string"}}},
             "Health": {"type": "object", "properties": {
-                "status": {"type": "string"}, "model_loaded": {"type": "boolean"},
+                "status": {"type": "string", "enum": ["ok", "draining"]}, "model_loaded": {"type": "boolean"},
                 "model_name": {"type": "string", "nullable": True}, "model_type": {"type": "string", "nullable": True},
-                "device": {"type": "string", "nullable": True}, "batching": {"type": "object"},
-                "request_id": {"type": "string"}}},
+                "device": {"type": "string", "nullable": True},
+                "admission": {"$ref": "#/components/schemas/Admission"},
+                "batching": {"type": "object", "nullable": True}, "request_id": {"type": "string"}}},
+            "Admission": {"type": "object", "description": "summarize requests since the server started",
+                          "properties": {
+                "limit": {"type": "integer", "description": "MAX_QUEUE"},
+                "depth": {"type": "integer", "description": "requests held now (being read, rendered, queued or "
+                                                            "generated)"},
+                "accepted": {"type": "integer"}, "rejected": {"type": "integer", "description": "answered 503"},
+                "timed_out": {"type": "integer", "description": "answered 504"},
+                "client_gone": {"type": "integer", "description": "client disconnected before generation"},
+                "draining": {"type": "boolean", "description": "shutting down: new requests are refused"}}},
         },
     },
     "paths": {
-        "/health": {"get": {"summary": "liveness, model and device", "security": [],
+        "/health": {"get": {"summary": "liveness, model, device, queue depth and request counts", "security": [],
                             "responses": {"200": _json("Health", "server state")}}},
         "/openapi.json": {"get": {"summary": "this description", "security": [{}, {"bearer": []}],
                                   "responses": {"200": {"description": "OpenAPI 3 document"}}}},

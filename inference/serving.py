@@ -1,22 +1,38 @@
-"""The production WSGI server (waitress) around the Flask app, with the API's JSON errors at every layer.
+"""The production WSGI server (waitress) around the Flask app, with the API's JSON errors at every layer and a
+graceful shutdown.
 
 Waitress buffers a whole request body before the app sees it, and refuses bodies over its own limit with a
 plain-text answer. Its limit is set well above the app's MAX_CONTENT_LENGTH, so a client that sends the whole body
 before reading (Python's urllib) gets Flask's JSON 413 from the app; a body beyond even that is refused by waitress
 at once, and that answer is JSON too (its error task is waitress's extension point for exactly this).
+
+Shutdown: waitress has no drain of its own, so `serve` runs waitress's event loop itself. On SIGTERM or SIGINT it
+stops listening (connections the kernel already completed are taken in and answered, not reset), tells the app to
+refuse new requests (`on_drain`), keeps serving until every request it has taken is answered and sent (at most
+REQUEST_TIMEOUT, the longest an admitted request waits), then returns.
 """
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import time
 import uuid
+from typing import Callable
 
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
+from inference.api_settings import ServerSettings
+
+logger = logging.getLogger(__name__)
 # Bodies up to this many times MAX_CONTENT_LENGTH are read (spooled to a temporary file by waitress) so the app can
 # answer with JSON; beyond it, waitress answers without reading, as the JSON below.
 WAITRESS_BODY_FACTOR = 8
+# Seconds between the drain's checks whether every request has been answered and sent.
+_DRAIN_POLL_S = 0.05
 
 
 class _JsonErrorTask(ErrorTask):
@@ -37,8 +53,62 @@ class _JsonErrorChannel(HTTPChannel):
     error_task_class = _JsonErrorTask
 
 
-def serve(app, host: str, port: int, threads: int, max_content_length: int) -> None:
-    server = create_server(app, host=host, port=port, threads=threads, ident="deepseek-summarizer",
-                           max_request_body_size=WAITRESS_BODY_FACTOR * max_content_length + 2**20)
+def serve(app, settings: ServerSettings, on_drain: Callable[[], None]) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then drain (see the module's docstring) and return."""
+    # channel_request_lookahead: waitress keeps reading a connection while its request runs, so it notices a client
+    # that hung up (the app's `waitress.client_disconnected`), and the batcher skips that request.
+    server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
+                           ident="deepseek-summarizer", channel_request_lookahead=1,
+                           max_request_body_size=WAITRESS_BODY_FACTOR * settings.max_content_length + 2**20)
     server.channel_class = _JsonErrorChannel
-    server.run()
+    received: list[int] = []
+
+    def _on_signal(signum, _frame):  # only notes the signal: the event loop acts on it between two polls
+        received.append(signum)
+        server.pull_trigger()  # wakes the event loop (a write to its pipe: safe in a signal handler)
+
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _loop_until(server, lambda: bool(received), server.adj.asyncore_loop_timeout)
+        logger.info("%s: draining", signal.Signals(received[0]).name)
+        on_drain()
+        _stop_listening(server)
+        deadline = time.monotonic() + settings.request_timeout
+        _loop_until(server, lambda: _idle(server) or time.monotonic() > deadline, _DRAIN_POLL_S)
+        unanswered = sum(1 for channel in _channels(server) if channel.requests)
+        if unanswered:
+            logger.warning("%d request(s) still unanswered after REQUEST_TIMEOUT; closing", unanswered)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        server.task_dispatcher.shutdown(timeout=1)
+
+
+def _loop_until(server, done: Callable[[], bool], timeout: float) -> None:
+    while not done():
+        wasyncore.loop(timeout=timeout, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+
+
+def _stop_listening(server) -> None:
+    """Close the listening socket, after taking in the connections the kernel has already completed (their clients
+    get an answer, 503 while draining, instead of a reset)."""
+    server.accepting = False
+    while True:
+        try:
+            conn, addr = server.socket.accept()
+        except OSError:  # BlockingIOError: no connection left in the backlog
+            break
+        server.set_socket_options(conn)
+        server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=server._map)
+    server.del_channel()
+    server.socket.close()
+
+
+def _channels(server) -> list[HTTPChannel]:
+    return list(server.active_channels.values())
+
+
+def _idle(server) -> bool:
+    """No request being received, run or queued, and no answer left to send."""
+    return not any(channel.request is not None or channel.requests or channel.total_outbufs_len
+                   for channel in _channels(server))

@@ -1,5 +1,6 @@
 """The API app through Flask's test client: reference requests, every bad input as a 4xx JSON error, auth,
-request ids, batching of concurrent requests, the OpenAPI description, and errors that must not leak."""
+request ids, batching of concurrent requests, admission control (503 when full, deadlines), the OpenAPI
+description, and errors that must not leak."""
 import io
 import struct
 import threading
@@ -186,6 +187,98 @@ def test_slow_generation_is_504():
     assert response.status_code == 504 and "longer than 0.2 s" in response.json["error"]
 
 
+class _Gated:
+    """A stand-in summarizer whose generation waits for the test's go-ahead, recording what it prepares and
+    generates, to hold the queue full for as long as a test needs."""
+    name, model_type, device = "gated", "deepseek-ocr", "cpu"
+
+    def __init__(self):
+        from config import GenerationSettings
+        self.generation, self.gate = GenerationSettings(), threading.Event()
+        self.prepared, self.generated = [], []
+
+    def prepare_text(self, text, max_pages=None):
+        self.prepared.append(text)
+        return Document(text=text)
+
+    def summarize_documents(self, documents, settings):
+        self.gate.wait(30)
+        self.generated += [document.text for document in documents]
+        from inference.summarizer import SummaryResult
+        return [SummaryResult(summary=f"summary of {d.text}", pages=1, vision_tokens=None, text_tokens=None,
+                              compression_ratio=None, seconds=0.0) for d in documents]
+
+
+def in_thread(client, path, **kwargs):
+    """Send a request from another thread; the answer is `box[0]` once `thread` has ended."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(client.post(path, **kwargs)))
+    thread.start()
+    return thread, box
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_full_queue_is_503_with_retry_after_before_the_body_is_read():
+    model = _Gated()
+    app = create_app(model, ServerSettings(max_queue=2, batch_wait_ms=0))
+    client, admission = app.test_client(), app.extensions["admission"]
+    held = [in_thread(app.test_client(), "/summarize/text", json={"text": f"held {i}"}) for i in range(2)]
+    wait_for(lambda: admission.depth == 2)
+    refused = [client.post("/summarize/text", json={"text": "one too many"}),
+               client.post("/summarize/text", data="{not json", content_type="application/json"),
+               client.post("/summarize/image", data=upload(b"not even an image"))]
+    for response in refused:  # 503, not 400: the body was never looked at
+        assert response.status_code == 503 and response.json["status"] == 503, response.json
+        assert "capacity" in response.json["error"] and response.json["request_id"]
+        assert int(response.headers["Retry-After"]) >= 1
+    assert "one too many" not in model.prepared
+    assert client.get("/health").json["admission"]["depth"] == 2  # health is not a summarize request
+    model.gate.set()
+    for thread, box in held:
+        thread.join(30)
+        assert box[0].status_code == 200
+    assert client.post("/summarize/text", json={"text": "after"}).status_code == 200  # places are given back
+    counts = client.get("/health").json["admission"]
+    assert counts == {"limit": 2, "depth": 0, "accepted": 3, "rejected": 3, "timed_out": 0, "client_gone": 0,
+                      "draining": False}
+
+
+def test_full_queue_with_the_real_model(summarizer):
+    app = create_app(summarizer, ServerSettings(max_queue=1, **LIMITS))
+    client = app.test_client()
+    thread, box = in_thread(app.test_client(), "/summarize/text", json={"text": "A long wait.", "max_length": 64})
+    wait_for(lambda: app.extensions["admission"].depth == 1)
+    refused = client.post("/summarize/text", json={"text": "Me too.", "max_length": 2})
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    thread.join(120)
+    assert box[0].status_code == 200 and box[0].json["summary"]
+    assert client.post("/summarize/text", json={"text": "Me too.", "max_length": 2}).status_code == 200
+
+
+def test_request_past_its_deadline_is_504_and_never_generated():
+    model = _Gated()
+    app = create_app(model, ServerSettings(max_batch_size=1, batch_wait_ms=0, request_timeout=0.5))
+    first = in_thread(app.test_client(), "/summarize/text", json={"text": "first"})
+    wait_for(lambda: app.extensions["admission"].depth == 1)
+    second = in_thread(app.test_client(), "/summarize/text", json={"text": "second"})  # waits behind "first"
+    for thread, box in (first, second):
+        thread.join(30)
+        assert box[0].status_code == 504 and "longer than 0.5 s" in box[0].json["error"]
+    model.gate.set()  # "first" was already being generated; "second" must never be
+    wait_for(lambda: app.extensions["batcher"].stats()["requests"] >= 1)
+    app.extensions["batcher"].close(10)
+    assert model.generated == ["first"]
+    health = app.test_client().get("/health").json
+    assert health["admission"]["timed_out"] == 2 and health["admission"]["depth"] == 0
+    assert health["batching"]["cancelled"] + health["batching"]["expired"] == 1
+
+
 def test_concurrent_requests_are_batched_and_match_one_at_a_time(app, summarizer):
     texts = [f"Report number {i}: " + "the harvest was good this year. " * (3 + 5 * i) for i in range(6)]
     expected = [r.summary for r in summarizer.summarize_text(texts, max_length=3)]
@@ -230,6 +323,10 @@ def test_settings_from_environment():
     with pytest.raises(ConfigError, match="environment variable MAX_BATCH_SIZE: input should be greater than or "
                                           "equal to 1, got 0"):
         ServerSettings.from_env({"MAX_BATCH_SIZE": "0"})
+    assert ServerSettings.from_env({"MAX_QUEUE": "4"}).max_queue == 4
+    with pytest.raises(ConfigError, match=r"environment variable MAX_QUEUE \(16\) must be less than environment "
+                                          r"variable THREADS \(8\)"):
+        ServerSettings.from_env({"THREADS": "8"})
 
 
 def test_server_without_model_path_exits_with_one_line(monkeypatch, capsys):

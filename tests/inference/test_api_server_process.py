@@ -1,10 +1,12 @@
 """The real server: `python -m inference.api_server` in its own process on a free loopback port, over HTTP.
 
-The README's curl requests (with the real curl when installed), every bad input as a 4xx, concurrent clients."""
+The README's curl requests (with the real curl when installed), every bad input as a 4xx, concurrent clients, a
+client that hangs up before its turn (never generated), and SIGTERM with requests in flight (each answered, exit 0)."""
 import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,11 +52,11 @@ class Client:
         return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
+def start_server(model_dir, **variables) -> tuple[subprocess.Popen, Client]:
+    """`python -m inference.api_server` on a free port, once /health answers."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MODEL_PATH": str(tiny_model_dir),
-           "PORT": str(port), "MAX_CONTENT_LENGTH": "300000", "MAX_PAGES": "3", "BATCH_WAIT_MS": "20"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "MODEL_PATH": str(model_dir),
+           "PORT": str(port), **variables}
     env.pop("API_TOKEN", None)
     process = subprocess.Popen([sys.executable, "-m", "inference.api_server"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -65,12 +67,28 @@ def server(tiny_model_dir):
             pytest.fail(f"server exited: {process.stdout.read().decode()[-2000:]}")
         try:
             if client.request("GET", "/health")[0] == 200:
-                break
+                return process, client
         except OSError:
             if time.monotonic() > deadline:
                 process.kill()
                 pytest.fail("server did not start in time")
             time.sleep(0.5)
+
+
+def health(client) -> dict:
+    return json.loads(client.request("GET", "/health")[2])
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    process, client = start_server(tiny_model_dir, MAX_CONTENT_LENGTH="300000", MAX_PAGES="3", BATCH_WAIT_MS="20")
     yield client
     process.terminate()
     process.wait(30)
@@ -184,3 +202,59 @@ def test_body_beyond_the_servers_buffer_limit_is_answered_in_json_at_once(server
     assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
     assert json.loads(body)["status"] == 413
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_request_whose_client_hung_up_is_never_generated(server):
+    before = health(server)
+    answers = []
+    long = threading.Thread(target=lambda: answers.append(
+        server.json("/summarize/text", {"text": "Keep the model busy.", "max_length": 80})))
+    long.start()
+    wait_for(lambda: health(server)["admission"]["depth"] == 1)
+    time.sleep(0.3)  # its batch has started: the next request waits for the one after
+    body = json.dumps({"text": "Nobody will read this.", "max_length": 3}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"POST /summarize/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_for(lambda: health(server)["admission"]["depth"] == 2)
+    long.join(120)
+    assert answers[0][0] == 200
+    wait_for(lambda: health(server)["admission"]["depth"] == 0)
+    after = health(server)
+    assert after["admission"]["client_gone"] - before["admission"]["client_gone"] == 1
+    assert after["batching"]["client_gone"] - before["batching"]["client_gone"] == 1
+    assert after["batching"]["requests"] - before["batching"]["requests"] == 1  # the long one only
+
+
+def test_sigterm_answers_every_request_in_flight_and_exits_0(tiny_model_dir):
+    process, client = start_server(tiny_model_dir, MAX_BATCH_SIZE="1", BATCH_WAIT_MS="0")
+    texts = [f"Document {i}: the river rose and the town prepared." for i in range(4)]
+    answers, lock = {}, threading.Lock()
+
+    def ask(text):
+        status, _, body = client.json("/summarize/text", {"text": text, "max_length": 40})
+        with lock:
+            answers[text] = (status, json.loads(body))
+
+    threads = [threading.Thread(target=ask, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: health(client)["admission"]["depth"] == len(texts))
+    process.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", client.port), timeout=5).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+
+    wait_for(refused, timeout=10)  # no longer listening...
+    with lock:
+        assert len(answers) < len(texts)  # ...while requests are still being generated
+    for thread in threads:
+        thread.join(120)
+    assert process.wait(60) == 0, process.stdout.read().decode()[-3000:]
+    assert sorted(answers) == sorted(texts)
+    assert all(status == 200 and body["summary"] for status, body in answers.values()), answers
+    assert "SIGTERM: draining" in process.stdout.read().decode()

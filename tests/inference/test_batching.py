@@ -1,11 +1,12 @@
-"""MicroBatcher with a stub model: grouping by settings, batch sizes, failure isolation, cancelled requests."""
+"""MicroBatcher with a stub model: grouping by settings, batch sizes, failure isolation, and requests nobody waits
+for (cancelled, past their deadline, client gone) never generated."""
 import threading
 import time
 
 import pytest
 
 from config import GenerationSettings
-from inference.batching import MicroBatcher
+from inference.batching import ClientGone, MicroBatcher, RequestExpired
 
 
 class Recorder:
@@ -72,5 +73,48 @@ def test_cancelled_request_is_skipped_and_close_drains():
     third = batcher.submit("third", GenerationSettings())
     batcher.close(5)
     assert first.result() and third.result() and [docs for docs, _ in run.calls] == [["first"], ["third"]]
+    assert batcher.stats()["cancelled"] == 1 and batcher.stats()["requests"] == 2
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit("late", GenerationSettings())
+
+
+def test_request_past_its_deadline_is_never_generated():
+    run = Recorder(delay=0.4)
+    batcher = MicroBatcher(run, max_batch_size=1, max_wait_s=0)
+    first = batcher.submit("first", GenerationSettings())
+    time.sleep(0.1)  # the worker is busy with "first" until 0.4 s
+    late = batcher.submit("late", GenerationSettings(), deadline=time.monotonic() + 0.1)
+    on_time = batcher.submit("on time", GenerationSettings(), deadline=time.monotonic() + 30)
+    batcher.close(5)
+    assert first.result() and on_time.result()
+    with pytest.raises(RequestExpired):
+        late.result()
+    assert [docs for docs, _ in run.calls] == [["first"], ["on time"]]
+    assert batcher.stats()["expired"] == 1
+
+
+def test_deadline_is_checked_when_the_group_runs_not_when_it_was_collected():
+    """Two settings collected together run one after the other: the second group's request may expire meanwhile."""
+    run = Recorder(delay=0.4)
+    batcher = MicroBatcher(run, max_batch_size=8, max_wait_s=0.1)
+    first = batcher.submit("first", GenerationSettings(max_new_tokens=5))
+    late = batcher.submit("late", GenerationSettings(max_new_tokens=7), deadline=time.monotonic() + 0.3)
+    batcher.close(5)
+    assert first.result() == "first:5" and isinstance(late.exception(), RequestExpired)
+    assert [docs for docs, _ in run.calls] == [["first"]]
+
+
+def test_request_whose_client_left_is_never_generated():
+    run = Recorder(delay=0.3)
+    batcher = MicroBatcher(run, max_batch_size=1, max_wait_s=0)
+    connected = {"a": True, "b": True}
+    first = batcher.submit("first", GenerationSettings())
+    time.sleep(0.1)
+    left = batcher.submit("left", GenerationSettings(), gone=lambda: not connected["a"])
+    stayed = batcher.submit("stayed", GenerationSettings(), gone=lambda: not connected["b"])
+    connected["a"] = False  # hangs up while "first" is generated
+    batcher.close(5)
+    assert first.result() and stayed.result().startswith("stayed:")
+    with pytest.raises(ClientGone):
+        left.result()
+    assert [docs for docs, _ in run.calls] == [["first"], ["stayed"]] and batcher.stats()["client_gone"] == 1
