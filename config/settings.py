@@ -195,6 +195,9 @@ class TrainingConfig:
         "auto", description="auto: bf16 where the GPU supports it, else float32; training on a CPU runs in float32 "
         "(bf16/fp16 fall back with a warning)")
     gradient_checkpointing: Bool = Field(True, description="recompute activations in backward (saves memory)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="an optimizer step whose loss or gradient norm is NaN or infinite: 'stop' the run, "
+        "naming the step and the last good checkpoint, or 'skip' its update and report the count at the end")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # DeepSeek-OCR specifics.
     instruction: Str = Field("Summarize the document.", description="DeepSeek-OCR: the prompt after the pages")

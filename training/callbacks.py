@@ -59,7 +59,12 @@ class TrainingProgress(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             speed = self.throughput(args, state)
-            self.bar.close()
-            self.bar = None
+            self.close()
             print(f"trained {state.global_step} steps: {speed['samples/s']:.2f} samples/s, "
                   f"{speed['tokens/s']:.0f} tokens/s", flush=True)
+
+    def close(self) -> None:
+        """Ends the bar's line; also for a run that stops on an error, so the error gets a line of its own."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -2,7 +2,7 @@
 
 The loop, mixed precision, gradient accumulation, checkpoints, resuming and multi-GPU are the `Trainer`'s; this
 class adds the model setup (freezing, LoRA, dtypes), the vision cache, logging of the loss parts, and a save
-format that inference loads directly.
+format that inference loads directly; training/faults.py's guard stops or skips a non-finite step.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from model.params import estimate_training_memory, freeze_vision_encoder, parame
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
+from training.faults import NonFiniteGuard
 from training.vision_cache import VisionFeatureCache
 
 # Disk cache location: outside output_dir, which is saved and may be pushed to the hub.
@@ -90,7 +91,7 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     return model, loaded.processor.tokenizer
 
 
-class DeepSeekOCRTrainer(Trainer):
+class DeepSeekOCRTrainer(NonFiniteGuard, Trainer):
     """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
 
     def __init__(self, *args, cfg: TrainingConfig, processor: DeepSeekOCRProcessor,
@@ -132,7 +133,7 @@ class DeepSeekOCRTrainer(Trainer):
         collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None)
         return cls(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                    eval_dataset=eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics,
-                   cfg=cfg, processor=processor, vision_cache=cache)
+                   cfg=cfg, processor=processor, vision_cache=cache, on_nonfinite=cfg.on_nonfinite)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

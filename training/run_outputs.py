@@ -3,7 +3,8 @@ for `--resume`, the loss plot and the model card.
 
 transformers 5.23 writes a checkpoint in place (no temporary folder), so a run killed mid-save leaves a
 `checkpoint-N` folder that looks real. Its `trainer_state.json` is written last, so a checkpoint counts as
-complete only when that file parses and names step N; incomplete ones are removed before resuming.
+complete only when that file parses and names step N; incomplete ones are removed before resuming (and a folder
+about to be written again loses that file first: training/faults.py).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Any, Optional, Sequence
 from config import TRAINING_CONFIG_FILE, TrainingConfig, to_dict
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-RUN_MARKERS = (TRAINING_CONFIG_FILE, "trainer_state.json", "model.safetensors", "adapter_model.safetensors")
+STATE_FILE = "trainer_state.json"  # the Trainer's; written last into a checkpoint folder
+RUN_MARKERS = (TRAINING_CONFIG_FILE, STATE_FILE, "model.safetensors", "adapter_model.safetensors")
 PLOT_FILE = "loss_curves.png"
 CARD_FILE = "README.md"
 
@@ -32,7 +34,7 @@ def checkpoint_step(path: Path) -> Optional[int]:
     if not match or not path.is_dir():
         return None
     try:
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return int(match.group(1)) if state.get("global_step") == int(match.group(1)) else None
@@ -58,6 +60,13 @@ def prepare_output_dir(folder: str | Path, *, overwrite: bool, resume: Optional[
             shutil.rmtree(path)
 
 
+def complete_checkpoints(folder: str | Path) -> list[Path]:
+    """The complete checkpoint folders in `folder`, oldest step first."""
+    folder = Path(folder)
+    steps = {path: checkpoint_step(path) for path in (folder.iterdir() if folder.is_dir() else ())}
+    return sorted((path for path, step in steps.items() if step is not None), key=steps.__getitem__)
+
+
 def resolve_checkpoint(folder: str | Path, resume: str) -> Optional[str]:
     """The checkpoint to resume from: the latest complete one for "latest" (None when there is none), else the
     named folder, which must be complete. Incomplete checkpoints left by a killed run are deleted."""
@@ -71,10 +80,10 @@ def resolve_checkpoint(folder: str | Path, resume: str) -> Optional[str]:
         named = Path(resume) if Path(resume).exists() else folder / resume
         if checkpoint_step(named) is None:
             raise OutputDirError(f"cannot resume from {resume}: not a complete checkpoint-N folder "
-                                 "(it needs a trainer_state.json)")
+                                 f"(it needs a {STATE_FILE})")
         return str(named)
-    complete = sorted((checkpoint_step(p), p) for p in candidates if checkpoint_step(p) is not None)
-    return str(complete[-1][1]) if complete else None
+    complete = complete_checkpoints(folder)
+    return str(complete[-1]) if complete else None
 
 
 def plot_losses(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path:

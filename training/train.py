@@ -46,6 +46,7 @@ class TrainResult:
     truncated_sources: Optional[int]  # DeepSeek-OCR: documents / summaries cut to max_source_length / max_length
     truncated_targets: Optional[int]  # in this call's batches (this process's); None for the seq2seq baseline
     metrics: dict[str, Any]  # the final evaluation (empty without validation data)
+    skipped_steps: list[int]  # on_nonfinite "skip": this call's steps with a non-finite loss or gradient norm
 
 
 def build_parser() -> Parser:
@@ -188,7 +189,9 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
 
     `resume`: "latest" (the latest complete checkpoint in the output folder, if any) or a checkpoint folder;
     `overwrite` replaces a run already in the output (and export) folder; `hub_token` (default: $HF_TOKEN) is
-    for pushing and hub datasets and is never saved or printed.
+    for pushing and hub datasets and is never saved or printed. A non-finite step (`on_nonfinite` stop) or a full
+    disk while saving raises `training.faults.TrainingStopped`, whose one line names the step and the last good
+    checkpoint.
     """
     from training.run_outputs import checkpoint_step, prepare_output_dir, resolve_checkpoint
 
@@ -207,9 +210,11 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from training.callbacks import TrainingProgress
+    from training.faults import SaveTracker, stop_report
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = USER_TENSORBOARD_DIR or str(Path(cfg.output_dir) / "runs")
-    trainer = build_trainer(cfg, train_records, val_records, [TrainingProgress()])
+    progress, saves = TrainingProgress(), SaveTracker()
+    trainer = build_trainer(cfg, train_records, val_records, [progress, saves])
     for default in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(default)
     if trainer.is_world_process_zero():
@@ -217,17 +222,27 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
         save_json(cfg, Path(cfg.output_dir) / TRAINING_CONFIG_FILE)
     # Read now: the checkpoint may be rotated away (save_total_limit) by the time training ends.
     started_at = checkpoint_step(Path(checkpoint)) if checkpoint else 0
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
-    metrics = final_metrics(trainer, bool(val_records))
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        finish(trainer, cfg, {"train": len(train_records), "val": len(val_records)}, metrics)
-        if cfg.export_dir:
-            from model.checkpoint.export import export_model
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics = final_metrics(trainer, bool(val_records))
+        if trainer.is_world_process_zero():
+            trainer.save_state()
+            finish(trainer, cfg, {"train": len(train_records), "val": len(val_records)}, metrics)
+    except Exception as err:
+        progress.close()
+        stopped = stop_report(err, cfg.output_dir, trainer.state.global_step, saves.writing, trainer.args.should_save)
+        if stopped is None:
+            raise
+        raise stopped from None
+    if trainer.skipped_steps and trainer.is_world_process_zero():
+        print(f"skipped {len(trainer.skipped_steps)} step(s) with a non-finite loss or gradient norm, their updates "
+              f"not applied: steps {', '.join(map(str, trainer.skipped_steps))}", flush=True)
+    if cfg.export_dir and trainer.is_world_process_zero():
+        from model.checkpoint.export import export_model
 
-            export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=overwrite)
-            print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
+        export_model(cfg.output_dir, cfg.export_dir, cfg.export_dtype, overwrite=overwrite)
+        print(f"exported the official layout ({cfg.export_dtype}) to {cfg.export_dir}", flush=True)
     steps = trainer.state.global_step
     ran = steps - started_at
     seconds = output.metrics["train_runtime"]
@@ -236,21 +251,24 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
         output_dir=cfg.output_dir, steps=steps, step_seconds=seconds / ran if ran else None, train_seconds=seconds,
         val_losses=[(h["step"], h["eval_loss"]) for h in trainer.state.log_history if "eval_loss" in h],
         truncated_sources=trainer.truncated_sources if ocr else None,
-        truncated_targets=trainer.truncated_targets if ocr else None, metrics=metrics)
+        truncated_targets=trainer.truncated_targets if ocr else None, metrics=metrics,
+        skipped_steps=list(trainer.skipped_steps))
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (config, data, model name, output folder, hub access): reported as one line."""
+    """Errors caused by input (config, data, model name, output folder, hub access) or a fault that stopped training
+    (non-finite step, full disk): reported as one line."""
     from data.dataset_loader import DatasetError
     from model.checkpoint.device import DeviceError
     from model.checkpoint.export import ExportError
     from model.checkpoint.load import ModelLoadError
     from model.checkpoint.source import ModelSourceError
     from training.data import TrainDataError
+    from training.faults import TrainingStopped
     from training.run_outputs import OutputDirError
 
     return (DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError,
-            ExportError)
+            ExportError, TrainingStopped)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -26,6 +26,7 @@ from config import TRAINING_CONFIG_FILE, GenerationSettings, TrainingConfig, sav
 from evaluation.metrics import evaluate_pairs
 from model.checkpoint.load import load_pretrained
 from training.arguments import training_arguments
+from training.faults import NonFiniteGuard
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def rouge_metrics(tokenizer: Any, references: Sequence[Sequence[str]]) -> Callab
     return compute
 
 
-class SummarizationTrainer(Seq2SeqTrainer):
+class SummarizationTrainer(NonFiniteGuard, Seq2SeqTrainer):
     """Seq2SeqTrainer whose saved folders also carry the run settings inference reads."""
 
     def __init__(self, *args: Any, training_config: Optional[TrainingConfig] = None, **kwargs: Any):
@@ -114,6 +115,7 @@ class SummarizationTrainer(Seq2SeqTrainer):
             compute_metrics=rouge_metrics(tokenizer, references) if eval_dataset else None,
             callbacks=callbacks,
             training_config=cfg,
+            on_nonfinite=cfg.on_nonfinite,
         )
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
