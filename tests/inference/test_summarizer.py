@@ -43,7 +43,9 @@ def test_text_is_rendered_with_the_folder_render_settings(summarizer, tiny_model
     assert [p.tobytes() for p in pages] == [p.tobytes() for p in expected]
 
 
-def test_batched_equals_one_at_a_time_for_greedy(summarizer):
+def test_batched_equals_one_at_a_time_for_greedy(tiny_model_dir):
+    # float32: bf16 (auto on a CPU with bf16 units) rounds differently with the batch's padding and shape.
+    summarizer = DeepSeekSummarizer.from_pretrained(tiny_model_dir, LoadSettings(device="cpu", dtype="float32"))
     batched = summarizer.summarize_text(TEXTS, max_length=6)
     single = [summarizer.summarize_text(text, max_length=6) for text in TEXTS]
     assert [r.summary for r in batched] == [r.summary for r in single]

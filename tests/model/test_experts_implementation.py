@@ -16,11 +16,12 @@ SIGNATURE_OP = {"eager": "aten::index_add_", "grouped_mm": "aten::_grouped_mm", 
 def experts_ops(model) -> set[str]:
     """aten ops run by the first MoE layer's routed experts on a few tokens."""
     experts = model.language_model.layers[model.config.first_k_dense_replace].mlp.experts
-    hidden = torch.randn(5, model.config.hidden_size)
+    # In the model's dtype: load_pretrained's auto is bfloat16 on a CPU with bf16 units.
+    hidden = torch.randn(5, model.config.hidden_size, dtype=model.dtype)
     top_k = model.config.num_experts_per_tok
     index = torch.arange(5 * top_k).reshape(5, top_k) % model.config.n_routed_experts
     with torch.no_grad(), profile() as prof:
-        experts(hidden, index, torch.full((5, top_k), 0.5))
+        experts(hidden, index, torch.full((5, top_k), 0.5, dtype=model.dtype))
     return {event.name for event in prof.events()}
 
 
