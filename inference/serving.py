@@ -9,7 +9,7 @@ at once, and that answer is JSON too (its error task is waitress's extension poi
 Shutdown: waitress has no drain of its own, so `serve` runs waitress's event loop itself. On SIGTERM or SIGINT it
 stops listening (connections the kernel already completed are taken in and answered, not reset), tells the app to
 refuse new requests (`on_drain`), keeps serving until every request it has taken is answered and sent (at most
-REQUEST_TIMEOUT, the longest an admitted request waits), then returns.
+REQUEST_TIMEOUT, the longest an admitted request waits), then returns. A second signal ends the wait.
 """
 from __future__ import annotations
 
@@ -74,10 +74,11 @@ def serve(app, settings: ServerSettings, on_drain: Callable[[], None]) -> None:
         on_drain()
         _stop_listening(server)
         deadline = time.monotonic() + settings.request_timeout
-        _loop_until(server, lambda: _idle(server) or time.monotonic() > deadline, _DRAIN_POLL_S)
+        _loop_until(server, lambda: _idle(server) or len(received) > 1 or time.monotonic() > deadline,
+                    _DRAIN_POLL_S)
         unanswered = sum(1 for channel in _channels(server) if channel.requests)
         if unanswered:
-            logger.warning("%d request(s) still unanswered after REQUEST_TIMEOUT; closing", unanswered)
+            logger.warning("%d request(s) unanswered at shutdown (REQUEST_TIMEOUT or a second signal)", unanswered)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -85,8 +86,11 @@ def serve(app, settings: ServerSettings, on_drain: Callable[[], None]) -> None:
 
 
 def _loop_until(server, done: Callable[[], bool], timeout: float) -> None:
-    while not done():
+    """Run the event loop until `done()`, checked after each poll (so input already arrived is read first)."""
+    while True:
         wasyncore.loop(timeout=timeout, map=server._map, use_poll=server.adj.asyncore_use_poll, count=1)
+        if done():
+            return
 
 
 def _stop_listening(server) -> None:
