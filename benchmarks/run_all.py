@@ -33,6 +33,8 @@ BENCHMARKS = {
                 "benchmarks.bench_decoder"),
     "encoder": ("DeepEncoder (real size): seconds per page against the official code's CPU figures",
                 "benchmarks.bench_encoder"),
+    "cpu_serving": ("CPU serving (real size, 2 threads): torch float32 / bf16 / compiled, the llamacpp engine at F16 / "
+                    "Q8_0 / Q4_K_M, llama.cpp's own tools", "benchmarks.bench_cpu_serving"),
     "api": ("API: latency and throughput, micro-batching on vs off", "benchmarks.bench_api"),
     "rouge": ("ROUGE scoring: parallel vs serial", "benchmarks.bench_rouge"),
 }
