@@ -7,8 +7,9 @@ Paths, each in its own child process (one after the other, so one path's memory 
 - the llamacpp engine at F16, Q8_0 and Q4_K_M: this project's DeepEncoder (torch, auto precision) and llama.cpp's
   decoder, on the folder `python -m model.export --format gguf` writes;
 - llama.cpp's own tools on the same GGUF files (`--llama-cpp-bin`: `llama-bench` for batch-1 decoding,
-  `llama-batched-bench` for batch 4, `llama-mtmd-cli` with the vision projector for a page); its image layout is
-  its own (a 1024 global view, plus 640 tiles for a larger page), whatever the page's render mode.
+  `llama-batched-bench` for batch 4, `llama-mtmd-cli` with the vision projector for a page), built from the
+  llama.cpp that requirements-llamacpp.txt pins with setup.sh's CPU flags; its image layout is its own (a 1024
+  global view, plus 640 tiles for a larger page), whatever the page's render mode.
 
 Per path: page encode seconds (pixels to page embeddings) per render mode; the first token's seconds (encode,
 prefill, one token); decoding tokens/s at batch 1 and 4, (N - 1) / (time for N tokens - time for 1) on one page;
@@ -17,7 +18,9 @@ while loading and while serving; speed-ups over torch float32. N = 128 (8 with -
 
 The model is built once into --workdir (seeded, the official init scale, bfloat16): the project folder, its
 export with the GGUF decoder at F16 (and the vision projector), and Q8_0 / Q4_K_M decoders, all by the project's
-own export functions (llama.cpp's converter and quantizer). About 15 minutes the first time on a quiet 2-core machine (41 under load), 24 GB of disk, 12 GB of memory.
+own export functions (llama.cpp's converter and quantizer): 24 GB of disk, 12 GB of memory, about 15 minutes of
+two cores the first time. A full run then takes about 35 minutes; run it on an otherwise idle machine (llama.cpp's
+threads wait for each other by spinning, and slow down many times over when other processes take the cores).
 --quick uses the tiny-random preset instead: a smoke test of the whole benchmark in a couple of minutes.
 
     python -m benchmarks.bench_cpu_serving --llama-cpp-bin ~/llama.cpp/build/bin
@@ -31,13 +34,13 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+from statistics import median
 from typing import Optional
 
 from benchmarks.cli import table
@@ -67,7 +70,7 @@ def log(message: str) -> None:
 
 
 def sizes(quick: bool) -> dict:
-    return {"new_tokens": 8, "encode_repeats": 1, "generate_repeats": 1} if quick else \
+    return {"new_tokens": 8, "encode_repeats": 1, "generate_repeats": 3} if quick else \
         {"new_tokens": 128, "encode_repeats": 3, "generate_repeats": 2}
 
 
@@ -311,13 +314,11 @@ def generation_figures(summarizer, compile: bool, new_tokens: int, repeats: int,
             full = median([generation for _, generation in runs])
         else:
             full = median([timed(documents, new_tokens) for _ in range(repeats + 1)][1:])
-        figures[f"decode_tok_s_b{batch}"] = round(batch * (new_tokens - 1) / (full - first), 1)
+        # A busy machine can make the longer call no longer (llama.cpp's threads spin while waiting for a core).
+        figures[f"decode_tok_s_b{batch}"] = round(batch * (new_tokens - 1) / (full - first), 1) if full > first \
+            else f"not measurable: {new_tokens} tokens took no longer than 1 (a busy machine?)"
         log(f"{name}: batch {batch}: {figures[f'decode_tok_s_b{batch}']} tokens/s")
     return figures
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -371,29 +372,32 @@ def tool_rows(bin_dir: Optional[Path], places: dict[str, Path], quick: bool) -> 
     return rows
 
 
-def run_tool(command: list[str]) -> tuple[str, int]:
-    """(stdout + stderr, peak RSS bytes) of one tool run; a failure is a RuntimeError with its last line."""
+def run_tool(command: list[str]) -> tuple[str, int, float]:
+    """(stdout + stderr, peak RSS bytes, wall seconds) of one tool run; a failure is a RuntimeError with its last
+    line."""
     with tempfile.TemporaryFile("w+") as output:
+        began = time.perf_counter()
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         status, peak = wait_peak(process)
+        seconds = time.perf_counter() - began
         output.seek(0)
         text = output.read()
     if status != 0:
         last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
         raise RuntimeError(f"{Path(command[0]).name} exited with status {status}: {last[0]}")
-    return text, peak
+    return text, peak, seconds
 
 
 def tool_figures(bin_dir: Path, gguf: Path, mmproj: Optional[Path], workdir: Path, quick: bool) -> dict:
     tokens, repeats = sizes(quick)["new_tokens"], sizes(quick)["generate_repeats"]
     threads = ["-t", str(THREADS)]
     figures, peaks = {}, []
-    text, peak = run_tool([str(bin_dir / "llama-bench"), "-m", str(gguf), *threads, "-p", "0", "-n", str(tokens),
+    text, peak, _ = run_tool([str(bin_dir / "llama-bench"), "-m", str(gguf), *threads, "-p", "0", "-n", str(tokens),
                            "-r", str(repeats + 1), "-o", "json"])
     peaks.append(peak)
     tests = json.loads(text[text.index("["):])
     figures["decode_tok_s_b1"] = round(next(test["avg_ts"] for test in tests if test["n_gen"] > 0), 1)
-    text, peak = run_tool([str(bin_dir / "llama-batched-bench"), "-m", str(gguf), *threads, "-tb", str(THREADS),
+    text, peak, _ = run_tool([str(bin_dir / "llama-batched-bench"), "-m", str(gguf), *threads, "-tb", str(THREADS),
                            "-c", str(BATCH * (128 + tokens) + 256), "-npp", "128", "-ntg", str(tokens),
                            "-npl", f"1,{BATCH}", "--output-format", "jsonl"])
     peaks.append(peak)
@@ -404,11 +408,11 @@ def tool_figures(bin_dir: Path, gguf: Path, mmproj: Optional[Path], workdir: Pat
     else:
         pages = page_images(workdir)
         for mode in MODES:
-            text, peak = run_tool([str(bin_dir / "llama-mtmd-cli"), "-m", str(gguf), "--mmproj", str(mmproj),
+            text, peak, seconds = run_tool([str(bin_dir / "llama-mtmd-cli"), "-m", str(gguf), "--mmproj", str(mmproj),
                                    "--image", str(pages[mode]), "-p", "Summarize this document.", "-n", str(tokens),
                                    "--ignore-eos", "--temp", "0", *threads, "--chat-template", "deepseek-ocr"])
             peaks.append(peak)
-            log_figures = mtmd_figures(text)
+            log_figures = mtmd_figures(text, seconds)
             figures[f"encode_s_{mode_side(mode)}"] = log_figures["encode_s"]
             if mode == MODES[0]:
                 figures["e2e_s"] = log_figures["e2e_s"]
@@ -429,16 +433,17 @@ def page_images(workdir: Path) -> dict[str, Path]:
     return pages
 
 
-def mtmd_figures(text: str) -> dict:
-    """From llama-mtmd-cli's log: the page's encode seconds (every slice), and end to end without the model load
-    (encode, the page's prefill, then the generated tokens)."""
-    encoded = [int(ms) for ms in re.findall(r"slice encoded in (\d+) ms", text)]
-    decoded = [int(ms) for ms in re.findall(r"decoded \(batch \d+/\d+\) in (\d+) ms", text)]
-    generated = re.findall(r"\beval time =\s*([\d.]+) ms", text)
-    if not encoded or not decoded or not generated:
-        raise ValueError("llama-mtmd-cli's log lacks its encode, decode or eval timings")
-    return {"encode_s": round(sum(encoded) / 1000, 3),
-            "e2e_s": round((sum(encoded) + sum(decoded) + float(generated[-1])) / 1000, 2)}
+def mtmd_figures(text: str, seconds: float) -> dict:
+    """From one llama-mtmd-cli run (its log and wall seconds): the page's encode seconds, and end to end without
+    loading (from the encode's start, which its log stamps with the time since the process started, to the exit:
+    the encode, the page's prefill, then the generated tokens)."""
+    started = re.search(r"^(\d+)\.(\d+)\.(\d+)\.\d+ I encoding mtmd batch", text, re.MULTILINE)
+    encoded = re.findall(r"mtmd batch encoding done in (\d+) ms", text)
+    if not started or not encoded:
+        raise ValueError("llama-mtmd-cli's log lacks its image encode lines (another llama.cpp version?)")
+    minutes, whole, millis = (int(part) for part in started.groups())
+    return {"encode_s": round(sum(int(ms) for ms in encoded) / 1000, 2),
+            "e2e_s": round(seconds - (60 * minutes + whole + millis / 1000), 2)}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -505,7 +510,7 @@ def write_report(rows: list[dict], output: Path, command: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpu_serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the tiny-random preset, 8 new tokens, one timed run")
+    parser.add_argument("--quick", action="store_true", help="the tiny-random preset, 8 new tokens")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the model, its export and GGUF files are built once and reused (default: "
                              f"{default_workdir(False)}, or .../tiny-random with --quick)")
