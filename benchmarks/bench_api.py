@@ -166,7 +166,7 @@ class Server:
                "MAX_BATCH_SIZE": str(max_batch_size), "THREADS": "40", "PYTHONPATH": str(ROOT), **variables}
         self.process = subprocess.Popen([sys.executable, "-m", "inference.api_server"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.memory = psutil.Process(self.process.pid)
+        self.usage = psutil.Process(self.process.pid)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and self.process.poll() is None:
             if _call(self.port, HEALTH, timeout=10).status == 200:
@@ -176,7 +176,7 @@ class Server:
         raise RuntimeError("the server did not start")
 
     def rss_mib(self) -> float:
-        return round(self.memory.memory_info().rss / 2**20, 1)
+        return round(self.usage.memory_info().rss / 2**20, 1)
 
     def health(self) -> dict:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -307,9 +307,9 @@ def _latency_row(name: str, outcomes: list[Outcome]) -> dict:
 
 def soak(requests: int, clients: int) -> list[dict]:
     stream = _mixed_stream()
-    # The server's memory grows over its first few hundred requests (allocator arenas of its threads, buffers
-    # sized by the largest batch so far), then stays flat: the growth that counts is after the warm-up.
-    warmup = max(len(stream), min(500, requests // 10))
+    # The server's memory grows over its first thousand or so requests (buffers sized by the largest batches and
+    # pages so far), then stays flat: the growth that counts is after the warm-up.
+    warmup = max(len(stream), min(1000, requests // 5))
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(build_tiny_folder(Path(tmp), MAX_LENGTH), 8, MAX_QUEUE=str(MAX_QUEUE))
         try:
@@ -343,6 +343,31 @@ def soak(requests: int, clients: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- overload
 
+@dataclass
+class _Usage:
+    """What the server and this load generator had used by a moment: CPU seconds, batches and requests generated."""
+    at: float
+    server_cpu_s: float
+    client_cpu_s: float
+    batches: int
+    generated: int
+
+
+def _usage(server: Server) -> _Usage:
+    cpu, batching = server.usage.cpu_times(), server.health()["batching"]
+    return _Usage(time.monotonic(), cpu.user + cpu.system, time.process_time(), batching["batches"],
+                  batching["requests"])
+
+
+def _usage_columns(before: _Usage, after: _Usage) -> dict:
+    """Where the time went between two moments: the mean batch size, and the CPU (100 = one core) of the server and
+    of this load generator, which share the machine."""
+    wall = after.at - before.at
+    return {"mean_batch": round((after.generated - before.generated) / max(1, after.batches - before.batches), 2),
+            "server_cpu_pct": round(100 * (after.server_cpu_s - before.server_cpu_s) / wall),
+            "client_cpu_pct": round(100 * (after.client_cpu_s - before.client_cpu_s) / wall)}
+
+
 def _overload_row(load: str, outcomes: list[Outcome], offered: float, capacity: float, seconds: float) -> dict:
     ok = [o.seconds for o in outcomes if o.status == 200]
     refused = [o.seconds for o in outcomes if o.status == 503]
@@ -369,6 +394,8 @@ def _sigterm_row(outcomes: list[Outcome], signalled_at: float, exit_code: int, e
                                                                           for o in after),
             "answered_after_signal": sum(o.status is not None for o in after),
             "dropped_after_signal": sum(o.status is None and o.error != "ConnectionRefusedError" for o in after),
+            "dropped_errors": " ".join(sorted({o.error for o in outcomes
+                                               if o.status is None and o.error != "ConnectionRefusedError"})),
             "exit_code": exit_code, "signal_to_exit_s": round(exited_at - signalled_at, 2)}
 
 
@@ -380,13 +407,20 @@ def overload(seconds: float) -> list[dict]:
         try:
             # warm-up as long as a run: the first few hundred requests are slower (allocations, see soak)
             _closed_loop(server.port, [text], MAX_QUEUE, count=None, until=time.monotonic() + seconds)
-            began = time.monotonic()
-            measured = _closed_loop(server.port, [text], MAX_QUEUE, count=None, until=began + seconds)
-            capacity = sum(o.status == 200 for o in measured) / (time.monotonic() - began)
-            rows = []
+            before = _usage(server)
+            measured = _closed_loop(server.port, [text], MAX_QUEUE, count=None, until=before.at + seconds)
+            after = _usage(server)
+            capacity = sum(o.status == 200 for o in measured) / (after.at - before.at)
+            ok = [o.seconds for o in measured if o.status == 200]
+            rows = [{"bench": "api_overload", "load": f"capacity ({MAX_QUEUE} closed-loop clients)",
+                     "goodput_req_per_s": round(capacity, 1), "answered_200": len(ok),
+                     "p50_ms_200": _ms(_percentile(ok, 0.5)), "p99_ms_200": _ms(_percentile(ok, 0.99)),
+                     **_usage_columns(before, after)}]
             for factor in (2, 4):
+                before = _usage(server)
                 outcomes, offered = _open_loop(server.port, text, factor * capacity, seconds, seed=factor)
-                rows.append(_overload_row(f"{factor}x", outcomes, offered, capacity, seconds))
+                rows.append({**_overload_row(f"{factor}x", outcomes, offered, capacity, seconds),
+                             **_usage_columns(before, _usage(server))})
             signalled, exited = [], []
 
             def terminate() -> None:

@@ -7,9 +7,11 @@ no traceback reaches a client. One worker thread owns the model and micro-batche
 (inference/batching.py); request threads only decode and render their input and wait for the result.
 
 Admission control (inference/admission.py): at most MAX_QUEUE summarize requests are held at once, each from before
-its body is decoded until it is answered; the next one gets 503 with Retry-After at once. A request's deadline
-(REQUEST_TIMEOUT from its admission) and its client's connection are checked before its batch starts, so the
-model never works for a request nobody waits for. On SIGTERM or SIGINT the server drains (inference/serving.py).
+its body is decoded until it is answered; the next one gets 503 with Retry-After at once. Admission sits in front
+of Flask (a WSGI middleware): under overload the refusals compete with the model for the interpreter, so they
+cost no Flask request, no routing and no parsing. A request's deadline (REQUEST_TIMEOUT from its admission) and its
+client's connection are checked before its batch starts, so the model never works for a request nobody waits for.
+On SIGTERM or SIGINT the server drains (inference/serving.py).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from inference.openapi import SPEC
 logger = logging.getLogger("inference.api_server")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SUMMARIZE = frozenset({"summarize_text", "summarize_file", "summarize_image", "summarize_pdf"})
+_ADMITTED = "summarizer.admitted"  # WSGI environ key: time.monotonic() when the request was admitted
 # nginx's code for "client closed request": logged, never received
 _CLIENT_GONE = 499
 
@@ -54,6 +57,11 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _request_id(incoming: str) -> str:
+    """The client's X-Request-ID when it is a safe token, else a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
 def _error(status: int, message: str):
@@ -116,21 +124,9 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
     app.extensions.update(summarizer=summarizer, batcher=batcher, admission=admission)
     token = settings.api_token.encode() if settings.api_token else None
 
-    def _refuse():
-        if admission.closed:
-            response, retry_after = _error(503, "the server is shutting down"), 1
-        else:
-            response = _error(503, f"the server is at capacity ({settings.max_queue} requests held); retry later")
-            # the time for the requests already held to go through the model, in whole seconds
-            batch_seconds = batcher.stats()["mean_batch_ms"] / 1000 if batcher else 0.0
-            retry_after = max(1, math.ceil(batch_seconds * admission.depth / settings.max_batch_size))
-        response.headers["Retry-After"] = str(retry_after)
-        return response
-
     @app.before_request
     def _start():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = _request_id(request.headers.get("X-Request-ID", ""))
         g.started = time.perf_counter()
         if token is not None and request.path != "/health":
             header = request.headers.get("Authorization", "")
@@ -139,16 +135,6 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
                 response = _error(401, "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
-        # Admission comes before the body is parsed: a refusal costs no decoding or rendering.
-        if request.endpoint in _SUMMARIZE:
-            if not admission.enter():
-                return _refuse()
-            g.deadline = time.monotonic() + settings.request_timeout
-
-    @app.teardown_request
-    def _release(_exception):
-        if g.pop("deadline", None) is not None:
-            admission.leave()
 
     @app.after_request
     def _finish(response):
@@ -176,10 +162,11 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
 
     def _summarize(document, params: dict):
         settings_ = apply_generation_params(summarizer.generation, **params)
+        deadline = request.environ[_ADMITTED] + settings.request_timeout
         # waitress (with channel_request_lookahead) tells whether the client is still connected
-        future = batcher.submit(document, settings_, g.deadline, request.environ.get("waitress.client_disconnected"))
+        future = batcher.submit(document, settings_, deadline, request.environ.get("waitress.client_disconnected"))
         try:
-            result = future.result(timeout=max(0.0, g.deadline - time.monotonic()))
+            result = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:  # the waiter's timeout, or RequestExpired from the batcher
             future.cancel()
             admission.count("timed_out")
@@ -237,6 +224,37 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
         document = _require_model().prepare_pdf(data, dpi, settings.max_image_pixels, settings.max_pages)
         return _summarize(document, params)
 
+    summarize_paths = frozenset(rule.rule for rule in app.url_map.iter_rules() if rule.endpoint in _SUMMARIZE)
+    flask_app = app.wsgi_app
+
+    def _refuse(environ, start_response):
+        request_id = _request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        if admission.closed:
+            message, retry_after = "the server is shutting down", 1
+        else:
+            message = f"the server is at capacity ({settings.max_queue} requests held); retry later"
+            # the time for the requests already held to go through the model, in whole seconds
+            batch_seconds = batcher.stats()["mean_batch_ms"] / 1000 if batcher else 0.0
+            retry_after = max(1, math.ceil(batch_seconds * admission.depth / settings.max_batch_size))
+        body = json.dumps({"error": message, "status": 503, "request_id": request_id}).encode()
+        start_response("503 SERVICE UNAVAILABLE", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("X-Request-ID", request_id),
+            ("Retry-After", str(retry_after))])
+        logger.info("%s %s %s -> 503 (0 ms)", request_id, environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        return [body]
+
+    def _admit(environ, start_response):
+        if environ["REQUEST_METHOD"] != "POST" or environ.get("PATH_INFO") not in summarize_paths:
+            return flask_app(environ, start_response)
+        if not admission.enter():
+            return _refuse(environ, start_response)
+        environ[_ADMITTED] = time.monotonic()
+        try:  # Flask has answered when it returns (the JSON body is built): the place is free
+            return flask_app(environ, start_response)
+        finally:
+            admission.leave()
+
+    app.wsgi_app = _admit
     return app
 
 
@@ -252,9 +270,10 @@ def main() -> int:
         return USAGE_ERROR
     from transformers.utils import logging as hf_logging
 
-    from inference.serving import serve
+    from inference.serving import limit_malloc_arenas, serve
     from inference.summarizer import DeepSeekSummarizer
 
+    limit_malloc_arenas()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logger.info("loading %s", settings.model_path)
