@@ -150,12 +150,14 @@ def _bias_by_add(rel_h: torch.Tensor, rel_w: torch.Tensor, out: torch.Tensor | N
 
 
 def _bias_by_matmul(rel_h: torch.Tensor, rel_w: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """The bias of `_bias_by_add` (key grid flattened), as one matrix product [rel_h | rel_w] @ [one-hot(kh) ; one-hot(kw)].
+    """The bias of `_bias_by_add` with the key grid flattened, as one matrix product
+    [rel_h | rel_w] @ [one-hot(kh) ; one-hot(kw)].
 
     Each output sums exactly two nonzero terms in float32 and rounds once, so it equals the broadcast sum bit for
     bit in every dtype. A bfloat16 broadcast sum runs a scalar loop over key rows shorter than a vector, as SAM's
-    14-wide windows are: there the product made windowed attention 1.5x faster (1024 px, one or two threads); over
-    64-wide rows (global blocks) the sum was 3% faster.
+    14-wide windows are: there the product made windowed attention 1.4-1.5x faster (1024 px, one or two threads);
+    over 64-wide rows (global blocks) the two were within noise of each other in bfloat16, and in float32 the sum
+    was 1.1-1.2x faster.
     """
     height, width = rel_h.shape[-1], rel_w.shape[-1]
     keys = torch.arange(height * width, device=rel_h.device)
