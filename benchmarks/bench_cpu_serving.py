@@ -285,7 +285,7 @@ def generation_figures(summarizer, compile: bool, new_tokens: int, repeats: int,
     def kwargs(tokens: int) -> dict:
         settings = dataclasses.replace(summarizer.generation_settings(max_length=tokens), compile=compile)
         # The summarizer's own generate arguments (the fast decode path's included), forced to `tokens` tokens.
-        return {**summarizer._generate_kwargs(settings), "min_new_tokens": tokens}
+        return {**summarizer.generate_kwargs(settings), "min_new_tokens": tokens}
 
     def timed(documents, tokens: int) -> float:
         began = time.perf_counter()

@@ -132,6 +132,10 @@ class LoadSettings:
                                 "model-*.gguf in the model folder's gguf/)",
                                 json_schema_extra=_flags("--gguf", metavar="FILE"))
 
+    def __post_init__(self) -> None:
+        if self.gguf and self.engine != "llamacpp":
+            raise ConfigError("config key 'gguf' names a file for the llamacpp engine; set 'engine' to llamacpp")
+
 
 @settings
 class OptimizerConfig:
@@ -234,7 +238,7 @@ class TrainingConfig:
         if self.input_mode == "text" and (self.vision_cache != "none" or self.train_projector):
             raise ConfigError("config key 'input_mode' is 'text': the model reads no pages, so 'vision_cache' "
                               "must be 'none' and 'train_projector' false")
-        if self.load.engine != "torch" or self.load.gguf:
+        if self.load.engine != "torch":
             raise ConfigError("config key 'load.engine' must be torch for training (llama.cpp only serves models)")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("config key 'hub_model_id' is required when 'push_to_hub' is true")

@@ -143,12 +143,14 @@ class DeepSeekSummarizer:
             chunk = list(documents[start:start + settings.batch_size])
             began = time.perf_counter()
             with self._lock, torch.inference_mode():
-                summaries = self.backend.generate(chunk, self._generate_kwargs(settings))
+                summaries = self.backend.generate(chunk, self.generate_kwargs(settings))
             seconds = time.perf_counter() - began
             results.extend(self._result(doc, summary, seconds) for doc, summary in zip(chunk, summaries))
         return results
 
-    def _generate_kwargs(self, settings: GenerationSettings) -> dict:
+    def generate_kwargs(self, settings: GenerationSettings) -> dict:
+        """What the backend passes to generation for `settings` (with the compiled decode path's arguments when
+        `settings.compile`)."""
         kwargs = settings.generate_kwargs()
         if settings.compile:
             from model.fast_decode import fast_decode_kwargs

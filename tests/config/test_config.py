@@ -136,3 +136,10 @@ def test_run_settings_round_trip_and_defaults(tmp_path):
     render, generation = RenderConfig(mode="tiny", font_size=10), GenerationSettings(num_beams=4)
     save_run_settings(tmp_path / "model", render, generation)
     assert load_run_settings(tmp_path / "model") == (render, generation)
+
+
+def test_training_runs_on_the_torch_engine_only():
+    from config import ConfigError, LoadSettings, TrainingConfig
+
+    with pytest.raises(ConfigError, match="must be torch for training"):
+        TrainingConfig(load=LoadSettings(engine="llamacpp"))

@@ -21,8 +21,8 @@ def test_experts_implementation_is_applied_and_summaries_agree(tiny_model_dir):
 
 def test_compile_setting_asks_generate_for_the_fast_decode_path(tiny_model_dir):
     summarizer = DeepSeekSummarizer.from_pretrained(tiny_model_dir, LoadSettings(device="cpu"))
-    plain = summarizer._generate_kwargs(summarizer.generation)
-    fast = summarizer._generate_kwargs(dataclasses.replace(summarizer.generation, compile=True))
+    plain = summarizer.generate_kwargs(summarizer.generation)
+    fast = summarizer.generate_kwargs(dataclasses.replace(summarizer.generation, compile=True))
     assert "cache_implementation" not in plain and "compile_config" not in plain
     assert fast["cache_implementation"] == "static" and fast["compile_config"].fullgraph
     assert {k: v for k, v in fast.items() if k in plain} == plain

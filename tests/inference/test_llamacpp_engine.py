@@ -171,6 +171,9 @@ def test_a_folder_without_gguf_is_one_line(tiny_model_dir, tmp_path, capsys):
     err = one_line_exit_2(capsys, ["--model_path", str(tiny_model_dir), "--input_file", str(text),
                                    "--engine", "llamacpp", "--gguf", str(tmp_path / "absent.gguf")])
     assert "GGUF file not found" in err
+    err = one_line_exit_2(capsys, ["--model_path", str(tiny_model_dir), "--input_file", str(text),
+                                   "--gguf", str(tmp_path / "absent.gguf")])
+    assert "set 'engine' to llamacpp" in err  # a GGUF file is never silently ignored by the torch engine
     assert "invalid choice" in one_line_exit_2(capsys, ["--model_path", str(tiny_model_dir), "--input_file",
                                                         str(text), "--engine", "vllm"])
 
