@@ -41,7 +41,11 @@ class LlamaCppDecoder:
     def __init__(self, path: Path, threads: int):
         self.llama_cpp = llama_cpp = import_llama_cpp()
         self.path, self.threads = path, threads
-        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), llama_cpp.llama_model_default_params())
+        params = llama_cpp.llama_model_default_params()
+        # Read, not mapped: llama.cpp repacks most quantized weights into a faster layout, a copy, and a mapped file
+        # stays resident beside it (Q4_K_M at real size: 2.9 GB mapped vs 2.0 GB read).
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise ModelLoadError(f"llama.cpp cannot load {path} (not a GGUF decoder this llama.cpp reads)")
         self.n_embd = llama_cpp.llama_model_n_embd(self.model)

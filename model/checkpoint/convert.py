@@ -157,9 +157,9 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
 
     experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)
     for every layout (an official folder included).
-    vision_only: no decoder layers, and of a folder only the vision parts are read (the DeepEncoder, projector and
-    layout embeddings: about a tenth of the real model); the token embeddings and lm_head stay unset. For an engine
-    that runs the decoder itself (inference/llamacpp_engine.py)."""
+    vision_only: the vision parts alone (the DeepEncoder, projector and layout embeddings: about a tenth of the real
+    model); of a folder only those are read, and the model has no decoder or lm_head. For
+    an engine that runs the decoder itself (inference/llamacpp_engine.py)."""
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32
@@ -182,6 +182,16 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
             model = build_empty_model(config, dtype)
             keep = is_official_vision_key if vision_only else None
             load_official_state_dict(model, read_safetensors_folder(source.path, keep), vision_only)
+    if vision_only:
+        drop_decoder(model)
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+def drop_decoder(model) -> None:
+    """Drop the decoder and lm_head of a vision-only model (its token embeddings alone are 0.66 GB in bfloat16 at
+    real size): the engine that runs the decoder holds its own. Calling the torch decoder afterwards fails at once
+    instead of computing with weights that were never loaded."""
+    model.language_model = None
+    model.lm_head = None

@@ -1,0 +1,41 @@
+"""A vision-only load (the llama.cpp engine's encoder): the vision parts alone, from a project folder and from an
+official-layout folder, computing the same page embeddings as the whole model."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.checkpoint.convert import load_model
+from model.checkpoint.export import export_model
+from model.checkpoint.official_keys import VISION_MODULES
+
+
+@pytest.fixture(scope="module", params=["project", "official"])
+def folder(request, tiny_model_dir, tmp_path_factory):
+    if request.param == "project":
+        return tiny_model_dir
+    return export_model(str(tiny_model_dir), tmp_path_factory.mktemp("official") / "export", "fp32")
+
+
+def test_vision_only_model_holds_the_vision_parts_alone(folder):
+    whole, vision = load_model(folder), load_model(folder, vision_only=True)
+    names = [name for name, _ in vision.named_parameters()]
+    assert names and all(name.startswith(VISION_MODULES) for name in names)
+    assert sorted(names) == sorted(name for name, _ in whole.named_parameters() if name.startswith(VISION_MODULES))
+    with pytest.raises(AttributeError):  # no decoder to run: a call fails at once
+        vision(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_vision_only_model_computes_the_whole_models_page_embeddings(folder, tiny_model_dir):
+    from model.processing import DeepSeekOCRProcessor
+
+    whole, vision = load_model(folder), load_model(folder, vision_only=True)
+    page = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8))
+    batch = DeepSeekOCRProcessor.from_pretrained(tiny_model_dir)([[page]])
+
+    def embeddings(model):
+        with torch.inference_mode():
+            features = model.encode_images(batch["pixel_values"], batch.get("pixel_values_tiles"))
+            return model.image_embeddings(features, batch["images_spatial_crop"])
+
+    torch.testing.assert_close(embeddings(vision), embeddings(whole), rtol=0, atol=0)
