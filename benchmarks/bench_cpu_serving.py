@@ -449,7 +449,15 @@ def mtmd_figures(text: str, seconds: float) -> dict:
 # ------------------------------------------------------------------------------------------------ report
 
 def add_ratios(rows: list[dict]) -> None:
-    """Speed-ups over torch float32 (times: its / this; tokens/s: this / its) and memory as a share of its."""
+    """Speed-ups over torch float32 (times: its / this; tokens/s: this / its) and memory as a share of its; each
+    llamacpp engine row's decoding rate as a share of llama.cpp's own tools on the same GGUF file."""
+    for row in rows:
+        if row["path"].startswith("llamacpp-"):
+            tools = next((r for r in rows if r["path"] == f"llama.cpp tools {row['path'].split('-')[1]}"), {})
+            for batch in (1, BATCH):
+                mine, theirs = row.get(f"decode_tok_s_b{batch}"), tools.get(f"decode_tok_s_b{batch}")
+                if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and theirs:
+                    row[f"decode_b{batch}_vs_tools"] = round(mine / theirs, 2)
     base = next((row for row in rows if row["path"] == BASELINE and "error" not in row), None)
     if base is None:
         return
