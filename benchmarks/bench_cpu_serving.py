@@ -2,8 +2,9 @@
 serves a page on a CPU, and llama.cpp's own tools on the same GGUF files as the anchor, side by side in one run.
 
 Paths, each in its own child process (one after the other, so one path's memory never adds to another's):
-- torch float32, torch bfloat16 and torch bfloat16 compiled (static KV cache + torch.compile of the decode step),
-  `DeepSeekSummarizer` on the folder training writes;
+- torch float32, torch auto (float32 with the encoder in bfloat16 on a CPU with bf16 units), torch bfloat16 and
+  torch bfloat16 compiled (static KV cache + torch.compile of the decode step), `DeepSeekSummarizer` on the folder
+  training writes;
 - the llamacpp engine at F16, Q8_0 and Q4_K_M: this project's DeepEncoder (torch, auto precision) and llama.cpp's
   decoder, on the folder `python -m model.export --format gguf` writes;
 - llama.cpp's own tools on the same GGUF files (`--llama-cpp-bin`: `llama-bench` for batch-1 decoding,
@@ -51,9 +52,10 @@ SEED = 0
 MODES = ("small", "base")  # the 640 and 1024 views
 BATCH = 4
 QUANTS = ("f16", "q8_0", "q4_k_m")
-# Path name -> how the summarizer is loaded; dtype None is the load rule's auto (bf16 where the CPU has bf16 units).
+# Path name -> how the summarizer is loaded; dtype None is the load rule's auto (the encoder in bf16 on bf16 CPUs).
 PATHS = {
     "torch-float32": dict(engine="torch", dtype="float32", compile=False),
+    "torch-auto": dict(engine="torch", dtype=None, compile=False),
     "torch-bf16": dict(engine="torch", dtype="bf16", compile=False),
     "torch-bf16-compiled": dict(engine="torch", dtype="bf16", compile=True),
     **{f"llamacpp-{quant.upper()}": dict(engine="llamacpp", dtype=None, compile=False, quant=quant)

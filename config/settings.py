@@ -114,8 +114,9 @@ class LoadSettings:
                                   "training: cpu or cuda, its GPUs chosen with CUDA_VISIBLE_DEVICES)",
                                   json_schema_extra=_flags("--device"))
     dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, "
-                                 "fp32/float32 (default: auto = bf16 on a GPU that supports it or a CPU with AMX or "
-                                 "AVX512-BF16, else float32; in training: the frozen weights' dtype, default "
+                                 "fp32/float32 (default: auto = bf16 on a GPU that supports it, else float32 with the "
+                                 "page encoder in bf16 on a CPU with AMX or AVX512-BF16; in training: the frozen "
+                                 "weights' dtype, default "
                                  "mixed_precision's half dtype, float32 on a CPU)",
                                  json_schema_extra=_flags("--dtype"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(

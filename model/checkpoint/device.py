@@ -4,9 +4,12 @@ Precision names: "auto", or one of config's `WeightPrecision` names: "bf16"/"bfl
 "no"/"fp32"/"float32" (or a torch.dtype).
 
 The rule:
-- "auto" is bfloat16 on a CUDA device that supports it and, for inference, on a CPU with native bf16 matrix
-  instructions (AMX or AVX512-BF16: `cpu_has_bf16`), where the encoder runs about 2.5x faster than in float32
-  (matmuls about 7x); float32 everywhere else.
+- "auto" is bfloat16 on a CUDA device that supports it, float32 elsewhere; except that for inference on a CPU with
+  native bf16 matrix instructions (AMX or AVX512-BF16: `cpu_has_bf16`) the DeepEncoder alone runs in bfloat16
+  (`resolve_encoder_precision`). A page is large matrix products, where those units made the encoder 2.2x faster
+  than float32 (README's CPU serving table); decoding is one row at a time, where torch's bf16 kernels were
+  slower than its float32 ones on the same CPU (3.1-4.9 vs 5.6-6.7 tokens/s: oneDNN's bf16 path for a single
+  row). `--dtype bf16` still makes the whole model bfloat16, for half the memory.
 - Training on a CPU stays in float32 (`training=True`): CPU training is for smoke runs and debugging, and float32
   keeps those runs comparable across machines with and without bf16 units; the bf16 gain that matters on a CPU
   is serving.
@@ -70,7 +73,7 @@ def resolve_precision(precision: Union[str, torch.dtype, None], device: Union[to
     else:
         bf16_ok = device.type == "cpu" and not training and cpu_has_bf16()
     if precision in (None, "auto"):
-        return torch.bfloat16 if bf16_ok else torch.float32
+        return torch.bfloat16 if cuda and bf16_ok else torch.float32
     dtype = precision if isinstance(precision, torch.dtype) else PRECISIONS.get(precision)
     if dtype is None:
         raise DeviceError(f"unknown precision {precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
@@ -88,3 +91,13 @@ def resolve_precision(precision: Union[str, torch.dtype, None], device: Union[to
         why = "bfloat16 needs a CUDA GPU or a CPU with AMX or AVX512-BF16"
     logger.warning("%s asked for on %s: using float32 (%s)", str(dtype).removeprefix("torch."), device.type, why)
     return torch.float32
+
+
+def resolve_encoder_precision(precision: Union[str, torch.dtype, None], device: Union[torch.device, str],
+                              training: bool = False) -> torch.dtype:
+    """The DeepEncoder's dtype under the same setting: bfloat16 for "auto" in inference on a CPU with bf16 units
+    (the rule above), else the model's `resolve_precision`."""
+    device = torch.device(device)
+    if precision in (None, "auto") and device.type == "cpu" and not training and cpu_has_bf16():
+        return torch.bfloat16
+    return resolve_precision(precision, device, training)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 
 from config import TRAINING_CONFIG_FILE, GenerationSettings, LoadSettings, RenderConfig
-from model.checkpoint.device import resolve_device, resolve_precision
+from model.checkpoint.device import resolve_device, resolve_encoder_precision, resolve_precision
 from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
 
 
@@ -58,6 +58,7 @@ def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None
 
         model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation,
                            vision_only)
+        model.vision_encoder.to(resolve_encoder_precision(load.dtype, device, training=training))
         processor = deepseek_ocr_processor(source, render_mode or render.mode)
         return LoadedModel(source, model, processor, render, generation, device, dtype)
     tokenizer, model = load_seq2seq(source, dtype)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from model.checkpoint import device as device_module
-from model.checkpoint.device import DeviceError, cpu_has_bf16, resolve_device, resolve_precision
+from model.checkpoint.device import (
+    DeviceError,
+    cpu_has_bf16,
+    resolve_device,
+    resolve_encoder_precision,
+    resolve_precision,
+)
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -22,10 +28,24 @@ def test_auto_device():
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_auto_on_a_cpu_is_bf16_exactly_where_it_has_bf16_units(bf16_units):
+def test_auto_on_a_cpu_is_a_bf16_encoder_exactly_where_it_has_bf16_units(bf16_units):
     expected = torch.bfloat16 if bf16_units else torch.float32
-    assert resolve_precision("auto", "cpu") == resolve_precision(None, "cpu") == expected
-    assert resolve_precision("no", "cpu") == resolve_precision("float32", "cpu") == torch.float32
+    assert resolve_encoder_precision("auto", "cpu") == resolve_encoder_precision(None, "cpu") == expected
+    assert resolve_precision("auto", "cpu") == resolve_precision(None, "cpu") == torch.float32  # the decoder
+    for name in ("no", "float32"):
+        assert resolve_precision(name, "cpu") == resolve_encoder_precision(name, "cpu") == torch.float32
+    assert resolve_encoder_precision("auto", "cpu", training=True) == torch.float32
+
+
+def test_auto_loads_a_bf16_encoder_before_a_float32_decoder_and_summarizes(bf16_units, tiny_model_dir):
+    from config import LoadSettings
+    from inference.summarizer import DeepSeekSummarizer
+
+    summarizer = DeepSeekSummarizer.from_pretrained(tiny_model_dir, LoadSettings(device="cpu"))
+    model = summarizer.backend.model
+    assert {p.dtype for p in model.vision_encoder.parameters()} == {torch.bfloat16 if bf16_units else torch.float32}
+    assert {p.dtype for p in model.language_model.parameters()} == {torch.float32}
+    assert summarizer.summarize_text("A short note about cats and their long naps.", max_length=6).summary
 
 
 def test_training_on_a_cpu_stays_float32(bf16_units, caplog):
