@@ -20,7 +20,7 @@ while loading and while serving; speed-ups over torch float32. N = 128 (8 with -
 The model is built once into --workdir (seeded, the official init scale, bfloat16): the project folder, its
 export with the GGUF decoder at F16 (and the vision projector), and Q8_0 / Q4_K_M decoders, all by the project's
 own export functions (llama.cpp's converter and quantizer): 24 GB of disk, 12 GB of memory, about 15 minutes of
-two cores the first time. A full run then takes about 35 minutes; run it on an otherwise idle machine (llama.cpp's
+two cores the first time. A full run then takes about 45 minutes; run it on an otherwise idle machine (llama.cpp's
 threads wait for each other by spinning, and slow down many times over when other processes take the cores).
 --quick uses the tiny-random preset instead: a smoke test of the whole benchmark in a couple of minutes.
 

@@ -124,7 +124,7 @@ class LoadSettings:
     experts_implementation: Optional[ExpertsImplementation] = Field(
         None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
         "wherever it dispatches, else eager", json_schema_extra=_flags("--experts-implementation"))
-    # llama.cpp decodes at 1.7-3.6x torch's speed on a CPU (quantized weights, its own kernels; README's CPU
+    # llama.cpp decodes at 1.6-3.9x torch's speed on a CPU (quantized weights, its own kernels; README's CPU
     # serving table); pages are still encoded by this project's DeepEncoder, so every render mode reads as trained.
     engine: Engine = Field("torch", description="decoder engine: torch, or llamacpp (llama.cpp through "
                            "llama-cpp-python; needs a folder exported with `python -m model.export --format gguf`)",

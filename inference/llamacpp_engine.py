@@ -1,11 +1,11 @@
 """The llama.cpp engine (`--engine llamacpp`, ENGINE=llamacpp): this project's DeepEncoder turns the pages into
 embeddings, llama.cpp's decoder (the GGUF of `python -m model.export --format gguf`) writes the summary.
 
-Why the split is there: on a CPU llama.cpp decodes 1.7-3.6x faster than torch (quantized weights, its own kernels),
-but its vision pipeline reads pages only in its own gundam layout, and its encoder is slower than ours. Handing it
-our page embeddings keeps every render mode exactly as training saw it, and the encoder runs in bf16 where the CPU
-has bf16 units (model/checkpoint/device.py). The hand-over is exact: at F32 the greedy tokens equal torch's
-(tests/inference/test_llamacpp_engine.py).
+Why the split is there: on a CPU llama.cpp decodes 1.6-3.9x faster than torch float32 (quantized weights, its own
+kernels), but its vision pipeline reads pages only in its own gundam layout, and its encoder was 9-16x slower than
+ours (README's CPU serving table). Handing it our page embeddings keeps every render mode exactly as training saw
+it, and the encoder runs in bf16 where the CPU has bf16 units (model/checkpoint/device.py). The hand-over is exact:
+at F32 the greedy tokens equal torch's (tests/inference/test_llamacpp_engine.py).
 
 Each prompt is evaluated as torch sees it, positions 0..n-1: its text runs as token ids, its page runs as
 embedding rows. Then every unfinished sequence of the batch advances one token per `llama_decode` call, which is how
