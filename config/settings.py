@@ -116,8 +116,7 @@ class LoadSettings:
     dtype: Optional[Str] = Field(None, description="weights' precision: auto, bf16/bfloat16, fp16/float16, "
                                  "fp32/float32 (default: auto = bf16 on a GPU that supports it, else float32 with the "
                                  "page encoder in bf16 on a CPU with AMX or AVX512-BF16; in training: the frozen "
-                                 "weights' dtype, default "
-                                 "mixed_precision's half dtype, float32 on a CPU)",
+                                 "weights' dtype, default mixed_precision's half dtype, float32 on a CPU)",
                                  json_schema_extra=_flags("--dtype"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="attention kernels", json_schema_extra=_flags("--attn-implementation"))

@@ -158,8 +158,8 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
     experts_implementation: "eager", "grouped_mm" or "batched_mm"; None takes transformers' default (grouped_mm)
     for every layout (an official folder included).
     vision_only: the vision parts alone (the DeepEncoder, projector and layout embeddings: about a tenth of the real
-    model); of a folder only those are read, and the model has no decoder or lm_head. For
-    an engine that runs the decoder itself (inference/llamacpp_engine.py)."""
+    model); of a folder only those are read, and the model has no decoder or lm_head. For an engine that runs the
+    decoder itself (inference/llamacpp_engine.py)."""
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
     dtype = dtype or torch.float32

@@ -27,7 +27,7 @@ class ModelLoadError(RuntimeError):
 @dataclass
 class LoadedModel:
     source: ModelSource
-    model: Any  # in eval mode, on `device`, in `dtype`
+    model: Any  # in eval mode, on `device`, in `dtype` (its page encoder may be bf16: device.py's rule)
     processor: Any  # DeepSeekOCRProcessor, or the seq2seq model's tokenizer
     render: RenderConfig  # saved with the model: how its training rendered pages
     generation: GenerationSettings  # saved with the model: how it decodes
