@@ -278,8 +278,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(dry_run(cfg, hub_token=args.hub_token))
         else:
             train(cfg, resume=args.resume, overwrite=args.overwrite, hub_token=args.hub_token)
+            end_process_group()
 
     return run_command(build_parser(), command, argv, user_errors)
+
+
+def end_process_group() -> None:
+    """Under torchrun, destroy the process group before the interpreter exits: left to the exit, gloo's threads
+    can abort a finished process ("terminate called without an active exception", seen once in test_ddp.py)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
