@@ -71,7 +71,7 @@ def resolve_precision(precision: Union[str, torch.dtype, None], device: Union[to
     if cuda:
         bf16_ok = torch.cuda.is_bf16_supported()
     else:
-        bf16_ok = device.type == "cpu" and not training and cpu_has_bf16()
+        bf16_ok = _cpu_serves_bf16(device, training)
     if precision in (None, "auto"):
         return torch.bfloat16 if cuda and bf16_ok else torch.float32
     dtype = precision if isinstance(precision, torch.dtype) else PRECISIONS.get(precision)
@@ -97,7 +97,11 @@ def resolve_encoder_precision(precision: Union[str, torch.dtype, None], device: 
                               training: bool = False) -> torch.dtype:
     """The DeepEncoder's dtype under the same setting: bfloat16 for "auto" in inference on a CPU with bf16 units
     (the rule above), else the model's `resolve_precision`."""
-    device = torch.device(device)
-    if precision in (None, "auto") and device.type == "cpu" and not training and cpu_has_bf16():
+    if precision in (None, "auto") and _cpu_serves_bf16(torch.device(device), training):
         return torch.bfloat16
     return resolve_precision(precision, device, training)
+
+
+def _cpu_serves_bf16(device: torch.device, training: bool) -> bool:
+    """Whether bfloat16 runs natively here: a CPU with bf16 units, outside training (the rule above)."""
+    return device.type == "cpu" and not training and cpu_has_bf16()
