@@ -69,6 +69,16 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object written by `write_json_atomic`, or {} when the file is missing or unreadable (never written,
+    or by another version): the callers treat that as "nothing recorded"."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def iter_jsonl_lines(path: str | os.PathLike, on_error: Optional[Callable[[str], None]] = None
                      ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each JSON object line of a JSONL file (blank lines are allowed).

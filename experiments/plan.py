@@ -28,6 +28,7 @@ from config.jobs import EvaluateJob, GenerateJob, PrepareJob
 from data.jsonl import iter_jsonl, write_jsonl_atomic
 from experiments.config import ArmSpec, ExperimentConfig, arm_generation, arm_render, arm_training
 from experiments.stages import Stage
+from inference.generate import settings_path
 
 TEXT_DATA = "text"
 Errors = Callable[[], tuple[type[BaseException], ...]]
@@ -71,7 +72,7 @@ def _prepare(exp: ExperimentConfig, folder: Path, name: str, render: RenderConfi
     unread = ("workers",) if render is not None else ("workers", "render")
     return Stage(f"prepare/{name}", "prepare", None, _consumed(job, *unread), work,
                  lambda resume: _command("data.prepare_datasets", job), settings=job,
-                 user_errors=_errors("data.prepare_datasets"))
+                 user_errors=_errors("data.prepare_datasets"), outputs=[Path(job.output_dir)])
 
 
 def _references(exp: ExperimentConfig, folder: Path) -> Stage:
@@ -84,7 +85,7 @@ def _references(exp: ExperimentConfig, folder: Path) -> Stage:
 
     return Stage("references/test", "references", None, {"test_samples": exp.dataset.test_samples}, work,
                  lambda resume: f"first {exp.dataset.test_samples} records of {source} -> {target}",
-                 after=[f"prepare/{TEXT_DATA}"])
+                 after=[f"prepare/{TEXT_DATA}"], outputs=[target])
 
 
 def _train(exp: ExperimentConfig, arm: ArmSpec, data: Path, out: Path, after: list[str]) -> Stage:
@@ -107,7 +108,8 @@ def _train(exp: ExperimentConfig, arm: ArmSpec, data: Path, out: Path, after: li
     return Stage(f"train/{arm.name}", "train", arm.name, _consumed(config, "generation"), work,
                  lambda resume: shlex.join(["python", "-m", "training.train", "--config", str(config_file),
                                             "--resume" if resume else "--overwrite"]),
-                 after=after, settings=config, user_errors=_errors("training.train"))
+                 after=after, settings=config, user_errors=_errors("training.train"),
+                 outputs=[Path(config.output_dir), config_file])
 
 
 def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: Path, after: list[str]) -> Stage:
@@ -120,13 +122,19 @@ def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: 
     def work(resume: bool) -> dict[str, Any]:
         from inference.generate import generate
 
+        if arm.train:  # the arm's folder decodes as its predictions were made, also when run by hand
+            from training.trainer import update_generation_settings
+
+            update_generation_settings(model, job.generation)
         result = generate(attempt(resume))
         return {"documents": result.generated + result.done_earlier, "generated": result.generated,
                 "skipped": result.skipped}
 
+    output = Path(job.output)
     return Stage(f"generate/{arm.name}", "generate", arm.name, _consumed(job, "overwrite"), work,
                  lambda resume: _command("evaluation.generate", attempt(resume)), after=after, settings=job,
-                 user_errors=_errors("inference.generate"))
+                 user_errors=_errors("inference.generate"),
+                 outputs=[output, settings_path(output)])
 
 
 def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, after: list[str]) -> Stage:
@@ -145,7 +153,8 @@ def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, afte
 
     return Stage(f"evaluate/{arm.name}", "evaluate", arm.name, _consumed(job, "workers"), work,
                  lambda resume: _command("evaluation.evaluate", job), after=["references/test", *after],
-                 settings=job, user_errors=_errors("evaluation.evaluate"))
+                 settings=job, user_errors=_errors("evaluation.evaluate"),
+                 outputs=[Path(job.output), Path(job.per_example)])
 
 
 def _arm_stages(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> list[Stage]:

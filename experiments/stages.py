@@ -5,12 +5,13 @@ stage's current fingerprint: a hash of what the stage consumes (the settings its
 ignores) and of the fingerprints of the stages whose outputs it reads. A changed setting therefore redoes the
 stages that read it and everything after them, and nothing else. A stage that was started with the same
 fingerprint but not finished (a kill) is continued (`work(resume=True)`); one started with other settings starts
-afresh.
+afresh, with its outputs removed first.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from config.cli import first_line
-from data.jsonl import write_json_atomic
+from data.jsonl import read_json_object, write_json_atomic
 
 
 class StageFailed(RuntimeError):
@@ -37,6 +38,9 @@ class Stage:
     command: Callable[[bool], str]
     after: list[str] = field(default_factory=list)  # ids of the stages whose outputs it reads
     settings: Any = None  # the typed settings its function takes
+    # What it writes: removed before a fresh attempt starts, so an attempt with other settings that was killed
+    # before it replaced them can never be taken for this one's (e.g. resumed from another run's checkpoint).
+    outputs: list[Path] = field(default_factory=list)
     # The errors its function raises for bad input (reported in one line); anything else is a bug.
     user_errors: Callable[[], tuple[type[BaseException], ...]] = lambda: ()
 
@@ -45,11 +49,11 @@ def marker_path(folder: Path, stage: Stage, suffix: str = "") -> Path:
     return folder / "stages" / f"{stage.id.replace('/', '__')}{suffix}.json"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class StageRunner:
@@ -69,7 +73,7 @@ class StageRunner:
         """The marker of a finished stage with the current settings, else None (also fills the fingerprint).
         Reads only: an experiment that was never run stays unwritten."""
         self.fingerprints[stage.id] = self.fingerprint(stage)
-        marker = _read(marker_path(self.folder, stage))
+        marker = read_json_object(marker_path(self.folder, stage))
         return marker if marker.get("fingerprint") == self.fingerprints[stage.id] else None
 
     def run(self, stage: Stage) -> dict[str, Any]:
@@ -80,7 +84,11 @@ class StageRunner:
             return marker
         fingerprint = self.fingerprints[stage.id]
         started = marker_path(self.folder, stage, ".started")
-        resuming = _read(started).get("fingerprint") == fingerprint
+        resuming = read_json_object(started).get("fingerprint") == fingerprint
+        if not resuming:  # before the marker: a kill in between leaves a fresh attempt to make again
+            marker_path(self.folder, stage).unlink(missing_ok=True)  # it may vouch for the outputs about to go
+            for path in stage.outputs:
+                _remove(path)
         started.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(started, {"fingerprint": fingerprint})
         print(f"\n==> {stage.id}{' (continuing an interrupted run)' if resuming else ''}\n    "

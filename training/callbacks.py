@@ -33,6 +33,9 @@ class TrainingProgress(TrainerCallback):
                         dynamic_ncols=True)
         self.start_time, self.start_step = time.perf_counter(), state.global_step
         self.start_tokens = state.num_input_tokens_seen
+        if state.global_step:
+            self.bar.write(f"resuming from checkpoint-{state.global_step} (step {state.global_step} of "
+                           f"{state.max_steps})")
 
     def throughput(self, args, state) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start_time, 1e-9)
@@ -58,10 +61,17 @@ class TrainingProgress(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
-            speed = self.throughput(args, state)
+            speed, ran = self.throughput(args, state), state.global_step - self.start_step
             self.close()
-            print(f"trained {state.global_step} steps: {speed['samples/s']:.2f} samples/s, "
-                  f"{speed['tokens/s']:.0f} tokens/s", flush=True)
+            # A resumed run's figures are its own steps' only.
+            if not ran:
+                print(f"trained 0 steps: resumed at step {self.start_step} of {state.max_steps}, nothing left to "
+                      "train", flush=True)
+                return
+            span = f" (steps {self.start_step + 1}-{state.global_step} of {state.max_steps}, resumed)" \
+                if self.start_step else ""
+            print(f"trained {ran} steps{span}: {speed['samples/s']:.2f} samples/s, {speed['tokens/s']:.0f} "
+                  "tokens/s", flush=True)
 
     def close(self) -> None:
         """Ends the bar's line; also for a run that stops on an error, so the error gets a line of its own."""

@@ -28,6 +28,7 @@ from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
 from training.faults import NonFiniteGuard
+from training.resume import Resumable
 from training.vision_cache import VisionFeatureCache
 
 # Disk cache location: outside output_dir, which is saved and may be pushed to the hub.
@@ -91,7 +92,7 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     return model, loaded.processor.tokenizer
 
 
-class DeepSeekOCRTrainer(NonFiniteGuard, Trainer):
+class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
     """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
 
     def __init__(self, *args, cfg: TrainingConfig, processor: DeepSeekOCRProcessor,

@@ -118,6 +118,14 @@ def disk_full(err: BaseException, folder: Path) -> bool:
     return type(err) is RuntimeError and shutil.disk_usage(existing).free < FULL_DISK_BYTES
 
 
+def check_some_step_counted(ran: int, skipped: list[int], output_dir: str) -> None:
+    """A run whose every step was dropped as non-finite (`on_nonfinite` skip) trained nothing: it must not end as
+    a success with an untrained model saved as its result."""
+    if ran and len(skipped) >= ran:
+        raise TrainingStopped(f"training stopped: all {ran} steps of this run had a non-finite loss or gradient "
+                              f"norm and were skipped, so nothing was trained and no model was saved in {output_dir}")
+
+
 def _last_good(output_dir: Path) -> str:
     complete = complete_checkpoints(output_dir)
     return f"last good checkpoint: {complete[-1]}" if complete else "no checkpoint written yet"

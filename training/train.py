@@ -193,6 +193,7 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     disk while saving raises `training.faults.TrainingStopped`, whose one line names the step and the last good
     checkpoint.
     """
+    from training.resume import check_resume, save_run_identity
     from training.run_outputs import checkpoint_step, prepare_output_dir, resolve_checkpoint
 
     cfg, train_records, val_records = _checked(config, hub_token)
@@ -206,11 +207,15 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     checkpoint = resolve_checkpoint(cfg.output_dir, resume) if resume else None
     if resume and checkpoint is None:
         print(f"no complete checkpoint in {cfg.output_dir} yet: starting from the beginning", flush=True)
+    changes = check_resume(cfg, checkpoint) if checkpoint else []
+    if changes:
+        print(f"resuming with changed settings, applied from step {checkpoint_step(Path(checkpoint))} on: "
+              + "; ".join(changes), flush=True)
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from training.callbacks import TrainingProgress
-    from training.faults import SaveTracker, stop_report
+    from training.faults import SaveTracker, check_some_step_counted, stop_report
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = USER_TENSORBOARD_DIR or str(Path(cfg.output_dir) / "runs")
     progress, saves = TrainingProgress(), SaveTracker()
@@ -220,10 +225,12 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     if trainer.is_world_process_zero():
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_json(cfg, Path(cfg.output_dir) / TRAINING_CONFIG_FILE)
+        save_run_identity(cfg)
     # Read now: the checkpoint may be rotated away (save_total_limit) by the time training ends.
     started_at = checkpoint_step(Path(checkpoint)) if checkpoint else 0
     try:
         output = trainer.train(resume_from_checkpoint=checkpoint)
+        check_some_step_counted(trainer.state.global_step - started_at, trainer.skipped_steps, cfg.output_dir)
         trainer.save_model()
         metrics = final_metrics(trainer, bool(val_records))
         if trainer.is_world_process_zero():

@@ -17,16 +17,24 @@ import numpy as np
 from transformers import (
     DataCollatorForSeq2Seq,
     EvalPrediction,
-    PreTrainedModel,
+    GenerationConfig,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
 )
 
-from config import TRAINING_CONFIG_FILE, GenerationSettings, TrainingConfig, save_json, save_run_settings
+from config import (
+    GENERATION_SETTINGS_FILE,
+    TRAINING_CONFIG_FILE,
+    GenerationSettings,
+    TrainingConfig,
+    save_json,
+    save_run_settings,
+)
 from evaluation.metrics import evaluate_pairs
 from model.checkpoint.load import load_pretrained
 from training.arguments import training_arguments
 from training.faults import NonFiniteGuard
+from training.resume import Resumable
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +51,8 @@ def source_prefix(cfg: TrainingConfig, model_type: str) -> str:
     return cfg.source_prefix
 
 
-def apply_generation_settings(model: PreTrainedModel, settings: GenerationSettings) -> None:
-    """Write the decoding settings into the model's generation config (saved with every checkpoint)."""
-    gen = model.generation_config
+def apply_generation_settings(gen: GenerationConfig, settings: GenerationSettings) -> None:
+    """Write the decoding settings into a model's generation config (saved with every checkpoint)."""
     for key, value in settings.generate_kwargs().items():
         setattr(gen, key, value)
     # An encoder-decoder's output starts with the decoder start token, so max_new_tokens is max_length - 1.
@@ -57,6 +64,19 @@ def apply_generation_settings(model: PreTrainedModel, settings: GenerationSettin
     if not settings.generate_kwargs()["do_sample"]:
         gen.temperature, gen.top_p, gen.top_k = None, None, None  # greedy/beam: sampling knobs are unused
     gen._from_model_config = False  # keep the trainer from reloading it from model.config
+
+
+def update_generation_settings(folder: str | Path, settings: GenerationSettings) -> None:
+    """Make a trained folder decode with `settings`: its generation_settings.json, which every command here reads,
+    and a seq2seq model's generation_config.json, which transformers' own `generate` reads."""
+    from model.checkpoint.source import folder_kind
+
+    folder = Path(folder)
+    save_json(settings, folder / GENERATION_SETTINGS_FILE)
+    if folder_kind(folder) == "seq2seq":
+        gen = GenerationConfig.from_pretrained(folder)
+        apply_generation_settings(gen, settings)
+        gen.save_pretrained(folder)
 
 
 def tokenize_records(records: Sequence[dict], tokenizer: Any, prefix: str, cfg: TrainingConfig) -> list[dict]:
@@ -84,7 +104,7 @@ def rouge_metrics(tokenizer: Any, references: Sequence[Sequence[str]]) -> Callab
     return compute
 
 
-class SummarizationTrainer(NonFiniteGuard, Seq2SeqTrainer):
+class SummarizationTrainer(Resumable, NonFiniteGuard, Seq2SeqTrainer):
     """Seq2SeqTrainer whose saved folders also carry the run settings inference reads."""
 
     def __init__(self, *args: Any, training_config: Optional[TrainingConfig] = None, **kwargs: Any):
@@ -100,7 +120,7 @@ class SummarizationTrainer(NonFiniteGuard, Seq2SeqTrainer):
         loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device="cpu", dtype="float32"))
         tokenizer, model = loaded.processor, loaded.model
         prefix = source_prefix(cfg, model.config.model_type)
-        apply_generation_settings(model, cfg.generation)
+        apply_generation_settings(model.generation_config, cfg.generation)
         args = args or training_arguments(cfg, evaluate=bool(eval_dataset))
         collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
                                           pad_to_multiple_of=8 if args.fp16 else None)

@@ -198,6 +198,11 @@ def test_a_changed_generation_setting_retrains_nothing_and_regenerates_every_arm
         settings = json.loads((tmp_path / "work" / "experiment" / "arms" / name / "predictions.jsonl.settings.json")
                               .read_text())
         assert settings["generation"]["max_new_tokens"] == 3
+        # The arm's model folder now decodes as its predictions were made (the train stage was not rerun).
+        model = tmp_path / "work" / "experiment" / "arms" / name / "model"
+        assert json.loads((model / "generation_settings.json").read_text())["max_new_tokens"] == 3
+    bart = tmp_path / "work" / "experiment" / "arms" / "bart-tiny" / "model"
+    assert json.loads((bart / "generation_config.json").read_text())["max_length"] == 3 + 1  # + decoder start
 
 
 @pytest.mark.slow
@@ -210,3 +215,40 @@ def test_a_changed_font_size_redoes_that_arm_only(smoke_run, tmp_path):
                                       "evaluate/pixels-20px"}
     model = tmp_path / "work" / "experiment" / "arms" / "pixels-20px" / "model"
     assert json.loads((model / "render_config.json").read_text())["font_size"] == 16
+
+
+@pytest.mark.slow
+def test_a_run_killed_as_a_changed_arm_starts_training_gives_a_clean_runs_results(smoke_run, tmp_path,
+                                                                                   monkeypatch):
+    """The user's case: a render change, the run killed the moment `==> train/<arm>` prints, then rerun. The
+    rerun must train the new arm from scratch, never resume the old run's finished checkpoint."""
+    def smaller_font(data):
+        next(arm for arm in data["arms"] if arm["name"] == "pixels-20px")["render"]["font_size"] = 14
+
+    _, clean, _ = _rerun(smoke_run, tmp_path / "clean", smaller_font)
+
+    import training.train
+
+    train = training.train.train
+
+    def killed(*args, **kwargs):  # the stage's started marker is written; nothing of the new run is
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.train, "train", killed)
+    work = tmp_path / "killed" / "work"
+    shutil.copytree(smoke_run.work, work)
+    data = json.loads((work / "smoke.json").read_text())
+    smaller_font(data)
+    (work / "smoke.json").write_text(json.dumps(data))
+    assert _run_in(work)[0] == 130
+    monkeypatch.setattr(training.train, "train", train)
+    code, printed = _run_in(work)
+    assert code == 0, printed
+    assert "resuming from checkpoint" not in printed
+    marker = "train__pixels-20px.json"
+    fields = ("train_steps", "val_losses")
+    assert {k: json.loads(_markers(work)[marker])[k] for k in fields} == \
+        {k: json.loads(clean[marker])[k] for k in fields}
+    metrics = json.loads((work / "experiment" / "arms" / "pixels-20px" / "metrics.json").read_text())
+    clean_metrics = (tmp_path / "clean" / "work" / "experiment" / "arms" / "pixels-20px" / "metrics.json")
+    assert metrics["systems"] == json.loads(clean_metrics.read_text())["systems"]

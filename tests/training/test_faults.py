@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import namedtuple
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -48,16 +49,16 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture
 def poison(monkeypatch):
-    """poison(step, what): optimizer step `step` (1-based) gets a NaN loss ("loss"), or a finite loss whose
-    gradients are infinite ("gradient"), in both trainers."""
+    """poison(step, what): optimizer step `step` (1-based; None: every step) gets a NaN loss ("loss"), or a finite
+    loss whose gradients are infinite ("gradient"), in both trainers."""
 
-    def arm(step: int, what: str = "loss") -> None:
+    def arm(step: Optional[int], what: str = "loss") -> None:
         for cls in (SummarizationTrainer, DeepSeekOCRTrainer):
             original = cls.compute_loss
 
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, _original=original):
                 result = _original(self, model, inputs, return_outputs, num_items_in_batch)
-                if not model.training or return_outputs or self.state.global_step + 1 != step:
+                if not model.training or return_outputs or step not in (None, self.state.global_step + 1):
                     return result
                 if what == "loss":
                     return result * float("nan")
@@ -141,6 +142,16 @@ def test_skip_drops_the_update_of_a_nonfinite_step_and_reports_the_count(tmp_pat
     moments = [torch.load(out / f"checkpoint-{step}" / "optimizer.pt")["state"] for step in (2, 3)]
     assert all(moments[0][i]["exp_avg"].equal(moments[1][i]["exp_avg"]) for i in moments[0])
     assert _finite(out)
+
+
+def test_a_run_in_which_no_step_counted_fails_with_one_line(tmp_path, prepared, tiny_config, capsys, poison):
+    out = tmp_path / "run"
+    poison(None)
+    assert main(_argv(prepared, tiny_config, out, "seq2seq", "--max-steps", "3", "--on-nonfinite", "skip")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: training stopped: all 3 steps of this run had a non-finite loss or gradient norm and "
+                       f"were skipped, so nothing was trained and no model was saved in {out}")
+    assert not (out / "model.safetensors").exists()
 
 
 Rerun = namedtuple("Rerun", "name first resume")

@@ -105,3 +105,54 @@ def test_partial_checkpoints_are_skipped_and_removed(tmp_path):
     with pytest.raises(OutputDirError, match="not a complete checkpoint"):
         resolve_checkpoint(tmp_path, "checkpoint-4")
     assert resolve_checkpoint(tmp_path / "empty", "latest") is None
+
+
+def _logged_learning_rates(folder: Path) -> dict[int, float]:
+    state = json.loads((folder / "trainer_state.json").read_text())
+    return {h["step"]: h["learning_rate"] for h in state["log_history"] if "learning_rate" in h}
+
+
+def test_resume_applies_a_changed_learning_rate(tmp_path, prepared, tiny_config, capsys):
+    # The schedule of steps 5-6 depends only on the step and the run's settings, so a resumed run with a new
+    # learning rate must log exactly what a fresh run with that rate logs there (transformers alone restores the
+    # checkpoint's base rate and would log the old one).
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    assert main([*base_args(prepared, TINY_BART, tiny_config, resumed), "--max-steps", "4"]) == 0
+    capsys.readouterr()
+    argv = [*base_args(prepared, TINY_BART, tiny_config, resumed), "--learning-rate", "0.01", "--resume"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "optimizer.learning_rate 0.003 -> 0.01" in out and "resuming from checkpoint-4 (step 4 of 6)" in out
+    assert main([*base_args(prepared, TINY_BART, tiny_config, fresh), "--learning-rate", "0.01"]) == 0
+    assert [_logged_learning_rates(resumed)[step] for step in (5, 6)] == \
+        [_logged_learning_rates(fresh)[step] for step in (5, 6)]
+    assert _logged_learning_rates(resumed)[4] != _logged_learning_rates(fresh)[4]  # steps 1-4 ran at 0.003
+
+
+@pytest.mark.parametrize("flags, key", [(["--max-length", "16"], "max_length"), (["--seed", "8"], "seed")])
+def test_resume_refuses_a_setting_that_decides_the_weights(tmp_path, prepared, tiny_config, capsys, flags, key):
+    out = tmp_path / "run"
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out), *flags, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"config key '{key}'" in err[0] and "--overwrite" in err[0]
+
+
+def test_resume_refuses_other_training_data(tmp_path, prepared, tiny_config, capsys):
+    out, other = tmp_path / "run", tmp_path / "train.jsonl"
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--max-steps", "2"]) == 0
+    lines = (prepared / "train.jsonl").read_text().splitlines(keepends=True)
+    other.write_text("".join(lines[:-1]))  # the same file name in another folder, one record fewer
+    capsys.readouterr()
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--train", str(other), "--resume"]) == 2
+    assert "the train data differs" in capsys.readouterr().err
+
+
+def test_a_run_resumed_at_its_end_counts_no_steps(tmp_path, prepared, tiny_config, capsys):
+    out = tmp_path / "run"
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out)]) == 0
+    capsys.readouterr()
+    assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained 0 steps: resumed at step 6 of 6" in printed and "samples/s" not in printed
