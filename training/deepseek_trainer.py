@@ -18,6 +18,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
+from data.jsonl import read_json_object, write_json_atomic
 from model.checkpoint.convert import model_config
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.load import load_pretrained
@@ -136,6 +137,16 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
                    eval_dataset=eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics,
                    cfg=cfg, processor=processor, vision_cache=cache, on_nonfinite=cfg.on_nonfinite)
 
+    def _counts_file(self, folder: str) -> Path:
+        return Path(folder) / f"truncation_counts-rank{self.args.process_index}.json"
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Also the truncation counts of the steps before the checkpoint: a resumed run reports the whole run's."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        counts = read_json_object(self._counts_file(resume_from_checkpoint))
+        self.truncated_targets = counts.get("truncated_targets", 0)
+        self.truncated_sources = counts.get("truncated_sources", 0)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         page_keys = inputs.pop("page_keys", None)
@@ -198,6 +209,9 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
         if self.args.should_save:
             self.processor.save_pretrained(output_dir)
             save_run_settings(output_dir, self.cfg.render, self.cfg.generation)
+        if checkpoint:  # before the Trainer's state file, so a complete checkpoint has them
+            write_json_atomic(self._counts_file(output_dir), {"truncated_targets": self.truncated_targets,
+                                                              "truncated_sources": self.truncated_sources})
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 

@@ -44,7 +44,7 @@ class TrainResult:
     train_seconds: float  # the Trainer's train_runtime: this call's training loop, without loading
     val_losses: list[tuple[int, float]]  # (step, eval_loss) of every validation, in order
     truncated_sources: Optional[int]  # DeepSeek-OCR: documents / summaries cut to max_source_length / max_length
-    truncated_targets: Optional[int]  # in this call's batches (this process's); None for the seq2seq baseline
+    truncated_targets: Optional[int]  # over the run's steps (this process's); None for the seq2seq baseline
     metrics: dict[str, Any]  # the final evaluation (empty without validation data)
     skipped_steps: list[int]  # on_nonfinite "skip": this call's steps with a non-finite loss or gradient norm
 

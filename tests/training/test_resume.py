@@ -156,3 +156,20 @@ def test_a_run_resumed_at_its_end_counts_no_steps(tmp_path, prepared, tiny_confi
     assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--resume"]) == 0
     printed = capsys.readouterr().out
     assert "trained 0 steps: resumed at step 6 of 6" in printed and "samples/s" not in printed
+
+
+def test_a_resumed_run_reports_the_whole_runs_truncation_counts(tmp_path, prepared, tiny_config):
+    from training.train import build_parser, resolve_config, train
+
+    def run(out: Path, *extra: str):
+        argv = [*base_args(prepared, TINY_BART, tiny_config, out), *model_args("deepseek"), "--max-steps", "4",
+                "--input-mode", "text", "--max-source-length", "16", *extra]
+        return train(resolve_config(build_parser().parse_args(argv)), resume="latest" if "--resume" in extra else None)
+
+    straight = run(tmp_path / "straight")
+    assert straight.truncated_targets > 0 and straight.truncated_sources > 0
+    stopped = tmp_path / "stopped"
+    run(stopped, "--max-steps", "2")
+    resumed = run(stopped, "--resume")
+    assert (resumed.truncated_targets, resumed.truncated_sources) == \
+        (straight.truncated_targets, straight.truncated_sources)
