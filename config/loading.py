@@ -94,6 +94,15 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def flat_items(tree: dict[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested settings dict, e.g. ("optimizer.learning_rate", 2e-05)."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from flat_items(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def load_json(cls: type[T], path: str | os.PathLike) -> T:
     """Read a JSON config file into `cls`; a missing or malformed file is a ConfigError naming the file."""
     path = Path(path)

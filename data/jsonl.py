@@ -4,6 +4,7 @@ Shared by every package that writes or reads record files (prepared datasets, pr
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -67,6 +68,16 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """A short SHA-256 of a file's bytes: what identifies a data file across runs (its path may stay the same
+    while it is prepared again with other settings)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:

@@ -5,7 +5,10 @@
 
 Every output is written under a temporary name and renamed into place, so an interrupted run leaves no half
 file; re-running the same command resumes (page images already complete are kept) and ends with the same bytes
-as a run that was never interrupted.
+as a run that was never interrupted. The split files, render_config.json and prepare_report.json describe the
+page images; they are removed before any page they may point at is rendered anew (other render settings, another
+text under the same id) and written again at the end, the report last, so a killed run never leaves a split file
+pointing at pages of two settings or texts.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from data.dataset_loader import SPLITS, DatasetError, DatasetLoader, file_stem
 from data.jsonl import AtomicJsonlWriter, JsonlError, write_json_atomic
 
 IMAGES_DIR = "images"
+RENDER_CONFIG = "render_config.json"
+REPORT = "prepare_report.json"
 _converter = None  # one renderer per worker process, built once by _init_worker
 
 
@@ -43,11 +48,17 @@ def _config_fingerprint(config: RenderConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
     """Render one record's pages (in a worker): ("rendered" | "reused", {"images", "render"}) or ("failed", why).
 
     A sidecar `<stem>.json`, written after all of its pages, marks a record complete: a re-run that finds it
-    (made with the same render settings, with every page present) reuses the pages instead of rendering again.
+    (made with the same render settings and text, with every page present) reuses the pages instead of rendering
+    again. Pages are overwritten in place, so before that the sidecar goes (a kill midway must not leave it
+    vouching for a mix of old and new pages), and so does the index of the run that made them (`_drop_index`).
     """
     from data.text_to_image import RenderError
 
@@ -55,16 +66,27 @@ def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
     sidecar = Path(out_dir, rel_dir, f"{stem}.json")
     if sidecar.exists():
         done = json.loads(sidecar.read_text(encoding="utf-8"))
-        if done.get("config") == fingerprint and all(Path(out_dir, p).is_file() for p in done["images"]):
+        if done.get("config") == fingerprint and done.get("text") == _text_digest(text) \
+                and all(Path(out_dir, p).is_file() for p in done["images"]):
             return "reused", {"images": done["images"], "render": done["render"]}
+        sidecar.unlink()
+        _drop_index(Path(out_dir))
     try:
         document = _converter.render(text)
     except RenderError as err:
         return "failed", str(err).splitlines()[0] if str(err) else type(err).__name__
     paths = _converter.save_pages(document, Path(out_dir, rel_dir), stem)
     result = {"images": [Path(p).relative_to(out_dir).as_posix() for p in paths], "render": document.stats()}
-    write_json_atomic(sidecar, {"config": fingerprint, **result})
+    write_json_atomic(sidecar, {"config": fingerprint, "text": _text_digest(text), **result})
     return "rendered", result
+
+
+def _drop_index(out: Path) -> None:
+    """Remove what describes the folder's pages (the split files, the render settings, the report, in the
+    reverse of the order they are written): a previous run's, before its pages change, or this run's
+    predecessor's, before this run's are renamed in, so a kill leaves files missing, never stale."""
+    for name in [REPORT, RENDER_CONFIG, *(f"{split}.jsonl" for split in SPLITS)]:
+        (out / name).unlink(missing_ok=True)
 
 
 def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, config: RenderConfig
@@ -112,7 +134,6 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    save_json(job.render, out / "render_config.json")
     fingerprint = _config_fingerprint(job.render)
     render_failed: Counter[str] = Counter()
     image_counts: Counter[str] = Counter()
@@ -142,8 +163,10 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
                 if record is not None:
                     writers[split].write(record)
                 bar.update()
+        _drop_index(out)  # the previous run's files go first: a kill between two renames mixes no two runs
         for writer in writers.values():
             writer.commit()
+        save_json(job.render, out / RENDER_CONFIG)
     finally:
         for writer in writers.values():
             writer.__exit__(None, None, None)
@@ -160,7 +183,7 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
                        "workers": workers if job.generate_images else 0,
                        "rendered": image_counts["rendered"], "reused": image_counts["reused"]},
     }
-    write_json_atomic(out / "prepare_report.json", report)
+    write_json_atomic(out / REPORT, report)  # last: a folder with a report is complete
     return PrepareResult(str(out), {split: writers[split].count for split in SPLITS}, report)
 
 

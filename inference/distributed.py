@@ -8,8 +8,9 @@ Both launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; wi
 there is one process and nothing here is used. The processes meet through a gloo process group (it works with and
 without GPUs, and only carries these few messages):
 0. the command's processes compare their checks of the flags and inputs: a bad input is reported once, by the first;
-1. before generating: the first process folds the parts an interrupted run left (of any process count) into the
-   predictions file, so every process sees the same finished ids and takes the same share of the rest;
+1. before generating: the first process records the settings (inference/generate.py) and folds the parts an
+   interrupted run left (of any process count) into the predictions file, so every process sees the same
+   finished ids and takes the same share of the rest, and none writes a line before the settings are recorded;
 2. after generating: it merges the new parts into the predictions file (written atomically) and deletes them.
 Process r takes every world_size-th remaining record from the r-th: neighbouring records, often of similar
 length, go to different processes. A part is appended batch by batch like the one-process file, so a killed run
@@ -126,16 +127,18 @@ def merge_parts(output: Path, order: Sequence[str]) -> int:
     return len(merged)
 
 
-def gather_parts(output: Path, order: Sequence[str], processes: Processes, overwrite: bool) -> None:
-    """Before generating: the first process starts afresh (`overwrite`) or folds the parts of an interrupted run
-    into `output`; the others wait, then all read the same finished ids. Also run by a single process, which then
-    resumes a multi-process run."""
+def discard_predictions(output: Path) -> None:
+    """--overwrite: the predictions file and every part, before the new run's settings are recorded."""
+    for path in (output, *part_files(output)):
+        path.unlink(missing_ok=True)
+
+
+def gather_parts(output: Path, order: Sequence[str], processes: Processes) -> None:
+    """Before generating: the first process folds the parts of an interrupted run into `output`; the others wait,
+    then all read the same finished ids. Also run by a single process, which then resumes a multi-process run."""
     if processes.size > 1:
         processes.start()
     if processes.is_main:
-        if overwrite:
-            for path in (output, *part_files(output)):
-                path.unlink(missing_ok=True)
         merge_parts(output, order)
     if processes.size > 1:
         processes.barrier()

@@ -5,8 +5,9 @@
 
 Each output line holds `id`, `prediction` and the record's figures (pages, vision tokens, text tokens, generated
 tokens, seconds). Lines are appended as batches finish; a re-run skips the ids already written, and a line cut
-short by a kill is dropped before appending. The generation settings are recorded beside the output
-(`<output>.settings.json`); resuming with other settings is refused, so one file never mixes two settings.
+short by a kill is dropped before appending. What the predictions depend on (model, data, engine, GGUF file,
+precision, generation settings) is recorded beside the output (`<output>.settings.json`) before any line is
+written; resuming with any of it changed is refused, so one file never mixes two settings.
 Launched by torchrun or `accelerate launch`, the records are shared between the processes (inference/distributed.py).
 """
 from __future__ import annotations
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Optional
 
-from config import ConfigError, to_dict
+from config import RENDER_CONFIG_FILE, ConfigError, LoadSettings, flat_items, to_dict
 from config.cli import USAGE_ERROR, Parser, add_settings_arguments, first_line, run_command, settings_from_args
 from config.jobs import GenerateJob
-from data.jsonl import JsonlError, dumps_record, iter_jsonl, write_json_atomic
-from inference.distributed import Processes, gather_parts, merge_shares, part_path
+from data.jsonl import JsonlError, dumps_record, file_digest, iter_jsonl, write_json_atomic
+from inference.distributed import Processes, discard_predictions, gather_parts, merge_shares, part_files, part_path
 from inference.predictions import GenerateError, completed_ids
 
 
@@ -71,21 +72,105 @@ def generate(job: GenerateJob) -> GenerateResult:
 def _checked_records(job: GenerateJob) -> list[dict[str, Any]]:
     """The records to summarize, once the inputs are checked: all of it before any process meets another, so a
     bad input stops every process alike."""
-    data_file, output = Path(job.data_file), Path(job.output)
+    data_file = Path(job.data_file)
     if not data_file.is_file():
         raise GenerateError(f"data file not found: {data_file}")
-    if not job.overwrite and output.exists() and settings_path(output).exists():
-        previous = json.loads(settings_path(output).read_text(encoding="utf-8"))
-        if previous != _recorded(job):
-            raise GenerateError(f"{output} was generated with other settings ({settings_path(output).name}); "
-                                f"use --overwrite or another --output")
+    recorded = _recorded(job)  # here, so a missing GGUF file or device also stops every process alike
+    if not job.overwrite:
+        _check_resumable(job, Path(job.output), recorded)
     return list(_records(data_file, job.max_samples))
 
 
+def _check_resumable(job: GenerateJob, output: Path, recorded: dict[str, Any]) -> None:
+    """Predictions already there (the output, or the parts of a killed multi-process run) are resumed only when
+    they were made as this run would make them; otherwise one line naming the first difference. Only read here:
+    every process checks, and the first one alone changes the files (`_generate`)."""
+    if not any(_holds_lines(path) for path in (output, *part_files(output))):
+        return  # nothing to resume: a settings file left beside nothing is replaced
+    where = settings_path(output)
+    if not where.exists():  # settings are recorded before any line is written: these lines came from elsewhere
+        raise GenerateError(f"{output} holds predictions of unknown settings (no {where.name}); use --overwrite "
+                            "or another --output")
+    # A file written before the engine, GGUF and precision were recorded was made on torch with the default
+    # precision: its missing keys read as such a run's, so it never passes for a llama.cpp run.
+    default = dataclasses.replace(job, load=LoadSettings(device=job.load.device))
+    previous = {**_recorded(default), **json.loads(where.read_text(encoding="utf-8"))}
+    difference = _difference(previous, recorded)
+    if difference:
+        raise GenerateError(f"{output} was generated with {difference}; use --overwrite or another --output")
+
+
+def _holds_lines(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:  # absent, or a part the first process has just merged
+        return False
+
+
 def _recorded(job: GenerateJob) -> dict[str, Any]:
-    """What makes two runs' predictions comparable (kept beside the output)."""
-    return {"model": job.model, "data_file": str(Path(job.data_file)), "generation": to_dict(job.generation),
+    """What makes two runs' predictions comparable (kept beside the output): the model, the data, the engine, the
+    GGUF decoder and the precision as they will actually be used, the generation settings. Not the device index
+    nor the attention and experts kernels: these compute the same function (at rounding level), and a resume must
+    be free to run on other GPUs or another number of them (the precision they give is recorded)."""
+    from model.checkpoint.source import resolve_model_source
+
+    source = resolve_model_source(job.model)
+    return {"model": job.model, "data_file": str(Path(job.data_file)), "data": _data_identity(Path(job.data_file)),
+            "engine": job.load.engine,
+            "gguf": _gguf(job, source), **_precisions(job, source), "generation": to_dict(job.generation),
             "use_images": not job.render_text}
+
+
+def _data_identity(data_file: Path) -> dict[str, Optional[str]]:
+    """The data file's content and the render settings beside it: a file prepared again in place (another font,
+    other records) under the same name is other data."""
+    render = data_file.parent / RENDER_CONFIG_FILE
+    return {"file": file_digest(data_file), "render": file_digest(render) if render.is_file() else None}
+
+
+def _gguf(job: GenerateJob, source) -> Optional[str]:
+    """The llamacpp engine's decoder file: --gguf, else the model folder's one model-*.gguf (the engine's own
+    default, model/checkpoint/gguf.py); None on torch, or where the engine's loader will say why it cannot run."""
+    from model.checkpoint.gguf import decoder_gguf
+
+    if job.load.engine != "llamacpp":
+        return None
+    if job.load.gguf:
+        return str(Path(job.load.gguf).resolve())
+    if source.path is None or not source.is_deepseek_ocr:
+        return None
+    return str(decoder_gguf(source.path).resolve())
+
+
+def _precisions(job: GenerateJob, source) -> dict[str, str]:
+    """The weights' dtypes the loader will resolve for this process's device, by the one precision rule
+    (model/checkpoint/device.py): the model's, and for DeepSeek-OCR its page encoder's, which the rule may set
+    apart. Resolved, not as asked: `auto` on one machine and `bf16` on another can be the same run, or not."""
+    from model.checkpoint import device as rule
+
+    device = rule.resolve_device(Processes.from_env().device(job.load.device or "auto"))
+    # The rule warns when it falls back to float32; the loader gives that warning, once.
+    quiet, rule.logger.disabled = rule.logger.disabled, True
+    try:
+        dtypes = {"precision": rule.resolve_precision(job.load.dtype, device)}
+        if source.is_deepseek_ocr:
+            dtypes["encoder_precision"] = rule.resolve_encoder_precision(job.load.dtype, device)
+    finally:
+        rule.logger.disabled = quiet
+    return {key: str(dtype).removeprefix("torch.") for key, dtype in dtypes.items()}
+
+
+def _difference(previous: dict[str, Any], current: dict[str, Any]) -> Optional[str]:
+    """The first recorded setting that differs, as "key old, not new" (a GGUF file by its name where the names
+    differ), or None when the two runs are the same."""
+    old, new = dict(flat_items(previous)), dict(flat_items(current))
+    for key in [*new, *(key for key in old if key not in new)]:
+        before, now = old.get(key), new.get(key)
+        if before != now:
+            if key == "gguf" and before and now and Path(before).name != Path(now).name:
+                before, now = Path(before).name, Path(now).name
+            return f"{key} {before}, not {now}"
+    return None
 
 
 def _generate(job: GenerateJob, all_records: list[dict[str, Any]]) -> GenerateResult:
@@ -95,14 +180,17 @@ def _generate(job: GenerateJob, all_records: list[dict[str, Any]]) -> GenerateRe
     order = [str(record["id"]) for record in all_records]
     # Under torchrun / accelerate launch each process takes a share of the records and writes its own part.
     processes = Processes.from_env()
-    gather_parts(output, order, processes, overwrite=job.overwrite)
+    if processes.is_main:
+        if job.overwrite:  # first: a kill before the new settings are recorded leaves the old ones over old lines
+            discard_predictions(output)
+        # Before gather_parts' barrier, so no process writes a line the settings file does not describe.
+        write_json_atomic(settings_path(output), _recorded(job))
+    gather_parts(output, order, processes)
     done = completed_ids(output)
     remaining = [record for record in all_records if str(record["id"]) not in done]
     records = processes.share(remaining)
-    if processes.is_main:
-        write_json_atomic(settings_path(output), _recorded(job))
-        if not remaining:
-            print(f"[generate] nothing to do: all {len(done)} records of {job.data_file} are in {output}")
+    if processes.is_main and not remaining:
+        print(f"[generate] nothing to do: all {len(done)} records of {job.data_file} are in {output}")
     generated = skipped = 0
     if records:
         generated, skipped = _generate_records(job, records, processes, len(done))
@@ -166,10 +254,11 @@ def job_from_args(args: argparse.Namespace) -> GenerateJob:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the inputs (flags, data, model name, output file, device): reported as one line."""
     from model.checkpoint.device import DeviceError
+    from model.checkpoint.gguf import GgufError
     from model.checkpoint.load import ModelLoadError
     from model.checkpoint.source import ModelSourceError
 
-    return (ConfigError, GenerateError, JsonlError, ModelSourceError, ModelLoadError, DeviceError)
+    return (ConfigError, GenerateError, JsonlError, ModelSourceError, ModelLoadError, DeviceError, GgufError)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,12 +11,11 @@ before it trains. `--resume` compares the new config and data with it, key by ke
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from config import TrainingConfig, to_dict
-from data.jsonl import read_json_object, write_json_atomic
+from config import RENDER_CONFIG_FILE, TrainingConfig, flat_items, to_dict
+from data.jsonl import file_digest, read_json_object, write_json_atomic
 from training.run_outputs import OutputDirError
 
 RUN_IDENTITY_FILE = "run_identity.json"
@@ -29,20 +28,10 @@ BOOKKEEPING_KEYS = ("output_dir", "train_file", "val_file", "log_interval", "sav
                     "save_total_limit", "report_to", "push_to_hub", "hub_model_id", "hub_private", "export_dir",
                     "export_dtype", "vision_cache", "gradient_checkpointing", "load.device",
                     "load.attn_implementation", "load.experts_implementation", "generation")
-# Beside a prepared JSONL: the render settings its page images were made with.
-DATA_SETTINGS_FILE = "render_config.json"
 
 
 class ResumeRefused(OutputDirError):
     """A resume with a setting or data that differs from the checkpoint's run; one line for the user."""
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def data_identity(cfg: TrainingConfig) -> dict[str, Optional[str]]:
@@ -53,22 +42,14 @@ def data_identity(cfg: TrainingConfig) -> dict[str, Optional[str]]:
         if not file:
             continue
         path = Path(file)
-        identity[name] = _file_hash(path) if path.is_file() else None
-        settings = path.parent / DATA_SETTINGS_FILE
-        identity[f"{name}_render"] = _file_hash(settings) if settings.is_file() else None
+        identity[name] = file_digest(path) if path.is_file() else None
+        settings = path.parent / RENDER_CONFIG_FILE  # the render settings of its page images
+        identity[f"{name}_render"] = file_digest(settings) if settings.is_file() else None
     return identity
 
 
 def run_identity(cfg: TrainingConfig) -> dict[str, Any]:
     return {"config": to_dict(cfg), "data": data_identity(cfg)}
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flat(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def _under(key: str, names: tuple[str, ...]) -> bool:
@@ -78,7 +59,7 @@ def _under(key: str, names: tuple[str, ...]) -> bool:
 def resume_changes(saved: dict[str, Any], cfg: TrainingConfig) -> list[str]:
     """The schedule settings that differ from the run's saved identity, as "key old -> new"; raises ResumeRefused
     on any difference that would continue the checkpoints with other weights-deciding settings or data."""
-    before, now = dict(_flat(saved.get("config", {}))), dict(_flat(to_dict(cfg)))
+    before, now = dict(flat_items(saved.get("config", {}))), dict(flat_items(to_dict(cfg)))
     data_before, data_now = saved.get("data", {}), data_identity(cfg)
     for name in sorted(set(data_before) | set(data_now)):
         if data_before.get(name) != data_now.get(name):

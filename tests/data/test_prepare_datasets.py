@@ -164,3 +164,72 @@ def test_help_describes_the_options():
     assert result.returncode == 0
     for flag in ("--generate-images", "--max-samples", "--workers", "--overflow", "bundled"):
         assert flag in result.stdout
+
+
+class Killed(BaseException):
+    """A kill at a chosen moment, in-process (workers=1)."""
+
+
+def _index(out: Path) -> list[str]:
+    """The files that describe the page images, as they are now."""
+    names = ["train.jsonl", "val.jsonl", "test.jsonl", "render_config.json", "prepare_report.json"]
+    return [name for name in names if (out / name).exists()]
+
+
+def test_a_killed_run_with_other_render_settings_leaves_no_mixed_pages(tmp_path, monkeypatch):
+    from data.text_to_image import TextToImageConverter
+
+    out = tmp_path / "out"
+    job = PrepareJob(output_dir=str(out), max_samples=1, generate_images=True, render=RenderConfig(mode="tiny"),
+                     workers=1)
+    prepare(job, progress=False)
+    reference = _snapshot(out)
+    save_pages = TextToImageConverter.save_pages
+
+    def killed_after_the_pages(self, document, out_dir, stem):
+        save_pages(self, document, out_dir, stem)
+        raise Killed  # the pages of the first record rewritten, its sidecar not yet
+
+    monkeypatch.setattr(TextToImageConverter, "save_pages", killed_after_the_pages)
+    with pytest.raises(Killed):
+        prepare(PrepareJob(output_dir=str(out), max_samples=1, generate_images=True, workers=1,
+                           render=RenderConfig(mode="tiny", font_size=10)), progress=False)
+    assert _index(out) == []  # no split file points at the rewritten pages
+    monkeypatch.undo()
+    result = prepare(job, progress=False)  # the first settings again: the rewritten pages are rendered anew
+    assert result.report["throughput"]["rendered"] == 1 and _snapshot(out) == reference
+
+
+def test_pages_of_another_text_under_the_same_id_are_not_reused(tmp_path):
+    source = tmp_path / "docs.jsonl"
+    render = RenderConfig(mode="tiny")
+
+    def prepared(text, out):
+        source.write_text(json.dumps({"id": "doc", "text": text, "summary": "S."}) + "\n")
+        return prepare(PrepareJob(source=str(source), output_dir=str(out), generate_images=True, workers=1,
+                                  render=render), progress=False)
+
+    prepared("The first text, about rivers.", tmp_path / "out")
+    result = prepared("Another text entirely, about mountains and their snow.", tmp_path / "out")
+    assert result.report["throughput"]["rendered"] == 1
+    prepared("Another text entirely, about mountains and their snow.", tmp_path / "fresh")
+    assert _snapshot(tmp_path / "out")["files"] == _snapshot(tmp_path / "fresh")["files"]
+
+
+def test_a_kill_between_the_split_renames_leaves_no_split_of_the_previous_run(tmp_path, monkeypatch):
+    from data.jsonl import AtomicJsonlWriter
+
+    out = tmp_path / "out"
+    prepare(PrepareJob(output_dir=str(out), max_samples=2, workers=1), progress=False)
+    commit, renamed = AtomicJsonlWriter.commit, []
+
+    def killed_after_the_first(writer):
+        if renamed:
+            raise Killed
+        commit(writer)
+        renamed.append(writer.path.name)
+
+    monkeypatch.setattr(AtomicJsonlWriter, "commit", killed_after_the_first)
+    with pytest.raises(Killed):
+        prepare(PrepareJob(output_dir=str(out), max_samples=1, workers=1), progress=False)
+    assert _index(out) == renamed == ["train.jsonl"] and len(read_jsonl(out / "train.jsonl")) == 1

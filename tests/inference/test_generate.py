@@ -80,6 +80,19 @@ def test_other_settings_refuse_to_mix(tiny_model_dir, data_file, tmp_path):
     assert main(base + ["--max-new-tokens", "5", "--overwrite", "--max-samples", "1"]) == 0
 
 
+def test_a_data_file_prepared_again_in_place_is_other_data(tiny_model_dir, data_file, tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    data.write_text(data_file.read_text())
+    out = tmp_path / "pred.jsonl"
+    base = [str(data), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+            "--max-new-tokens", "2", "--max-samples", "1"]
+    assert main(base) == 0
+    (tmp_path / "render_config.json").write_text('{"font_size": 14}')  # as prepare leaves it after a new render
+    capsys.readouterr()
+    assert main(base) == 2
+    assert "was generated with data.render None, not" in capsys.readouterr().err
+
+
 def test_bad_input_is_one_line_and_nonzero(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "evaluation.generate", str(tmp_path / "absent.jsonl"),
                            "--model", "tiny-random", "--output", str(tmp_path / "p.jsonl")],
@@ -109,3 +122,54 @@ def test_starts_from_the_model_folders_saved_settings(tiny_model_dir, data_file,
     recorded = json.loads(out.with_name("pred.jsonl.settings.json").read_text())["generation"]
     assert (recorded["max_new_tokens"], recorded["no_repeat_ngram_size"], recorded["batch_size"]) == (4, 3, 2)
     assert recorded["num_beams"] == 2  # the flag over the folder's value
+
+
+def _refusal(capsys, argv):
+    """The one line a refused resume prints (status 2, nothing generated)."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_the_resolved_precision_is_part_of_the_settings(tiny_model_dir, data_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "pred.jsonl"
+    base = [str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+            "--max-samples", "1"]
+    assert main(base + ["--dtype", "float32"]) == 0
+    # fp16 on a CPU runs in float32 (the precision rule): the same run, so it resumes.
+    assert main(base + ["--dtype", "fp16"]) == 0 and "nothing to do" in capsys.readouterr().out
+    # auto on a CPU with bf16 units reads pages in bfloat16: another run, refused before the model loads.
+    monkeypatch.setattr("model.checkpoint.device.cpu_has_bf16", lambda: True)
+    err = _refusal(capsys, base + ["--dtype", "auto"])
+    assert f"{out} was generated with encoder_precision float32, not bfloat16; use --overwrite" in err
+
+
+def test_parts_of_a_killed_run_resume_only_with_their_settings(tiny_model_dir, data_file, tmp_path, capsys):
+    out = tmp_path / "pred.jsonl"
+    base = [str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+            "--dtype", "float32"]
+    assert main(base + ["--max-new-tokens", "4", "--max-samples", "2"]) == 0
+    # As a killed two-process run leaves its work: parts and settings, no predictions file yet.
+    out.rename(tmp_path / "pred.jsonl.part-000-of-002")
+    err = _refusal(capsys, base + ["--max-new-tokens", "5"])
+    assert "generated with generation.max_new_tokens 4, not 5" in err
+    # Lines whose settings were never recorded are not resumed either.
+    (tmp_path / "pred.jsonl.settings.json").unlink()
+    assert "holds predictions of unknown settings" in _refusal(capsys, base + ["--max-new-tokens", "4"])
+
+
+def test_a_settings_file_from_before_engine_and_precision_reads_as_torch_default(tiny_model_dir, data_file,
+                                                                                 tmp_path, capsys):
+    out = tmp_path / "pred.jsonl"
+    base = [str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+            "--max-samples", "1"]
+    assert main(base) == 0
+    settings = out.with_name("pred.jsonl.settings.json")
+    recorded = json.loads(settings.read_text())
+    old = {key: value for key, value in recorded.items()
+           if key not in ("engine", "gguf", "precision", "encoder_precision")}
+    settings.write_text(json.dumps(old))
+    assert main(base) == 0 and "nothing to do" in capsys.readouterr().out
+    assert json.loads(settings.read_text()) == recorded  # recorded in full from then on

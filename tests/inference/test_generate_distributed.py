@@ -4,6 +4,7 @@ is reported once."""
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from inference.distributed import Processes, gather_parts, part_files
+from inference.distributed import discard_predictions, part_files
 from inference.generate import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,10 +44,20 @@ def _untimed(path):
 
 
 @pytest.fixture(scope="module")
-def one_process(tiny_model_dir, data_file, tmp_path_factory):
+def one_process_run(tiny_model_dir, data_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "pred.jsonl"
     assert main(_args(data_file, tiny_model_dir, out)) == 0
-    return _untimed(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(one_process_run):
+    return _untimed(one_process_run)
+
+
+def _killed_run_settings(one_process_run, out):
+    """The settings file a killed run of the same command leaves beside its parts (written before any line)."""
+    shutil.copy(one_process_run.with_name("pred.jsonl.settings.json"), out.with_name("pred.jsonl.settings.json"))
 
 
 def _free_port() -> int:
@@ -103,9 +114,10 @@ def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process
 
 
 def test_two_processes_resume_from_parts_and_generate_only_the_rest(tiny_model_dir, data_file, one_process,
-                                                                      tmp_path):
+                                                                      one_process_run, tmp_path):
     out = tmp_path / "pred.jsonl"
     lines = [json.dumps(row) + "\n" for row in one_process]
+    _killed_run_settings(one_process_run, out)
     # As a killed three-process run leaves them: records 0, 1, 2 and 4 in its parts, and a line cut short.
     (tmp_path / "pred.jsonl.part-000-of-003").write_text(lines[0])
     (tmp_path / "pred.jsonl.part-001-of-003").write_text(lines[1] + lines[4])
@@ -139,10 +151,11 @@ def test_a_bad_input_under_torchrun_is_reported_once(tiny_model_dir, tmp_path):
     assert "Traceback" not in result.stderr.split("error: data file not found")[0]  # no worker traceback
 
 
-def test_one_process_resumes_the_parts_of_a_multi_process_run(tiny_model_dir, data_file, one_process, tmp_path,
-                                                                capsys):
+def test_one_process_resumes_the_parts_of_a_multi_process_run(tiny_model_dir, data_file, one_process,
+                                                                one_process_run, tmp_path, capsys):
     out = tmp_path / "pred.jsonl"
     lines = [json.dumps(row) + "\n" for row in one_process]
+    _killed_run_settings(one_process_run, out)
     # As a killed two-process run leaves them: records 0 and 2 in rank 0's part, 1 in rank 1's plus a cut line.
     (tmp_path / "pred.jsonl.part-000-of-002").write_text(lines[0] + lines[2])
     (tmp_path / "pred.jsonl.part-001-of-002").write_text(lines[1] + '{"id": "cut-off", "predic')
@@ -155,5 +168,5 @@ def test_overwrite_drops_the_parts_too(tmp_path):
     out = tmp_path / "pred.jsonl"
     out.write_text('{"id": "a", "prediction": "old"}\n')
     (tmp_path / "pred.jsonl.part-001-of-003").write_text('{"id": "b", "prediction": "old"}\n')
-    gather_parts(out, ["a", "b"], Processes(), overwrite=True)
+    discard_predictions(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -185,3 +185,45 @@ def test_engine_not_installed_is_one_line(f32_export, tmp_path, capsys, monkeypa
     err = one_line_exit_2(capsys, ["--model_path", str(f32_export), "--input_file", str(text),
                                    "--engine", "llamacpp"])
     assert "not installed" in err and "setup.sh --llamacpp" in err
+
+
+def test_generate_resumes_only_with_the_same_engine_gguf_and_precision(f32_export, tiny_model_dir, tmp_path,
+                                                                       capsys):
+    """A user's two cases: another quantization appended to a llama.cpp predictions file, and the torch engine
+    finding it done. The engine, the GGUF file actually used and the precision are the run's identity."""
+    import shutil
+
+    from inference.generate import main as generate_main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": name, "text": text}) + "\n" for name, text in zip("ab", TEXTS)))
+    out = tmp_path / "pred.jsonl"
+    base = [str(data), "--model", str(f32_export), "--output", str(out), "--render-text", "--device", "cpu",
+            "--dtype", "float32", "--max-new-tokens", "4"]
+    llama = base + ["--engine", "llamacpp"]
+    assert generate_main(llama + ["--max-samples", "1"]) == 0  # the folder's one GGUF: model-F32.gguf
+
+    def refused(argv):
+        capsys.readouterr()
+        assert generate_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.endswith("; use --overwrite or another --output\n")
+        return err
+
+    other = shutil.copy(f32_export / "gguf" / "model-F32.gguf", tmp_path / "model-Q4_K_M.gguf")
+    assert "generated with gguf model-F32.gguf, not model-Q4_K_M.gguf;" in refused(llama + ["--gguf", str(other)])
+    assert "generated with engine llamacpp, not torch;" in refused(base + ["--max-samples", "1"])
+    # The default named explicitly is the same file: the run resumes and finishes.
+    assert generate_main(llama + ["--gguf", str(f32_export / "gguf" / "model-F32.gguf")]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b"]
+    # A settings file written before these keys were recorded was a torch run's, never a llama.cpp one's.
+    settings = tmp_path / "pred.jsonl.settings.json"
+    recorded = json.loads(settings.read_text())
+    settings.write_text(json.dumps({key: value for key, value in recorded.items()
+                                    if key not in ("engine", "gguf", "precision", "encoder_precision")}))
+    assert "generated with engine torch, not llamacpp;" in refused(llama)
+    # The GGUF file is found before anything is written or loaded, and a folder without one is one line.
+    assert generate_main([str(data), "--model", str(tiny_model_dir), "--output", str(tmp_path / "p.jsonl"),
+                          "--engine", "llamacpp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no decoder GGUF files" in err and not (tmp_path / "p.jsonl").exists()
