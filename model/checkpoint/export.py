@@ -11,15 +11,16 @@ Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written
 - this project's settings, which no engine reads but `load_pretrained` and the summarizer do: the processor settings
   (`summarizer_processor_config.json`; a preset's or an official folder's are those of its render mode), render
   settings and generation settings.
-A checkpoint holding unmerged LoRA adapters is merged first. The folder is assembled under a temporary name and
-renamed into place, so a failed export leaves nothing behind.
+A checkpoint holding unmerged LoRA adapters is merged first. The folder is assembled under a hidden temporary name
+beside the output (`.<name>.export-tmp-<pid>`) and renamed into place, so a failed export leaves nothing behind:
+an error, Ctrl-C or SIGTERM removes the temporary folder (and stops a running llama.cpp tool) before the command
+ends, and what an export killed beyond any handler left (SIGKILL, a power cut) is removed by the next export into
+the same output, once the process named in it is gone.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from model.checkpoint.load import deepseek_ocr_processor
 from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
 from model.checkpoint.official_keys import to_official_state_dict
 from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
+from model.checkpoint.staging import move_into_place, staged_folder
 from model.configuration import TINY_PRESET
 from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, IGNORE_INDEX, PROCESSOR_CONFIG_NAME
 from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN
@@ -177,24 +179,12 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     if not source.is_deepseek_ocr:
         raise ExportError(f"{name} holds a seq2seq model: only DeepSeek-OCR has the official layout")
     model = load_source(source, torch_dtype)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.export-tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_folder(output) as tmp:
         write_official_weights(model, tmp, torch_dtype, shard_size)
         _write_settings(source, tmp)
         if gguf is not None:
             write_gguf(tmp, gguf, with_mmproj=maps_projector(tmp))
-        if output.exists():  # --overwrite: the old folder goes only once the new one is complete
-            old = output.with_name(f".{output.name}.export-old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        move_into_place(tmp, output)
     return output
 
 

@@ -77,22 +77,43 @@ def decoder_gguf(folder: Path) -> Path:
     return found[0]
 
 
+def _run_tool(command: list[str], failure: str) -> None:
+    """One of llama.cpp's tools in a child process; `failure` and its last error line are the GgufError. Whatever
+    ends the export meanwhile (Ctrl-C, SIGTERM, an error) kills the child and waits for its end, so nothing writes
+    into the folder the export then removes (subprocess.run would send the kill but, on Ctrl-C, not wait)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            _, stderr = process.communicate()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if process.returncode != 0:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()] or ["no message"]
+        raise GgufError(f"{failure}: {lines[-1]}")
+
+
 def _convert(official: Path, outfile: Path, outtype: str, mmproj: bool = False) -> None:
     command = [sys.executable, str(converter_dir() / "convert_hf_to_gguf.py"), str(official), "--outtype", outtype,
                "--outfile", str(outfile), *(["--mmproj"] if mmproj else [])]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
-        raise GgufError(f"llama.cpp's converter failed on {official}: {lines[-1]}")
+    _run_tool(command, f"llama.cpp's converter failed on {official}")
+
+
+# llama.cpp's quantizer, run in a child process as the converter is: a signal ends it at once, where a call into
+# llama.cpp from this process would hold the signal (and so the export's cleanup) until the whole model is done.
+_QUANTIZE = """
+import os, sys
+import llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, sys.argv[3])
+params.nthread = os.cpu_count() or 1
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), params))
+"""
 
 
 def _quantize(source: Path, target: Path, quant: str) -> None:
-    llama_cpp = import_llama_cpp()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANTIZER_FTYPES[quant])
-    params.nthread = os.cpu_count() or 1
-    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
-        raise GgufError(f"llama.cpp's quantizer failed to write {quant} from {source}")
+    _run_tool([sys.executable, "-c", _QUANTIZE, str(source), str(target), QUANTIZER_FTYPES[quant]],
+              f"llama.cpp's quantizer failed to write {quant} from {source}")
 
 
 def write_gguf(official: Path, quant: str, with_mmproj: bool) -> list[Path]:
@@ -102,6 +123,7 @@ def write_gguf(official: Path, quant: str, with_mmproj: bool) -> list[Path]:
     outtype = CONVERTER_TYPES[quant]
     decoder = folder / f"model-{quant.upper()}.gguf"
     if quant in QUANTIZER_FTYPES:
+        # Inside the export's temporary folder, so an export interrupted while quantizing removes it with the rest.
         staged = folder / f".model-{outtype.upper()}.gguf"
         _convert(official, staged, outtype)
         _quantize(staged, decoder, quant)

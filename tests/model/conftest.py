@@ -8,7 +8,8 @@ import official_weights
 import pytest
 import torch
 
-from tests.inference.conftest import tiny_model_dir  # noqa: F401  (a fixture: the export tests export that folder)
+# Fixtures: the export tests export the tiny folder; the source tests classify both under misleading names.
+from tests.inference.conftest import seq2seq_model_dir, tiny_model_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,15 @@
 """Export to the official layout: the round trip is exact, the keys are the official checkpoint's, the golden
-fixture's weights come out with their official checksums, and bad input leaves nothing behind."""
+fixture's weights come out with their official checksums, and bad input, a signal or a kill leaves nothing behind
+(a kill's leftovers are removed by the next export)."""
 import hashlib
+import importlib.util
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -235,3 +242,138 @@ def test_exported_tokenizer_config_holds_no_machine_local_keys(tiny_model_dir, p
     load_tokenizer(str(trained_export)).save_pretrained(tmp_path / "again")
     assert "is_local" not in json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
 
+
+
+REPO = Path(__file__).parents[2]
+# A stand-in for llama.cpp's converter (a file in LLAMA_CPP_CONVERTER) and quantizer (model.checkpoint.gguf's
+# program): it writes part of its output file, then, when it is the tool EXPORT_HOLD names, writes its pid to
+# EXPORT_MARKER and holds still, so the test's signal lands while it runs.
+FAKE_TOOL = """
+import os, sys, time
+tool = "converter" if "--outfile" in sys.argv else "quantizer"
+out = sys.argv[sys.argv.index("--outfile") + 1] if tool == "converter" else sys.argv[2]
+open(out, "wb").write(b"GGUF, half written")
+if os.environ["EXPORT_HOLD"] == tool:
+    open(os.environ["EXPORT_MARKER"] + ".tmp", "w").write(str(os.getpid()))
+    os.replace(os.environ["EXPORT_MARKER"] + ".tmp", os.environ["EXPORT_MARKER"])
+    time.sleep(120)
+"""
+# `python -m model.export` with the fake tools, holding still after the official layout is written when
+# EXPORT_HOLD is "settings".
+EXPORT = """
+import os, sys, time
+from pathlib import Path
+from model.checkpoint import export, gguf
+
+gguf._QUANTIZE = (Path(os.environ["LLAMA_CPP_CONVERTER"]) / "convert_hf_to_gguf.py").read_text()
+write_settings = export._write_settings
+
+def write_and_hold(source, folder):
+    write_settings(source, folder)
+    if os.environ["EXPORT_HOLD"] == "settings":
+        Path(os.environ["EXPORT_MARKER"]).write_text(str(os.getpid()))
+        time.sleep(120)
+
+export._write_settings = write_and_hold
+sys.exit(export.main(sys.argv[1:]))
+"""
+
+
+class HeldExport:
+    """An export in a child process, held at one step (`hold`) until the test sends it a signal."""
+
+    def __init__(self, tmp_path: Path, hold: str, quant: str | None = None):
+        self.output = tmp_path / "exports" / "out"
+        self.marker = tmp_path / "held-pid"
+        tools = tmp_path / "fake-llama-cpp"
+        tools.mkdir()
+        (tools / "convert_hf_to_gguf.py").write_text(FAKE_TOOL)
+        env = {**os.environ, "LLAMA_CPP_CONVERTER": str(tools), "EXPORT_HOLD": hold,
+               "EXPORT_MARKER": str(self.marker)}
+        argv = ["--model", "tiny-random", "--output", str(self.output), "--dtype", "fp32",
+                *(["--format", "gguf", "--quant", quant] if quant else [])]
+        self.stderr = tmp_path / "stderr.txt"
+        with open(self.stderr, "wb") as err:  # a file, not a pipe: a child whose pipe is full never gets there
+            self.process = subprocess.Popen([sys.executable, "-c", EXPORT, *argv], cwd=REPO, env=env,
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+    def held_pid(self, timeout: float = 300) -> int:
+        """The pid of the process holding still (the export, or its tool), once it holds."""
+        deadline = time.monotonic() + timeout
+        while not self.marker.exists():
+            assert self.process.poll() is None, self.stderr.read_text()
+            assert time.monotonic() < deadline, "the export never reached its held step"
+            time.sleep(0.1)
+        return int(self.marker.read_text())
+
+    def stop(self, signum: int) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=120)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def held_export(tmp_path):
+    exports = []
+
+    def start(hold: str, quant: str | None = None) -> HeldExport:
+        exports.append(HeldExport(tmp_path, hold, quant))
+        return exports[-1]
+
+    yield start
+    for export in exports:
+        export.close()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="--quant q4_k_m checks for llama-cpp-python (bash setup.sh --dev)")
+
+
+@pytest.mark.parametrize("hold, quant, signum", [
+    ("settings", None, signal.SIGTERM),  # the official layout, written by this process
+    ("converter", "f16", signal.SIGTERM),  # llama.cpp's converter running as a child process
+    pytest.param("quantizer", "q4_k_m", signal.SIGINT, marks=needs_llama_cpp),  # its quantizer, over the F16 file
+])
+def test_an_interrupted_export_leaves_nothing(hold, quant, signum, held_export):
+    export = held_export(hold, quant)
+    held = export.held_pid()
+    tmp = f".out.export-tmp-{export.process.pid}"
+    assert [path.name for path in export.output.parent.iterdir()] == [tmp]  # mid-way: its temporary folder
+    assert export.stop(signum) == 130
+    lines = [line for line in export.stderr.read_text().splitlines() if line.strip()]
+    assert "interrupted" in lines[-1] and "Traceback" not in export.stderr.read_text(), lines
+    assert list(export.output.parent.iterdir()) == []  # no output, no temporary folder, no half-written GGUF
+    assert held == export.process.pid or not _exists(held)  # a running tool was stopped with the export
+
+
+def test_a_killed_exports_leftovers_are_removed_by_the_next_export(held_export, tmp_path):
+    export = held_export("settings")
+    export.held_pid()
+    assert export.stop(signal.SIGKILL) == -signal.SIGKILL  # no handler runs: its temporary folder stays
+    exports = export.output.parent
+    killed = exports / f".out.export-tmp-{export.process.pid}"
+    assert [path.name for path in exports.iterdir()] == [killed.name] and any(killed.iterdir())
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        kept = [exports / f".out.export-tmp-{running.pid}",  # an export of the same output still under way
+                exports / f".out-2.export-tmp-{export.process.pid}"]  # another output's: that export's to clear
+        for folder in kept:
+            folder.mkdir()
+        export_model("tiny-random", export.output, "fp32")
+    finally:
+        running.kill()
+        running.wait()
+    assert sorted(path.name for path in exports.iterdir()) == sorted(["out", *(folder.name for folder in kept)])
+    assert (export.output / "config.json").is_file()

@@ -1,6 +1,9 @@
 """GGUF export (python -m model.export --format gguf): files written by llama.cpp's own converter and quantizer
 load in llama.cpp, and at F32 its greedy tokens equal torch's; quantized files give finite logits whose agreement
-with F32 is reported; bad requests are one line before anything loads."""
+with F32 is reported; each --quant gives the file type llama.cpp defines for it; bad requests are one line before
+anything loads."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,18 +18,27 @@ PROMPT = "The method improves summaries of long documents, and the results hold 
 STEPS = 12
 
 
-def export(tmp_path_factory, quant: str):
-    folder = tmp_path_factory.mktemp(quant) / "export"
-    assert main(["--model", "tiny-random", "--output", str(folder), "--dtype", "fp32", "--format", "gguf",
-                 "--quant", quant]) == 0
-    files = gguf_export.gguf_files(folder)
-    assert [f.name for f in files] == [f"model-{quant.upper()}.gguf"]  # the tiny SAM gets no projector file
-    return files[0]
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The decoder file of a tiny-random export at a quantization, exported once per module."""
+    files = {}
+
+    def export(quant: str):
+        if quant not in files:
+            folder = tmp_path_factory.mktemp(quant) / "export"
+            assert main(["--model", "tiny-random", "--output", str(folder), "--dtype", "fp32", "--format", "gguf",
+                         "--quant", quant]) == 0
+            found = gguf_export.gguf_files(folder)
+            assert [f.name for f in found] == [f"model-{quant.upper()}.gguf"]  # the tiny SAM gets no projector
+            files[quant] = found[0]
+        return files[quant]
+
+    return export
 
 
 @pytest.fixture(scope="module")
-def f32_gguf(tmp_path_factory):
-    return export(tmp_path_factory, "f32")
+def f32_gguf(exported):
+    return exported("f32")
 
 
 class Engine:
@@ -67,12 +79,12 @@ def test_f32_gguf_gives_torchs_greedy_tokens(f32_gguf):
 
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
-def test_quantized_gguf_is_finite_and_reports_its_agreement_with_f32(quant, f32_gguf, tmp_path_factory, capsys):
+def test_quantized_gguf_is_finite_and_reports_its_agreement_with_f32(quant, f32_gguf, exported, capsys):
     ids = load_tokenizer()(PROMPT).input_ids
     reference = Engine(f32_gguf)
     f32_tokens, f32_rows = reference.greedy(ids, STEPS)
     reference.close()
-    engine = Engine(export(tmp_path_factory, quant))
+    engine = Engine(exported(quant))
     engine.llm.reset()
     engine.llm.eval(ids)
     rows = [engine.logits()]
@@ -86,6 +98,35 @@ def test_quantized_gguf_is_finite_and_reports_its_agreement_with_f32(quant, f32_
     with capsys.disabled():
         print(f"\n{quant} against F32 over {STEPS} positions: top-1 agreement {agreement:.0%}, max |logit diff| "
               f"{error:.3f}")
+
+
+@pytest.fixture(scope="module")
+def gguf_py():
+    """llama.cpp's own GGUF package (gguf-py, shipped with the converter): its reader and its constants."""
+    sys.path.insert(0, str(gguf_export.converter_dir() / "gguf-py"))
+    try:
+        import gguf
+    except ImportError:
+        pytest.skip(f"llama.cpp's gguf-py not found in {gguf_export.converter_dir()} (bash setup.sh --dev)")
+    finally:
+        sys.path.pop(0)
+    return gguf
+
+
+# Each --quant and the names llama.cpp gives its file type (LlamaFileType) and, where a plain 2-D weight holds it
+# whatever its width, its tensor type (GGMLQuantizationType; Q4_K_M picks per tensor, q5/q8 at the tiny widths).
+FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "q8_0": ("MOSTLY_Q8_0", "Q8_0"),
+              "q4_k_m": ("MOSTLY_Q4_K_M", None)}
+
+
+@pytest.mark.parametrize("quant", list(FILE_TYPES))
+def test_each_quant_writes_the_file_type_llama_cpp_defines_for_it(quant, exported, gguf_py):
+    file_type, tensor_type = FILE_TYPES[quant]
+    reader = gguf_py.GGUFReader(exported(quant))
+    assert reader.fields["general.file_type"].contents() == gguf_py.LlamaFileType[file_type]
+    if tensor_type is not None:
+        attention = next(tensor for tensor in reader.tensors if tensor.name == "blk.0.attn_q.weight")
+        assert attention.tensor_type == gguf_py.GGMLQuantizationType[tensor_type]
 
 
 @pytest.mark.parametrize("args, message", [

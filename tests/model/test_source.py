@@ -5,7 +5,7 @@ import json
 import pytest
 
 from model.checkpoint.source import ModelSourceError, resolve_model_source
-from model.configuration import DeepSeekOCRConfig
+from model.configuration import TINY_PRESET, DeepSeekOCRConfig
 from tests.model.hub_cache import cache_model, use_cache
 
 
@@ -24,6 +24,23 @@ def test_kinds(tmp_path):
     seq2seq = _folder(tmp_path / "s", {"model_type": "bart", "is_encoder_decoder": True})
     source = resolve_model_source(str(seq2seq))
     assert source.kind == "seq2seq" and not source.is_deepseek_ocr and source.path == seq2seq
+
+
+def test_local_folders_are_classified_by_their_config_not_their_name(tiny_model_dir, seq2seq_model_dir, tmp_path):
+    official = _folder(tmp_path / "bart-baseline",
+                       DeepSeekOCRConfig.preset(TINY_PRESET).to_official_config("float32"))
+    misnamed = {  # folder name -> (what it holds, its kind)
+        "deepseek-ocr-summarizer": (seq2seq_model_dir, "seq2seq"),
+        "DeepSeek-OCR": (seq2seq_model_dir, "seq2seq"),
+        "summarizer-v2": (tiny_model_dir, "project"),
+        "bart-baseline": (official, "official"),
+    }
+    for name, (holds, kind) in misnamed.items():
+        folder = tmp_path / "named" / name
+        folder.parent.mkdir(exist_ok=True)
+        folder.symlink_to(holds, target_is_directory=True)
+        source = resolve_model_source(str(folder))
+        assert (source.kind, source.is_deepseek_ocr) == (kind, kind != "seq2seq"), name
 
 
 def test_hub_ids_are_classified_by_their_config_not_their_name(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """A vision-only load (the llama.cpp engine's encoder): the vision parts alone, from a project folder and from an
-official-layout folder, computing the same page embeddings as the whole model."""
+official-layout folder, computing the same page embeddings as the whole model, without ever building the decoder."""
 import numpy as np
 import pytest
 import torch
@@ -8,6 +8,7 @@ from PIL import Image
 from model.checkpoint.convert import load_model
 from model.checkpoint.export import export_model
 from model.checkpoint.official_keys import VISION_MODULES
+from model.decoder import DeepseekOcr2TextDecoderLayer
 
 
 @pytest.fixture(scope="module", params=["project", "official"])
@@ -39,3 +40,19 @@ def test_vision_only_model_computes_the_whole_models_page_embeddings(folder, tin
             return model.image_embeddings(features, batch["images_spatial_crop"])
 
     torch.testing.assert_close(embeddings(vision), embeddings(whole), rtol=0, atol=0)
+
+
+def test_vision_only_load_never_builds_a_decoder_layer(folder, monkeypatch):
+    """Not built and then dropped: at real size the decoder layers are most of a load's time and memory."""
+    built = []
+    init = DeepseekOcr2TextDecoderLayer.__init__
+
+    def counted(self, config, layer_idx, *args, **kwargs):
+        built.append(layer_idx)
+        init(self, config, layer_idx, *args, **kwargs)
+
+    monkeypatch.setattr(DeepseekOcr2TextDecoderLayer, "__init__", counted)
+    load_model(folder, vision_only=True)
+    assert built == []
+    whole = load_model(folder)  # the count does see the layers a load builds
+    assert built == list(range(whole.config.num_hidden_layers)) and built
