@@ -3,8 +3,9 @@
 # requirements only checks a stamp and exits.
 #   bash setup.sh          runtime dependencies (CPU torch without CUDA; CUDA torch + optional flash-attn with it)
 #   bash setup.sh --llamacpp  also llama.cpp (requirements-llamacpp.txt, built from source) and its GGUF converter
-#   bash setup.sh --dev    also the system tools the tests use (tesseract OCR, curl; via apt-get, needs root) and
-#                          llama.cpp
+#   bash setup.sh --dev    also the test requirements (requirements-dev.txt), the system tools the tests use
+#                          (tesseract OCR, curl; via apt-get, needs root) and llama.cpp
+# The project is installed into the environment in editable mode (pip install -e .).
 # Environment: VENV (default .venv), PYTHON (default python3), SKIP_FLASH_ATTN=1 to never try flash-attn.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,8 +51,12 @@ fi
 PY="$VENV/bin/python"
 
 stamp="$VENV/.setup-stamp"
-want="$DEVICE llamacpp=$LLAMACPP $(cat requirements.txt requirements-llamacpp.txt | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+hash=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want="$DEVICE $hash $DEV $LLAMACPP"
+# Up to date when the same files were installed for this device with at least these extras (a --dev set-up serves
+# a plain `bash setup.sh`, as demo.sh runs it).
+if [ -f "$stamp" ] && read -r s_device s_hash s_dev s_llamacpp < "$stamp" && [ "$s_device $s_hash" = "$DEVICE $hash" ] \
+    && [ "${s_dev:-0}" -ge "$DEV" ] && [ "${s_llamacpp:-0}" -ge "$LLAMACPP" ]; then
   echo "[setup] $VENV is up to date ($DEVICE); nothing to do"
   exit 0
 fi
@@ -70,8 +75,11 @@ if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$
   fi
 fi
 
-echo "[setup] installing requirements.txt"
-"$PY" -m pip install -q -r requirements.txt
+echo "[setup] installing requirements.txt$([ "$DEV" = 1 ] && echo ' and requirements-dev.txt')"
+"$PY" -m pip install -q -r requirements.txt $([ "$DEV" = 1 ] && echo "-r requirements-dev.txt")
+# The project itself, editable: `from inference import DeepSeekSummarizer` works from any folder, and the
+# commands keep their `python -m` names. Its dependencies are the pins just installed.
+"$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip check
 
 if [ "$LLAMACPP" = 1 ]; then

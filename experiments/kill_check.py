@@ -9,8 +9,8 @@ validation every 2 steps so that a kill can land between checkpoints):
 2. the same experiment in a new folder, SIGKILLed (the whole process group) at `--kills` moments, each a chosen
    delay after a stage's `==> <stage>` line, walking through the stages in order, and rerun after each kill until
    it finishes;
-3. a render change (one pixels arm's font size) in a copy of the finished reference, killed within the first
-   second of that arm's training stage, rerun; against the same change run uninterrupted in another copy.
+3. a render change (one pixels arm's font size) in copies of the finished reference, each killed at another
+   moment of the first second of that arm's training stage and rerun; against the same change run uninterrupted.
 Each rerun's results.json must equal its reference in every arm's scores, intervals, validation losses, steps,
 document counts and truncation counts. Prints each kill (the stage it was aimed at, the delay, the stage it
 actually hit) and the comparison; exits 1 on any difference.
@@ -34,6 +34,8 @@ from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--max-samples", "8", "--max-steps", "4", "--test-samples", "4"]
+# Seconds after a changed arm's training stage starts: before, while and after its training loads anything.
+CHANGE_KILL_DELAYS = (0.0, 0.3, 0.8)
 # What an interruption must not change (timings may).
 COMPARED = ("scores", "intervals", "val_losses", "train_steps", "documents", "missing_predictions",
             "empty_predictions", "truncated_documents", "truncated_training_inputs", "compression_ratio")
@@ -143,24 +145,29 @@ def killed_run(folder: Path, config: Path, kills: list[Kill], stages: list[str],
 
 
 def render_change(reference: Path, work: Path, config: Path, log: Path) -> list[str]:
-    """A pixels arm's font size changed; killed in the first second of its training stage, rerun, compared with
-    the same change run uninterrupted."""
+    """A pixels arm's font size changed; killed in the first second of its training stage (at several moments,
+    each in its own copy), rerun, compared with the same change run uninterrupted."""
     data = json.loads(config.read_text(encoding="utf-8"))
     arm = next(arm for arm in data["arms"] if arm["type"] == "pixels")
     arm.setdefault("render", {})["font_size"] = arm.get("render", {}).get("font_size", 12) + 2
-    changed = {}
-    for name in ("clean", "killed"):
+
+    def copy(name: str) -> Path:
         shutil.copytree(reference, work / name)
         (work / name / "experiment.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-        changed[name] = work / name / "experiment.json"
-    finish(work / "clean", changed["clean"], log)
-    kill = Kill(f"train/{arm['name']}", 0.5)
-    status = run(work / "killed", changed["killed"], kill, log)
-    print(f"  render change ({arm['name']} font {arm['render']['font_size']} px): kill aimed at {kill.aimed_at} + "
-          f"{kill.delay:.2f} s: " + (f"killed during {kill.hit}" if status == -signal.SIGKILL else
-                                     f"the run ended first ({status})"), flush=True)
-    finish(work / "killed", changed["killed"], log)
-    return differences(results(work / "clean"), results(work / "killed"))
+        return work / name / "experiment.json"
+
+    finish(work / "clean", copy("clean"), log)
+    clean, problems = results(work / "clean"), []
+    for delay in CHANGE_KILL_DELAYS:
+        name = f"killed-{delay:.1f}s"
+        changed, kill = copy(name), Kill(f"train/{arm['name']}", delay)
+        status = run(work / name, changed, kill, log)
+        print(f"  render change ({arm['name']} font {arm['render']['font_size']} px): kill aimed at "
+              f"{kill.aimed_at} + {kill.delay:.2f} s: " + (f"killed during {kill.hit}" if status == -signal.SIGKILL
+                                                           else f"the run ended first ({status})"), flush=True)
+        finish(work / name, changed, log)
+        problems += [f"render change, killed at {delay:.1f} s: {p}" for p in differences(clean, results(work / name))]
+    return problems
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -187,7 +194,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         kills = kill_points(stages, args.kills, args.seed)
         killed_run(work / "killed", work / "killed" / config.name, kills, stages, log)
         problems = differences(results(work / "reference"), results(work / "killed"))
-        problems += [f"render change: {p}" for p in render_change(work / "reference", work / "change", config, log)]
+        problems += render_change(work / "reference", work / "change", config, log)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
