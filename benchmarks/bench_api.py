@@ -48,6 +48,7 @@ from PIL import Image
 
 from benchmarks.bench_generation import build_tiny_folder, documents
 from benchmarks.cli import table
+from config.cli import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LENGTH = 8
@@ -438,7 +439,7 @@ def overload(seconds: float) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes: fewer requests, shorter runs")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--soak", action="store_true", help="a long mixed stream: latency percentiles and server RSS")

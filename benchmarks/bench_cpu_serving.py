@@ -45,6 +45,7 @@ from statistics import median
 from typing import Optional
 
 from benchmarks.cli import table
+from config.cli import Parser
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
@@ -518,8 +519,8 @@ def write_report(rows: list[dict], output: Path, command: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cpu_serving", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m benchmarks.bench_cpu_serving", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the tiny-random preset, 8 new tokens")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the model, its export and GGUF files are built once and reused (default: "

@@ -117,9 +117,9 @@ def run(quick: bool = False) -> list[dict]:
     return [{**row, "decoder_layers": layers} for row in rows]
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "8 new tokens instead of 32, one timed run of each", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "8 new tokens instead of 32, one timed run of each", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -83,9 +83,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "512 and 1024 px only, one timed page each, eager only", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "512 and 1024 px only, one timed page each, eager only", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

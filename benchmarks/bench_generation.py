@@ -8,6 +8,7 @@ time with the cache, and all documents in one batch with the cache (the API serv
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,9 +66,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "fewer documents and tokens", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "fewer documents and tokens", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -98,9 +98,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "token counts 1 and 64 only, one timed forward + backward", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "token counts 1 and 64 only, one timed forward + backward", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

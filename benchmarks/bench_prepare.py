@@ -61,9 +61,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "100 records per split instead of 1,000", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "100 records per split instead of 1,000", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

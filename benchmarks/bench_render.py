@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import tempfile
 import textwrap
 import time
@@ -103,9 +104,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "two modes (tiny, base) and fewer documents", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "two modes (tiny, base) and fewer documents", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

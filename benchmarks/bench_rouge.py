@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -63,9 +64,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "300 pairs, one repeat", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "300 pairs, one repeat", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

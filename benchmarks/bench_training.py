@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import statistics
+import sys
 
 from benchmarks.bench_vision_cache import build, full_encoder_small_decoder_config, make_batch, time_steps
 from benchmarks.cli import benchmark_main
@@ -45,9 +46,9 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "fewer steps and one document per step", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "fewer steps and one document per step", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

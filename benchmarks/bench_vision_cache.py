@@ -10,6 +10,7 @@ AdamW step; the figure is the median over the steps, and the ratio is what to co
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import torch
@@ -87,9 +88,9 @@ def run(quick: bool = False) -> list[dict]:
     ]
 
 
-def main(argv=None) -> None:
-    benchmark_main(run, __doc__, "fewer steps and one document", argv)
+def main(argv=None) -> int:
+    return benchmark_main(run, __doc__, "fewer steps and one document", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

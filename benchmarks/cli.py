@@ -1,8 +1,11 @@
-"""What every benchmark's command line shares: a --quick flag, and its rows printed as a Markdown table."""
+"""What every benchmark's command line shares: a --quick flag, and its rows printed as a Markdown table; its flags
+and errors are those of every project command (config/cli.py)."""
 from __future__ import annotations
 
 import argparse
 from typing import Callable, Optional
+
+from config.cli import Parser, run_command
 
 
 def table(rows: list[dict]) -> str:
@@ -14,7 +17,7 @@ def table(rows: list[dict]) -> str:
 
 
 def benchmark_main(run: Callable[[bool], list[dict]], doc: str, quick_help: str,
-                   argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+                   argv: Optional[list[str]] = None) -> int:
+    parser = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    print(table(run(parser.parse_args(argv).quick)))
+    return run_command(parser, lambda args: print(table(run(args.quick))), argv)

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.timing import median_seconds
 from config import RenderConfig
+from config.cli import Parser
 from data.text_to_image import TextToImageConverter
 from model.configuration import DeepSeekOCRConfig
 from model.image_processing import DeepSeekOCRImageProcessor
@@ -68,7 +69,7 @@ def train_steps(model, batch, device, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="deepseek-ai/DeepSeek-OCR")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--mode", default="base")

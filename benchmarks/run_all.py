@@ -2,10 +2,11 @@
 
     python -m benchmarks.run_all                      # full sizes (tens of minutes on 2 cores)
     python -m benchmarks.run_all --quick              # small sizes (a few minutes)
-    python -m benchmarks.run_all --only render,rouge --update-readme
+    python -m benchmarks.run_all --only render,rouge --output /tmp/bench.md
 
 Each benchmark measures the project against a named alternative in the same run and on the same inputs;
-compare the ratios, not the absolute times, across machines.
+compare the ratios, not the absolute times, across machines. The report (benchmarks/results/latest.md by
+default) is where the figures live; docs/benchmarks.md links it and copies none of them.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.cli import table
+from config.cli import Parser
 
 BENCHMARKS = {
     "render": ("Rendering: project renderer vs naive Pillow renderer (pages/s per core)", "benchmarks.bench_render"),
@@ -38,8 +40,6 @@ BENCHMARKS = {
     "api": ("API: latency and throughput, micro-batching on vs off", "benchmarks.bench_api"),
     "rouge": ("ROUGE scoring: parallel vs serial", "benchmarks.bench_rouge"),
 }
-README = Path(__file__).resolve().parents[1] / "README.md"
-START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
 def machine() -> str:
@@ -71,21 +71,11 @@ def report(names: list[str], quick: bool) -> str:
     return "\n".join(parts)
 
 
-def update_readme(markdown: str) -> None:
-    text = README.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} section to update")
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{START}\n{markdown}\n{END}{tail}", encoding="utf-8")
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--output", default="benchmarks/results/latest.md", help="Markdown report path")
-    parser.add_argument("--update-readme", action="store_true", help="also replace the README's benchmark table")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -97,8 +87,6 @@ def main(argv=None) -> int:
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(markdown + "\n", encoding="utf-8")
     os.replace(tmp, output)
-    if args.update_readme:
-        update_readme(markdown)
     print(markdown)
     print(f"[benchmarks] wrote {output}")
     return 0

@@ -6,6 +6,7 @@ from config.artifacts import (
     load_run_settings,
     save_run_settings,
 )
+from config.errors import USER_ERRORS, UserError, first_line
 from config.loading import ConfigError, apply_overrides, flat_items, from_dict, load_json, save_json, to_dict
 from config.modes import (
     MAX_TILES,
@@ -30,6 +31,7 @@ from config.settings import (
 
 __all__ = [
     "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
+    "USER_ERRORS", "UserError", "first_line",
     "ConfigError", "apply_overrides", "flat_items", "from_dict", "load_json", "save_json", "to_dict",
     "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_count", "tile_grid", "valid_vision_tokens", "vision_tokens",
     "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig", "ResolutionMode", "TrainingConfig",

@@ -11,7 +11,8 @@ need per-field spellings either way. This module is the small part no library do
 make argparse flags.
 
 Both spellings of a flag work everywhere (`--max-new-tokens` and `--max_new_tokens`); `--help` shows the
-command's own. Bad input ends with one `error:` line and exit status 2, whatever the command.
+command's own. Bad input ends with one `error:` line and exit status 2, whatever the command (`run_command`:
+a flag error, or any `config.errors.UserError`), naming a setting by the flag that gave it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import typing
 from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
+from config.errors import USER_ERRORS, first_line
 from config.loading import ConfigError, apply_overrides, field_extra, field_type
 
 T = TypeVar("T")
@@ -32,12 +34,18 @@ INTERRUPTED = 130
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2) and both `-`/`_` spellings of every long flag."""
 
-    def __init__(self, *args, underscores: bool = False, **kwargs):
+    def __init__(self, *args, underscores: bool = False, config_file: Optional[str] = None,
+                 secrets: tuple[Optional[str], ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.underscores = underscores  # how this command spells its flags (the reference infer CLI: --model_path)
+        self.config_file = config_file  # dest of the JSON config whose keys the flags override (train's --config)
+        self.secrets = secrets  # never printed, such as a token typed on the command line
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(USAGE_ERROR, self.redact(f"{self.prog}: error: {message}\n"))
+
+    def redact(self, text: str) -> str:
+        return redact(text, *self.secrets)
 
     def flag(self, name: str) -> str:
         """`--some-name` in this command's spelling."""
@@ -80,6 +88,19 @@ def _flag_names(parser: Parser, key: str, extra: dict, top: bool) -> list[str]:
     return flags
 
 
+class _OneSetting(argparse.Action):
+    """A setting with several flags (`--max-new-tokens` and the reference README's `--max-length`): given under two
+    of them with different values, it is an error rather than "the last one wins"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_flag_given", {})
+        earlier = given.get(self.dest)
+        if earlier and earlier[0] != option_string and earlier[1] != values:
+            parser.error(f"{earlier[0]} {earlier[1]} and {option_string} {values} name one setting; give one of them")
+        given[self.dest] = (option_string, values)
+        setattr(namespace, self.dest, values)
+
+
 def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = "", top: bool = True,
                            flag_prefix: str = "") -> None:
     """Flags for every field of `cls` (recursively), with dotted config keys as destinations.
@@ -109,6 +130,8 @@ def add_settings_arguments(parser: Parser, cls: type, group=None, prefix: str = 
             target.add_argument(key, nargs=None if info.is_required() else "?", metavar=name.upper(), **kwargs)
             continue
         flags = _flag_names(parser, flag_prefix + name, extra, top)
+        if len(flags) > 1 and "action" not in kwargs:
+            kwargs["action"] = _OneSetting
         target.add_argument(*flags, dest=key, default=None, required=info.is_required(), **kwargs)
         for switch, value in extra.get("switches", {}).items():
             target.add_argument(parser.flag(switch[2:]), dest=key, action="store_const", const=value,
@@ -172,7 +195,7 @@ def settings_from_args(parser: Parser, cls: type[T], args: argparse.Namespace, b
         try:
             base = cls(**data, **blocks)
         except ConfigError as err:
-            raise ConfigError(_flag_message(parser, str(err))) from None
+            raise ConfigError(_flag_message(parser, str(err), args)) from None
     return apply_flags(parser, base, args)
 
 
@@ -182,30 +205,36 @@ def apply_flags(parser: argparse.ArgumentParser, base: T, args: argparse.Namespa
     try:
         return apply_overrides(base, settings_overrides(args, type(base)))
     except ConfigError as err:
-        raise ConfigError(_flag_message(parser, str(err))) from None
+        raise ConfigError(_flag_message(parser, str(err), args)) from None
 
 
-def _flag_message(parser: argparse.ArgumentParser, message: str) -> str:
+def _flag_message(parser: argparse.ArgumentParser, message: str, args: argparse.Namespace) -> str:
+    """`message` with each "config key 'x'" that a flag of this command sets named as that flag: always, unless the
+    command read a config file (`Parser.config_file`), which may have set the key; then only the flags given."""
+    from_file = getattr(args, getattr(parser, "config_file", None) or "", None) is not None
     for action in parser._actions:
-        if action.option_strings:
+        if action.option_strings and (not from_file or getattr(args, action.dest, None) is not None):
             message = message.replace(f"config key '{action.dest}'", "argument " + "/".join(action.option_strings))
     return message
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def redact(text: str, *secrets: Optional[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
-ErrorTypes = tuple[type[BaseException], ...]
+def error_message(parser: Parser, args: argparse.Namespace, err: BaseException) -> str:
+    """How a command reports a user error: `error: ` and its first line, settings named as the command line
+    gave them, secrets hidden."""
+    return parser.redact(f"error: {_flag_message(parser, first_line(err), args)}")
 
 
-def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int]], argv=None,
-                user_errors: ErrorTypes | Callable[[], ErrorTypes] = ()) -> int:
-    """Parse, run, and turn the errors a user can fix into one `error:` line and exit status 2.
+def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int]], argv=None) -> int:
+    """Parse, run, and end every user error (config.errors.USER_ERRORS) with one `error:` line and exit status 2.
 
-    Anything else is a bug and keeps its traceback. `user_errors` may be a function returning the types, called
-    only when something fails, so `--help` never imports the heavy modules that define them.
+    Anything else is a bug and keeps its traceback.
     """
     args = parser.parse_args(argv)
     try:
@@ -214,8 +243,6 @@ def run_command(parser: Parser, run: Callable[[argparse.Namespace], Optional[int
         print(f"\n{parser.prog}: interrupted; re-running the same command resumes where that is possible",
               file=sys.stderr)
         return INTERRUPTED
-    except Exception as err:
-        if not isinstance(err, (ConfigError, *(user_errors() if callable(user_errors) else user_errors))):
-            raise
-        print(f"error: {first_line(err)}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(error_message(parser, args, err), file=sys.stderr)
         return USAGE_ERROR

@@ -24,6 +24,8 @@ from typing import Annotated, Any, TypeVar
 import pydantic
 from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError
 
+from config.errors import UserError
+
 T = TypeVar("T")
 
 # Strict scalars: no silent "4" -> 4 or true -> 1.0; an int is still a valid float (JSON has one number type).
@@ -33,7 +35,7 @@ Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value that does not fit its schema; the message names the key."""
 
 
@@ -59,11 +61,17 @@ def error_line(err: ValidationError, prefix: str = "") -> str:
     first = err.errors(include_url=False)[0]
     key = prefix + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     message = first["msg"]
-    if first["type"] == "value_error":  # raised by a __post_init__ check: its message already names the key
-        return message.removeprefix("Value error, ")
+    if first["type"] == "value_error":  # a __post_init__ check's: its message names the key
+        return _under(key.rstrip("."), message.removeprefix("Value error, "))
     if first["type"] == "unexpected_keyword_argument":
         return f"unknown config key '{key}'"
     return f"config key '{key}': {message[0].lower()}{message[1:]}, got {first['input']!r}"
+
+
+def _under(block: str, message: str) -> str:
+    """A nested block's check names keys relative to the block (`'gguf'` of LoadSettings): named from the top
+    (`'load.gguf'`), they match the flag or environment variable that gave them."""
+    return message.replace("config key '", f"config key '{block}.") if block else message
 
 
 def field_extra(cls: type, name: str) -> dict:
@@ -78,6 +86,38 @@ def field_type(cls: type, name: str) -> type:
     options = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
         typing.Union, types.UnionType) else [tp]
     return options[0]
+
+
+# The spellings of a bool given as text; any case.
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_text(cls: type, name: str, text: str, label: str) -> Any:
+    """Text (a multipart form field, an environment variable) as the type field `name` of `cls` is declared with,
+    for the declaration's own validation (bounds, checks) to judge next: a bool from TRUE_WORDS / FALSE_WORDS (never
+    Python's `bool("false")`, which is True), a Literal's choice, an int, a float; empty text is None for an
+    Optional field; other types keep the text. Anything else is a ConfigError, one line that starts with `label`,
+    the caller's name for the field ("form field 'num_beams'", "environment variable PORT")."""
+    kind, word = field_type(cls, name), text.strip()
+    if not word and type(None) in typing.get_args(typing.get_type_hints(cls)[name]):  # Optional
+        return None
+    if kind is bool:
+        if word.lower() in TRUE_WORDS + FALSE_WORDS:
+            return word.lower() in TRUE_WORDS
+        expected = "true or false (or " + ", ".join(f"{t}/{f}" for t, f in zip(TRUE_WORDS[1:], FALSE_WORDS[1:])) + ")"
+    elif typing.get_origin(kind) is typing.Literal:
+        choices = {str(choice): choice for choice in typing.get_args(kind)}
+        if word in choices:
+            return choices[word]
+        expected = "one of " + ", ".join(choices)
+    elif kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+    else:
+        return text
+    raise ConfigError(f"{label} must be {expected}, got {text[:40]!r}")
 
 
 def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:

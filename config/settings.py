@@ -48,8 +48,9 @@ class RenderConfig:
 
     mode: ModeName = Field("small", description="resolution mode: tiny, small, base, large, gundam or page",
                            json_schema_extra=_flags("--mode"))
-    # 12 px keeps a full page just under DeepSeek-OCR's 10x compression knee (about 9.3x) with about 99.7% OCR
-    # character accuracy; 10 px gives about 13x at about 98% (measurements in the README's rendering section).
+    # 12 px keeps a full page just under DeepSeek-OCR's 10x compression knee (text tokens per vision token), below
+    # which it reads a page back almost entirely; smaller fonts go past it (see docs/data.md; legibility is
+    # checked by tests/data/test_text_to_image.py).
     font_size: Int = Field(12, ge=4, le=200, description="font size in pixels",
                            json_schema_extra=_flags("--font-size"))
     line_spacing: Float = Field(1.2, ge=0.8, le=4.0, description="line height as a multiple of the font size")
@@ -90,7 +91,8 @@ class GenerationSettings:
     # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
     batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together",
                             json_schema_extra={"per_request": False})
-    # Off by default: on a CPU it measured slower (compilation, no CUDA graphs); not yet measured on a GPU.
+    # Off by default: on a CPU compiling costs more than it saves for a few documents (no CUDA graphs there); see
+    # benchmarks.bench_decoder's fast decode path rows.
     compile: Bool = Field(False, description="fast decode path: static KV cache and torch.compile of the decode "
                           "step (model/fast_decode.py)", json_schema_extra={"per_request": False})
 
@@ -123,8 +125,9 @@ class LoadSettings:
     experts_implementation: Optional[ExpertsImplementation] = Field(
         None, description="MoE routed-experts kernels (transformers' experts implementations); default: grouped_mm "
         "wherever it dispatches, else eager", json_schema_extra=_flags("--experts-implementation"))
-    # llama.cpp decodes at 1.6-3.9x torch's speed on a CPU (quantized weights, its own kernels; README's CPU
-    # serving table); pages are still encoded by this project's DeepEncoder, so every render mode reads as trained.
+    # llama.cpp decodes faster than torch on a CPU (quantized weights, its own kernels; see
+    # benchmarks.bench_cpu_serving); pages are still encoded by this project's DeepEncoder, so every render mode
+    # reads as trained.
     engine: Engine = Field("torch", description="decoder engine: torch, or llamacpp (llama.cpp through "
                            "llama-cpp-python; needs a folder exported with `python -m model.export --format gguf`)",
                            json_schema_extra=_flags("--engine"))
@@ -134,7 +137,9 @@ class LoadSettings:
 
     def __post_init__(self) -> None:
         if self.gguf and self.engine != "llamacpp":
-            raise ConfigError("config key 'gguf' names a file for the llamacpp engine; set 'engine' to llamacpp")
+            # Both named as keys: a command names each by its flag, the API server by its environment variable.
+            raise ConfigError(f"config key 'gguf' names a file for the llamacpp engine, but config key 'engine' is "
+                              f"{self.engine!r}")
 
 
 @settings

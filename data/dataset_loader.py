@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from config import UserError, first_line
+
 SPLITS = ("train", "val", "test")
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "scitldr-a"
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -23,7 +25,7 @@ SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "dev"), "test
 HUB_SPLIT_ALIASES = {"train": ("train",), "val": ("validation", "val", "dev"), "test": ("test",)}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be loaded as asked; the message is one line meant for the user."""
 
 
@@ -93,11 +95,6 @@ def carve_split(record_id: str, seed: int, val_fraction: float, test_fraction: f
     return "train"
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 class DatasetLoader:
     """Streams normalised records of one source, split by split, counting what it skips and why.
 
@@ -158,7 +155,7 @@ class DatasetLoader:
             loaded = datasets.load_dataset(formats.pop(), data_files={s: str(p) for s, p in files.items()},
                                            streaming=True)
         except Exception as err:  # the reader's own errors, e.g. a malformed file
-            raise DatasetError(f"cannot read {path}: {_first_line(err)}") from None
+            raise DatasetError(f"cannot read {path}: {first_line(err, with_type=True)}") from None
         return {split: loaded[split] for split in files}
 
     def _open_hub(self) -> dict[str, Any]:
@@ -171,7 +168,7 @@ class DatasetLoader:
                                            streaming=True, token=self.token)
         except Exception as err:  # offline, unknown id, gated set: all surface as one clear line
             raise DatasetError(
-                f"cannot load {self.source!r} from the Hugging Face hub ({_first_line(err)}); "
+                f"cannot load {self.source!r} from the Hugging Face hub ({first_line(err, with_type=True)}); "
                 "check the id, --subset and your network, or pass a local file"
             ) from None
         splits = {}
@@ -248,7 +245,8 @@ class DatasetLoader:
             except StopIteration:
                 return
             except Exception as err:
-                raise DatasetError(f"error while reading {self.source} ({split}): {_first_line(err)}") from None
+                raise DatasetError(f"error while reading {self.source} ({split}): "
+                                   f"{first_line(err, with_type=True)}") from None
             yield row
 
 

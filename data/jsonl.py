@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from config import UserError
 
-class JsonlError(ValueError):
+
+class JsonlError(UserError, ValueError):
     """A JSONL file that cannot be read: missing, or a line that is not a JSON object."""
 
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from config import RenderConfig, from_dict, save_json, to_dict
+from config import RenderConfig, first_line, from_dict, save_json, to_dict
 from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
 from config.jobs import PrepareJob
-from data.dataset_loader import SPLITS, DatasetError, DatasetLoader, file_stem
-from data.jsonl import AtomicJsonlWriter, JsonlError, write_json_atomic
+from data.dataset_loader import SPLITS, DatasetLoader, file_stem
+from data.jsonl import AtomicJsonlWriter, write_json_atomic
 
 IMAGES_DIR = "images"
 RENDER_CONFIG = "render_config.json"
@@ -74,7 +74,7 @@ def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
     try:
         document = _converter.render(text)
     except RenderError as err:
-        return "failed", str(err).splitlines()[0] if str(err) else type(err).__name__
+        return "failed", first_line(err)
     paths = _converter.save_pages(document, Path(out_dir, rel_dir), stem)
     result = {"images": [Path(p).relative_to(out_dir).as_posix() for p in paths], "render": document.stats()}
     write_json_atomic(sidecar, {"config": fingerprint, "text": _text_digest(text), **result})
@@ -230,13 +230,8 @@ def run(args: argparse.Namespace) -> None:
     print(format_report(prepare(settings_from_args(build_parser(), PrepareJob, args)).report))
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the inputs (the source, its files, the output folder): reported as one line."""
-    return (DatasetError, JsonlError, OSError)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, user_errors)
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

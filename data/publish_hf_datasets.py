@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from config import UserError, first_line
+from config.cli import Parser, redact, run_command
 from data.jsonl import JsonlError, iter_jsonl
 
 # Prepared file stem -> hub split name (the hub's viewer and `load_dataset` know "validation").
@@ -25,7 +27,7 @@ HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 DATA_DIR = "data"  # where push_to_hub puts the shards of the default configuration
 
 
-class PublishError(ValueError):
+class PublishError(UserError, ValueError):
     """A prepared dataset that cannot be published; one line, never containing the token."""
 
 
@@ -142,16 +144,8 @@ def publish_dataset(prepared_dir: str | os.PathLike, repo_id: Optional[str] = No
         try:
             dataset_dict.push_to_hub(repo_id, private=private, token=token, num_shards=num_shards)
         except Exception as err:  # network, auth, permissions: one line, with the token scrubbed
-            raise PublishError(redact(f"push to {repo_id} failed: {type(err).__name__}: "
-                                      f"{(str(err).splitlines() or [''])[0]}", token)) from None
+            raise PublishError(redact(f"push to {repo_id} failed: {first_line(err, with_type=True)}", token)) from None
     return {**summary, "target": f"https://huggingface.co/datasets/{repo_id}"}
-
-
-def redact(text: str, *secrets: Optional[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _parse_size(value: str) -> int:
@@ -166,12 +160,9 @@ def _parse_size(value: str) -> int:
     return size
 
 
-def build_parser(secrets: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # one line, never echoing a token typed on the command line
-            self.exit(2, redact(f"{self.prog}: error: {message} (see --help)\n", *secrets))
-
-    parser = Parser(prog="python -m data.publish_hf_datasets",
+def build_parser(secrets: tuple[Optional[str], ...] = ()) -> Parser:
+    """The command's flags; its errors never show `secrets` (the tokens given)."""
+    parser = Parser(prog="python -m data.publish_hf_datasets", secrets=secrets,
                     description="Push a prepared dataset (text, summary, references, page images) to the "
                                 "Hugging Face hub, or write the Parquet shards locally with --dry-run.")
     parser.add_argument("prepared_dir", help="output directory of data.prepare_datasets")
@@ -187,27 +178,26 @@ def build_parser(secrets: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    typed = [a.split("=", 1)[1] for a in argv if a.startswith("--token=")]
-    typed += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--token"]
-    args = build_parser(tuple(typed)).parse_args(argv)
+def run(args: argparse.Namespace) -> None:
     token = args.token or os.environ.get("HF_TOKEN") or None
     os.environ.setdefault("USE_TORCH", "0")  # this command never needs torch; `datasets` would import it
     dry_run = args.dry_run or args.shards_dir is not None
     shards_dir = (args.shards_dir or str(Path(args.prepared_dir, "hub_shards"))) if dry_run else None
-    try:
-        if not Path(args.prepared_dir).is_dir():
-            raise PublishError(f"prepared dataset directory not found: {args.prepared_dir}")
-        result = publish_dataset(args.prepared_dir, args.repo_id, private=args.private, token=token,
-                                 shards_dir=shards_dir, max_shard_size=args.max_shard_size)
-    except (PublishError, JsonlError, OSError) as err:
-        print(redact(f"error: {err}", token, *typed), file=sys.stderr)
-        return 2  # bad input, as for every command (config/cli.py)
+    if not Path(args.prepared_dir).is_dir():
+        raise PublishError(f"prepared dataset directory not found: {args.prepared_dir}")
+    result = publish_dataset(args.prepared_dir, args.repo_id, private=args.private, token=token,
+                             shards_dir=shards_dir, max_shard_size=args.max_shard_size)
     rows = ", ".join(f"{name} {count}" for name, count in result["splits"].items())
     action = "wrote shards to" if dry_run else "pushed to"
     print(f"{action} {result['target']}: {rows} records")
-    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Known before parsing, so that even a flag error hides them.
+    typed = [a.split("=", 1)[1] for a in argv if a.startswith("--token=")]
+    typed += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--token"]
+    return run_command(build_parser((*typed, os.environ.get("HF_TOKEN"))), run, argv)
 
 
 if __name__ == "__main__":

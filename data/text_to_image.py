@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from config import RenderConfig, valid_vision_tokens
+from config import RenderConfig, UserError, valid_vision_tokens
 from data.tokens import count_text_tokens
 
 FONT_PATH = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
@@ -37,7 +37,7 @@ _NOTDEF_PROBE = "\U0010fffd"  # a private-use code point DejaVu lacks: it draws 
 _WORD_CACHE_BYTES = 64 * 2**20  # bitmaps kept per converter; the cache restarts when full
 
 
-class RenderError(ValueError):
+class RenderError(UserError, ValueError):
     """Text that cannot be rendered under the given settings; the message is one user-facing line."""
 
 

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from config import UserError
 from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
 from config.jobs import EvaluateJob
 from data.jsonl import iter_jsonl_lines, write_json_atomic, write_jsonl_atomic
@@ -27,7 +28,7 @@ from evaluation.report import format_table, plot_rouge_vs_compression
 MAX_LISTED_PROBLEMS = 50
 
 
-class EvaluationError(Exception):
+class EvaluationError(UserError):
     """Bad input: reported as one line and a non-zero exit."""
 
 
@@ -222,13 +223,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {job.output}")
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the inputs (files, their contents): reported as one line."""
-    return (EvaluationError, OSError, ValueError)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, user_errors())
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from config import (
     RenderConfig,
     TrainingConfig,
     apply_overrides,
+    first_line,
     from_dict,
     load_json,
     to_dict,
@@ -43,11 +44,13 @@ class DatasetSpec:
     seed: Int = 42
 
     def __post_init__(self) -> None:
-        if self.test_samples < 1 or (self.max_samples is not None and self.max_samples < 1):
-            raise ConfigError("config keys 'dataset.test_samples' and 'dataset.max_samples' must be at least 1")
+        # Keys named within this block ('dataset.' is added above it), so a flag that gave one is named instead.
+        for key, value in (("test_samples", self.test_samples), ("max_samples", self.max_samples)):
+            if value is not None and value < 1:
+                raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
         if self.max_samples is not None and self.test_samples > self.max_samples:
-            raise ConfigError(f"config key 'dataset.test_samples' ({self.test_samples}) is more than "
-                              f"'dataset.max_samples' ({self.max_samples}) test records will be prepared")
+            raise ConfigError(f"config key 'test_samples' ({self.test_samples}) is more than the "
+                              f"{self.max_samples} test records that config key 'max_samples' prepares")
 
 
 @settings
@@ -204,8 +207,7 @@ def check_dataset(spec: DatasetSpec) -> None:
     try:
         exists = HfApi().repo_exists(spec.source, repo_type="dataset", token=os.environ.get("HF_TOKEN"))
     except Exception as err:  # network down, proxy...: say so now, not after hours of other arms
-        raise ConfigError(f"cannot check dataset {spec.source!r} on the Hugging Face hub: "
-                          f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
+        raise ConfigError(f"cannot check dataset {spec.source!r} on the Hugging Face hub: {first_line(err)}") from None
     if not exists:
         raise ConfigError(f"dataset {spec.source!r} does not exist on the Hugging Face hub "
                           "(config key 'dataset.source')")

@@ -1,6 +1,6 @@
 """Kill the experiment runner anywhere and check that rerunning it gives an uninterrupted run's results.
 
-    python -m experiments.kill_check                      # the smoke config, 12 kills, about 5 minutes on 2 cores
+    python -m experiments.kill_check                      # the smoke config, 12 kills (minutes on a CPU)
     python -m experiments.kill_check --kills 20 --seed 3  # other moments
 
 Three runs of a small version of the config (`--max-samples 8 --max-steps 4 --test-samples 4`, checkpoints and
@@ -31,6 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from config import UserError
+from config.cli import Parser, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--max-samples", "8", "--max-steps", "4", "--test-samples", "4"]
@@ -170,16 +173,20 @@ def render_change(reference: Path, work: Path, config: Path, log: Path) -> list[
     return problems
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.kill_check", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m experiments.kill_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "experiments" / "smoke-cpu.json"),
                         help="experiment config (default: the CPU smoke config)")
     parser.add_argument("--kills", type=int, default=12, help="kills of the runner (default 12)")
     parser.add_argument("--seed", type=int, default=0, help="chooses the kill moments")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed at the end)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check(args: argparse.Namespace) -> int:
+    """Runs killed and rerun against uninterrupted ones: 0 when every compared field is equal, else 1."""
     if args.kills < 1 or not Path(args.config).is_file():
-        parser.error("--kills must be at least 1 and --config an existing file")
+        raise UserError("--kills must be at least 1 and --config an existing file")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kill-check-"))
     log = work / "runs.log"
     try:
@@ -204,6 +211,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     for problem in problems:
         print(f"  {problem}")
     return 1 if problems else 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return run_command(build_parser(), check, argv)
 
 
 if __name__ == "__main__":

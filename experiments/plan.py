@@ -16,13 +16,12 @@ changed decoding setting redoes generate and evaluate of each arm and no trainin
 """
 from __future__ import annotations
 
-import importlib
 import itertools
 import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from config import ConfigError, RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
+from config import RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
 from config.cli import to_argv
 from config.jobs import EvaluateJob, GenerateJob, PrepareJob
 from data.jsonl import iter_jsonl, write_jsonl_atomic
@@ -31,7 +30,6 @@ from experiments.stages import Stage
 from inference.generate import settings_path
 
 TEXT_DATA = "text"
-Errors = Callable[[], tuple[type[BaseException], ...]]
 
 
 def pages_data_name(render: RenderConfig) -> str:
@@ -46,14 +44,6 @@ def _consumed(settings: Any, *unread: str) -> dict[str, Any]:
 
 def _command(module: str, settings: Any, *extra: str) -> str:
     return shlex.join(["python", "-m", module, *to_argv(settings), *extra])
-
-
-def _errors(module: str) -> Errors:
-    """The input errors of a stage function: those its own command reports in one line."""
-    def errors() -> tuple[type[BaseException], ...]:
-        return (ConfigError, *importlib.import_module(module).user_errors())
-
-    return errors
 
 
 def _prepare(exp: ExperimentConfig, folder: Path, name: str, render: RenderConfig | None) -> Stage:
@@ -72,7 +62,7 @@ def _prepare(exp: ExperimentConfig, folder: Path, name: str, render: RenderConfi
     unread = ("workers",) if render is not None else ("workers", "render")
     return Stage(f"prepare/{name}", "prepare", None, _consumed(job, *unread), work,
                  lambda resume: _command("data.prepare_datasets", job), settings=job,
-                 user_errors=_errors("data.prepare_datasets"), outputs=[Path(job.output_dir)])
+                 outputs=[Path(job.output_dir)])
 
 
 def _references(exp: ExperimentConfig, folder: Path) -> Stage:
@@ -108,8 +98,7 @@ def _train(exp: ExperimentConfig, arm: ArmSpec, data: Path, out: Path, after: li
     return Stage(f"train/{arm.name}", "train", arm.name, _consumed(config, "generation"), work,
                  lambda resume: shlex.join(["python", "-m", "training.train", "--config", str(config_file),
                                             "--resume" if resume else "--overwrite"]),
-                 after=after, settings=config, user_errors=_errors("training.train"),
-                 outputs=[Path(config.output_dir), config_file])
+                 after=after, settings=config, outputs=[Path(config.output_dir), config_file])
 
 
 def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: Path, after: list[str]) -> Stage:
@@ -133,7 +122,6 @@ def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: 
     output = Path(job.output)
     return Stage(f"generate/{arm.name}", "generate", arm.name, _consumed(job, "overwrite"), work,
                  lambda resume: _command("evaluation.generate", attempt(resume)), after=after, settings=job,
-                 user_errors=_errors("inference.generate"),
                  outputs=[output, settings_path(output)])
 
 
@@ -153,8 +141,7 @@ def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, afte
 
     return Stage(f"evaluate/{arm.name}", "evaluate", arm.name, _consumed(job, "workers"), work,
                  lambda resume: _command("evaluation.evaluate", job), after=["references/test", *after],
-                 settings=job, user_errors=_errors("evaluation.evaluate"),
-                 outputs=[Path(job.output), Path(job.per_example)])
+                 settings=job, outputs=[Path(job.output), Path(job.per_example)])
 
 
 def _arm_stages(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> list[Stage]:

@@ -18,33 +18,32 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from config import ConfigError, save_json
+from config import save_json
+from config.cli import Parser, run_command
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2, like every other bad input
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m experiments.run",
-                     description="Run every arm of an experiment config (pages at several compressions, the same "
-                                 "decoder on text tokens, seq2seq, Lead-3) and write one comparison.")
+def build_parser() -> Parser:
+    # Destinations are the config keys the flags override, so an error in one names the flag that gave it.
+    parser = Parser(prog="python -m experiments.run", config_file="config",
+                    description="Run every arm of an experiment config (pages at several compressions, the same "
+                                "decoder on text tokens, seq2seq, Lead-3) and write one comparison.")
     parser.add_argument("config", help="experiment JSON (see configs/experiments/)")
-    parser.add_argument("--output-dir", help="experiment folder (default: the config's output_dir, else "
-                                             "experiments_output/<name>)")
+    parser.add_argument("--output-dir", dest="output_dir", help="experiment folder (default: the config's "
+                        "output_dir, else experiments_output/<name>)")
     sizes = parser.add_argument_group("smaller runs (override the config)")
-    sizes.add_argument("--max-samples", type=int, metavar="N", help="records prepared per split")
-    sizes.add_argument("--test-samples", type=int, metavar="N", help="test documents summarized by every arm")
-    sizes.add_argument("--max-steps", type=int, metavar="N", help="training steps of every trained arm")
+    sizes.add_argument("--max-samples", dest="dataset.max_samples", type=int, metavar="N",
+                       help="records prepared per split")
+    sizes.add_argument("--test-samples", dest="dataset.test_samples", type=int, metavar="N",
+                       help="test documents summarized by every arm")
+    sizes.add_argument("--max-steps", dest="max_steps", type=int, metavar="N",
+                       help="training steps of every trained arm")
     parser.add_argument("--estimate-only", action="store_true", help="check the config, print the plan and the "
                         "wall-time estimate, then stop; writes nothing and does not look the dataset up")
     return parser
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {"output_dir": args.output_dir, "dataset.max_samples": args.max_samples,
-            "dataset.test_samples": args.test_samples}
+    return {key: getattr(args, key) for key in ("output_dir", "dataset.max_samples", "dataset.test_samples")}
 
 
 def run(args: argparse.Namespace) -> Optional[dict[str, Path]]:
@@ -53,6 +52,7 @@ def run(args: argparse.Namespace) -> Optional[dict[str, Path]]:
     from experiments.plan import build_plan
     from experiments.stages import StageRunner
 
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # An estimate is made from the config alone: no dataset look-up (it may be offline or not cached yet).
     read = read_experiment if args.estimate_only else load_experiment
     exp = read(args.config, overrides(args), max_steps=args.max_steps)
@@ -95,26 +95,11 @@ def _report(exp, folder: Path, markers: dict, config_path: str) -> dict[str, Pat
     return paths
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    from experiments.stages import StageFailed
-
-    return (ConfigError, StageFailed)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue (finished stages are kept)", file=sys.stderr)
-        return 130
-    except Exception as err:
-        if not isinstance(err, user_errors()):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    def command(args: argparse.Namespace) -> None:
+        run(args)  # its result, the files written, is for callers of run(); the command has printed them
+
+    return run_command(build_parser(), command, argv)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from config.cli import first_line
+from config import USER_ERRORS, UserError, first_line
 from data.jsonl import read_json_object, write_json_atomic
 
 
-class StageFailed(RuntimeError):
+class StageFailed(UserError, RuntimeError):
     """A stage stopped on an input problem the user can fix. One line for the user."""
 
 
@@ -41,8 +41,6 @@ class Stage:
     # What it writes: removed before a fresh attempt starts, so an attempt with other settings that was killed
     # before it replaced them can never be taken for this one's (e.g. resumed from another run's checkpoint).
     outputs: list[Path] = field(default_factory=list)
-    # The errors its function raises for bad input (reported in one line); anything else is a bug.
-    user_errors: Callable[[], tuple[type[BaseException], ...]] = lambda: ()
 
 
 def marker_path(folder: Path, stage: Stage, suffix: str = "") -> Path:
@@ -96,9 +94,7 @@ class StageRunner:
         began = time.perf_counter()
         try:
             figures = stage.work(resuming)
-        except Exception as err:
-            if not isinstance(err, stage.user_errors()):
-                raise
+        except USER_ERRORS as err:  # bad input, reported in one line; anything else is a bug
             raise StageFailed(f"stage {stage.id} failed: {first_line(err)} (fix it and run the experiment again: "
                               "finished stages are kept)") from err
         marker = {"stage": stage.id, "kind": stage.kind, "arm": stage.arm, "command": stage.command(resuming),

@@ -30,15 +30,15 @@ from typing import Optional
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from config import ConfigError, GenerationSettings
+from config import ConfigError, GenerationSettings, UserError
 from config.cli import USAGE_ERROR, first_line
+from config.errors import USER_ERRORS
 from inference.admission import Admission
 from inference.api_settings import ServerSettings
 from inference.batching import ClientGone, MicroBatcher
 from inference.inputs import (
     DEFAULT_PDF_DPI,
     GENERATION_PARAMS,
-    InputError,
     apply_generation_params,
     decode_text,
     form_value,
@@ -145,9 +145,9 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
         return response
 
     @app.errorhandler(ApiError)
-    @app.errorhandler(InputError)
-    def _bad_input(err):
-        return _error(err.status, str(err))
+    @app.errorhandler(UserError)
+    def _bad_input(err):  # InputError and ApiError carry their status; any other user error is the request's
+        return _error(getattr(err, "status", 400), first_line(err))
 
     @app.errorhandler(HTTPException)
     def _http(err):
@@ -187,6 +187,8 @@ def create_app(summarizer=None, settings: Optional[ServerSettings] = None) -> Fl
                        model_name=summarizer.name if summarizer else None,
                        model_type=summarizer.model_type if summarizer else None,
                        device=str(summarizer.device) if summarizer else None,
+                       engine=summarizer.engine if summarizer else None,
+                       gguf=summarizer.gguf if summarizer else None,
                        admission=admission.stats(), batching=batcher.stats() if batcher else None,
                        request_id=g.request_id)
 
@@ -263,7 +265,7 @@ def main() -> int:
     try:
         settings = ServerSettings.from_env()
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {first_line(err)}", file=sys.stderr)
         return USAGE_ERROR
     if not settings.model_path:
         print("error: no model: set MODEL_PATH to a trained summarizer folder", file=sys.stderr)
@@ -279,7 +281,7 @@ def main() -> int:
     logger.info("loading %s", settings.model_path)
     try:
         summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, settings.load)
-    except Exception as err:  # one line, not a traceback: the operator fixes the path or the folder
+    except USER_ERRORS as err:  # one line: the operator fixes the path, the folder or a setting
         print(f"error: cannot load model {settings.model_path!r}: {first_line(err)}", file=sys.stderr)
         return USAGE_ERROR
     app = create_app(summarizer, settings)
@@ -287,7 +289,8 @@ def main() -> int:
     # serving) and out of its last one at exit (seconds); the loading's garbage is collected first.
     gc.collect()
     gc.freeze()
-    logger.info("model on %s; serving on http://%s:%d", summarizer.device, settings.host, settings.port)
+    logger.info("model on %s, engine %s, gguf %s; serving on http://%s:%d", summarizer.device, summarizer.engine,
+                summarizer.gguf, settings.host, settings.port)
     serve(app, settings, on_drain=app.extensions["admission"].close)
     logger.info("stopped")
     return 0

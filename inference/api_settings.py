@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import typing
 from dataclasses import field, fields, is_dataclass
-from typing import Literal, Optional
+from typing import Optional, TypeVar
 
 from pydantic import Field
 
-from config.loading import ConfigError, Float, Int, Str, field_type, settings
+from config.loading import ConfigError, Float, Int, Str, field_type, parse_text, settings
 from config.settings import LoadSettings
 
 
@@ -43,15 +42,24 @@ class ServerSettings:
     def from_env(cls, environ=None) -> "ServerSettings":
         """Each field from its upper-case environment variable (a block's fields by their own names); unset or
         empty keeps the default."""
-        environ = os.environ if environ is None else environ
-        values = _env_values(cls, environ)
-        try:
-            return cls(**values)
-        except ConfigError as err:
-            message = str(err)
-            for key, variable in _variables(cls):
-                message = message.replace(f"config key '{key}'", f"environment variable {variable}")
-            raise ConfigError(message) from None
+        return settings_from_env(cls, os.environ if environ is None else environ)
+
+
+T = TypeVar("T")
+
+
+def settings_from_env(cls: type[T], environ) -> T:
+    """Settings dataclass `cls` from environment variables: each field from its upper-case name (a nested block's
+    fields by their own names), the text read as the field's declared type (config.loading.parse_text, as the API's
+    form fields are); unset or empty keeps the default. Every error line names the variable, never a config key."""
+    values = _env_values(cls, environ)
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        message = str(err)
+        for key, variable in _variables(cls):
+            message = message.replace(f"config key '{key}'", f"environment variable {variable}")
+        raise ConfigError(message) from None
 
 
 def _variables(cls: type, prefix: str = "") -> list[tuple[str, str]]:
@@ -74,11 +82,6 @@ def _env_values(cls: type, environ) -> dict:
             values[f.name] = _env_values(kind, environ)
             continue
         raw = environ.get(f.name.upper(), "").strip()
-        if not raw:
-            continue
-        kind = str if typing.get_origin(kind) is Literal else kind  # the choices are checked by validation
-        try:
-            values[f.name] = kind(raw)
-        except ValueError:
-            raise ConfigError(f"environment variable {f.name.upper()} must be {kind.__name__}, got {raw!r}") from None
+        if raw:
+            values[f.name] = parse_text(cls, f.name, raw, f"environment variable {f.name.upper()}")
     return values

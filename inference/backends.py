@@ -38,6 +38,9 @@ def torch_backend(name: str, load: LoadSettings):
 
 
 class OCRBackend:
+    engine = "torch"  # what runs the decoder, and its GGUF file name where it reads one (the server reports both)
+    gguf: Optional[str] = None
+
     def __init__(self, model, processor, device: torch.device):
         from model.processing import REPORTING_KEYS
 
@@ -68,6 +71,7 @@ class OCRBackend:
 
 class Seq2SeqBackend:
     reads_images = False
+    engine, gguf = "torch", None
 
     def __init__(self, model, tokenizer, device: torch.device, source_prefix: str = "", max_source_length: int = 1024):
         self.model, self.tokenizer, self.device = model, tokenizer, device

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Optional
 
-from config import RENDER_CONFIG_FILE, ConfigError, LoadSettings, flat_items, to_dict
-from config.cli import USAGE_ERROR, Parser, add_settings_arguments, first_line, run_command, settings_from_args
+from config import RENDER_CONFIG_FILE, USER_ERRORS, LoadSettings, flat_items, to_dict
+from config.cli import USAGE_ERROR, Parser, add_settings_arguments, error_message, run_command, settings_from_args
 from config.jobs import GenerateJob
-from data.jsonl import JsonlError, dumps_record, file_digest, iter_jsonl, write_json_atomic
+from data.jsonl import dumps_record, file_digest, iter_jsonl, write_json_atomic
 from inference.distributed import Processes, discard_predictions, gather_parts, merge_shares, part_files, part_path
 from inference.predictions import GenerateError, completed_ids
 
@@ -251,26 +251,16 @@ def job_from_args(args: argparse.Namespace) -> GenerateJob:
     return settings_from_args(build_parser(), GenerateJob, args, generation=saved)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the inputs (flags, data, model name, output file, device): reported as one line."""
-    from model.checkpoint.device import DeviceError
-    from model.checkpoint.gguf import GgufError
-    from model.checkpoint.load import ModelLoadError
-    from model.checkpoint.source import ModelSourceError
-
-    return (ConfigError, GenerateError, JsonlError, ModelSourceError, ModelLoadError, DeviceError, GgufError)
-
-
 def _run(args: argparse.Namespace) -> int:
     processes = Processes.from_env()
     job = records = problem = None
     try:
         job = job_from_args(args)
         records = _checked_records(job)
-    except user_errors() as err:
+    except USER_ERRORS as err:
         if processes.size == 1:
             raise
-        problem = f"error: {first_line(err)}"
+        problem = error_message(build_parser(), args, err)
     if processes.size > 1 and processes.any_problem(problem):
         return USAGE_ERROR
     _generate(job, records)
@@ -285,7 +275,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             parser.exit(USAGE_ERROR)
 
         parser.error = error
-    return run_command(parser, _run, argv, user_errors())
+    return run_command(parser, _run, argv)
 
 
 if __name__ == "__main__":

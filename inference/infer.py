@@ -112,17 +112,8 @@ def run(args) -> int:
     return 0
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the inputs or the model named: reported as one line."""
-    from model.checkpoint.device import DeviceError
-    from model.checkpoint.load import ModelLoadError
-    from model.checkpoint.source import ModelSourceError
-
-    return (InputError, ModelSourceError, ModelLoadError, DeviceError, OSError)
-
-
 def main(argv=None) -> int:
-    return run_command(build_parser(), run, argv, user_errors)
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from config import ConfigError, GenerationSettings, apply_overrides
-from config.loading import field_extra, field_type
+from config import ConfigError, GenerationSettings, UserError, apply_overrides
+from config.loading import field_extra, parse_text
 
 DEFAULT_PDF_DPI = 144  # the official PDF script's rasterisation resolution
 MIN_PDF_DPI, MAX_PDF_DPI = 36, 600
@@ -23,18 +23,23 @@ ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
 PdfSource = Union[str, Path, bytes, bytearray]
 
 
-def _public_names() -> dict[str, str]:
-    """Per-request generation parameters: public name -> GenerationSettings field. The public name is the one the
-    reference README's infer flags and API use (`max_length` for max_new_tokens); fields marked `per_request`
-    false (batch size, the compiled decode path) are the server's and the command's business, not a request's."""
-    extras = {f.name: field_extra(GenerationSettings, f.name) for f in dataclasses.fields(GenerationSettings)}
-    return {(extra.get("public") or name): name for name, extra in extras.items() if extra.get("per_request", True)}
+def _request_names() -> dict[str, str]:
+    """Per-request generation parameters: each name a request may use -> its GenerationSettings field. A field goes
+    by its own name (max_new_tokens, as on the command line) and by its `public` name where it has one (max_length,
+    the reference README's); fields marked `per_request` false (batch size, the compiled decode path) are the
+    server's and the command's business, not a request's."""
+    names = {}
+    for f in dataclasses.fields(GenerationSettings):
+        extra = field_extra(GenerationSettings, f.name)
+        if extra.get("per_request", True):
+            names.update({name: f.name for name in (f.name, extra.get("public")) if name})
+    return names
 
 
-GENERATION_PARAMS = _public_names()
+GENERATION_PARAMS = _request_names()
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input the summarizer cannot use; the message says what was wrong."""
 
     status = 400
@@ -138,24 +143,34 @@ def decode_text(data: bytes) -> str:
 
 def apply_generation_params(base: GenerationSettings, **params) -> GenerationSettings:
     """`base` with the given GENERATION_PARAMS (None: keep), validated by GenerationSettings' own declaration; a
-    bad value is an InputError naming the parameter as the caller spelled it."""
+    bad value is an InputError naming the parameter as the caller spelled it, and so is one setting given under
+    both its names with two values."""
     unknown = sorted(set(params) - set(GENERATION_PARAMS))
     if unknown:
         raise InputError(f"unknown generation parameter {unknown[0]!r} (known: {', '.join(GENERATION_PARAMS)})")
+    overrides, spelled = {}, {}  # field -> value, field -> the name the caller gave it
+    for name, value in params.items():
+        field_name = GENERATION_PARAMS[name]
+        if value is None:
+            continue
+        if field_name in overrides and overrides[field_name] != value:
+            raise InputError(f"'{spelled[field_name]}' ({overrides[field_name]!r}) and '{name}' ({value!r}) name "
+                             f"one setting; give one of them")
+        overrides[field_name], spelled[field_name] = value, name
     try:
-        return apply_overrides(base, {GENERATION_PARAMS[key]: value for key, value in params.items()})
+        return apply_overrides(base, overrides)
     except ConfigError as err:
         message = str(err)
-        for public, field_name in GENERATION_PARAMS.items():
-            message = message.replace(f"config key '{field_name}'", f"'{public}'")
+        for field_name, name in spelled.items():
+            message = message.replace(f"config key '{field_name}'", f"'{name}'")
         raise InputError(message) from None
 
 
 def form_value(name: str, text: str):
-    """A multipart form field (always text) as the type its generation parameter is declared with."""
-    kind = field_type(GenerationSettings, GENERATION_PARAMS[name])
+    """A multipart form field (always text) as the type its generation parameter is declared with, by the parser
+    the API server's environment variables use too: "false" is False, and empty text for an Optional setting is
+    None (the server's value is kept)."""
     try:
-        return kind(text)
-    except ValueError:
-        raise InputError(f"form field '{name}' must be {'an integer' if kind is int else 'a number'}, "
-                         f"got {text[:40]!r}") from None
+        return parse_text(GenerationSettings, GENERATION_PARAMS[name], text, f"form field '{name}'")
+    except ConfigError as err:
+        raise InputError(str(err)) from None

@@ -1,10 +1,11 @@
 """The llama.cpp engine (`--engine llamacpp`, ENGINE=llamacpp): this project's DeepEncoder turns the pages into
 embeddings, llama.cpp's decoder (the GGUF of `python -m model.export --format gguf`) writes the summary.
 
-Why the split is there: on a CPU llama.cpp decodes 1.6-3.9x faster than torch float32 (quantized weights, its own
-kernels), but its vision pipeline reads pages only in its own gundam layout, and its encoder was 9-16x slower than
-ours (README's CPU serving table). Handing it our page embeddings keeps every render mode exactly as training saw
-it, and the encoder runs in bf16 where the CPU has bf16 units (model/checkpoint/device.py). The hand-over is exact:
+Why the split is there: on a CPU llama.cpp decodes faster than torch float32 (quantized weights, its own kernels),
+but its vision pipeline reads pages only in its own gundam layout, and its encoder is slower than ours (see
+benchmarks.bench_cpu_serving, which runs both against llama.cpp's own tools on the same GGUF files). Handing it
+our page embeddings keeps every render mode exactly as training saw it, and the encoder runs in bf16 where the
+CPU has bf16 units (model/checkpoint/device.py). The hand-over is exact:
 at F32 the greedy tokens equal torch's (tests/inference/test_llamacpp_engine.py).
 
 Each prompt is evaluated as torch sees it, positions 0..n-1: its text runs as token ids, its page runs as
@@ -43,7 +44,7 @@ class LlamaCppDecoder:
         self.path, self.threads = path, threads
         params = llama_cpp.llama_model_default_params()
         # Read, not mapped: llama.cpp repacks most quantized weights into a faster layout, a copy, and a mapped file
-        # stays resident beside it (Q4_K_M at real size: 2.9 GB mapped vs 2.0 GB read).
+        # stays resident beside it (see benchmarks.bench_cpu_serving's serving peak memory of the llamacpp paths).
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
@@ -201,9 +202,12 @@ class TokenPicker:
 class LlamaCppBackend(OCRBackend):
     """DeepSeek-OCR with this project's encoder (torch, from `loaded`, decoder-less) and llama.cpp's decoder."""
 
+    engine = "llamacpp"
+
     def __init__(self, loaded: LoadedModel, gguf: Path):
         super().__init__(loaded.model, loaded.processor, loaded.device)
         self.decoder = LlamaCppDecoder(gguf, torch.get_num_threads())
+        self.gguf = gguf.name
         if self.decoder.n_embd != loaded.model.config.hidden_size:
             raise ModelLoadError(f"{gguf} is a decoder of width {self.decoder.n_embd}, the model folder's is "
                                  f"{loaded.model.config.hidden_size}: export both from the same model")

@@ -2,8 +2,8 @@
 tests/inference/test_api.py checks that every route is described and every described path is served.
 
 The generation parameters' types, bounds and descriptions come from `GenerationSettings`' own declaration
-(pydantic's JSON schema), under their public names; their defaults are the served model folder's, so none
-are stated here.
+(pydantic's JSON schema), under each of their names (max_new_tokens and the reference README's max_length); their
+defaults are the served model folder's, so none are stated here.
 """
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ _SCHEMA_KEYS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaxi
 
 def _generation_properties() -> dict:
     properties = TypeAdapter(GenerationSettings).json_schema()["properties"]
-    return {public: {key: value for key, value in properties[name].items() if key in _SCHEMA_KEYS}
-            for public, name in GENERATION_PARAMS.items()}
+    described = {}
+    for name, field_name in GENERATION_PARAMS.items():
+        schema = {key: value for key, value in properties[field_name].items() if key in _SCHEMA_KEYS}
+        if name != field_name:  # the same setting by its other name (both, with two values: 400)
+            schema["description"] = f"{field_name} by the reference README's name: {schema['description']}"
+        described[name] = schema
+    return described
 
 
 _GENERATION = _generation_properties()
@@ -74,6 +79,10 @@ SPEC = {
                 "status": {"type": "string", "enum": ["ok", "draining"]}, "model_loaded": {"type": "boolean"},
                 "model_name": {"type": "string", "nullable": True}, "model_type": {"type": "string", "nullable": True},
                 "device": {"type": "string", "nullable": True},
+                "engine": {"type": "string", "nullable": True, "description": "what runs the decoder: torch or "
+                           "llamacpp"},
+                "gguf": {"type": "string", "nullable": True,
+                         "description": "the llamacpp engine's GGUF decoder file name; null on torch"},
                 "admission": {"$ref": "#/components/schemas/Admission"},
                 "batching": {"type": "object", "nullable": True}, "request_id": {"type": "string"}}},
             "Admission": {"type": "object", "description": "summarize requests since the server started",
@@ -88,7 +97,8 @@ SPEC = {
         },
     },
     "paths": {
-        "/health": {"get": {"summary": "liveness, model, device, queue depth and request counts", "security": [],
+        "/health": {"get": {"summary": "liveness, model, device, engine and GGUF file, queue depth and request "
+                                       "counts", "security": [],
                             "responses": {"200": _json("Health", "server state")}}},
         "/openapi.json": {"get": {"summary": "this description", "security": [{}, {"bearer": []}],
                                   "responses": {"200": {"description": "OpenAPI 3 document"}}}},

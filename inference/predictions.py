@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from config import UserError
 
-class GenerateError(Exception):
+
+class GenerateError(UserError):
     """A problem with the inputs or the output file, reported as one line."""
 
 

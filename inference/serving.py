@@ -48,8 +48,9 @@ def limit_malloc_arenas() -> None:
 
     By default glibc gives threads that allocate at once their own arena (up to 8 per core), and each grows to its
     own high-water mark: with dozens of request threads decoding and rendering pages, the server's resident memory
-    crept up by about 30 MB per 1,000 requests after the warm-up; with two arenas it stays flat
-    (`python -m benchmarks.bench_api --soak`). Call before the threads start. Other C libraries: nothing to do."""
+    kept creeping up with the number of requests; with two arenas it levels off (see benchmarks.bench_api --soak,
+    which reports the server's memory over a long run). Call before the threads start. Other C libraries: nothing
+    to do."""
     if "MALLOC_ARENA_MAX" in os.environ:  # glibc has read it at start-up
         return
     try:

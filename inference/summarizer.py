@@ -85,6 +85,15 @@ class DeepSeekSummarizer:
     def model_type(self) -> str:
         return "seq2seq" if isinstance(self.backend, Seq2SeqBackend) else "deepseek-ocr"
 
+    @property
+    def engine(self) -> Engine:
+        return self.backend.engine
+
+    @property
+    def gguf(self) -> Optional[str]:
+        """The llamacpp engine's GGUF decoder file name; None on torch."""
+        return self.backend.gguf
+
     def generation_settings(self, **params) -> GenerationSettings:
         """The folder's settings with overrides (see `inputs.GENERATION_PARAMS`), validated."""
         return apply_generation_params(self.generation, **params)

@@ -155,9 +155,9 @@ def _bias_by_matmul(rel_h: torch.Tensor, rel_w: torch.Tensor, out: torch.Tensor 
 
     Each output sums exactly two nonzero terms in float32 and rounds once, so it equals the broadcast sum bit for
     bit in every dtype. A bfloat16 broadcast sum runs a scalar loop over key rows shorter than a vector, as SAM's
-    14-wide windows are: there the product made windowed attention 1.4-1.5x faster (1024 px, one or two threads);
-    over 64-wide rows (global blocks) the two were within noise of each other in bfloat16, and in float32 the sum
-    was 1.1-1.2x faster.
+    14-wide windows are, while the product runs as one vectorised matrix multiply: that is why windowed blocks use
+    it; over 64-wide rows (global blocks) the two are about even in bfloat16 and the sum is the faster in float32
+    (see benchmarks.bench_encoder, bfloat16 and float32 at 1024 px).
     """
     height, width = rel_h.shape[-1], rel_w.shape[-1]
     keys = torch.arange(height * width, device=rel_h.device)

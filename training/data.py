@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from config import TrainingConfig, apply_overrides
+from config import TrainingConfig, UserError, apply_overrides
 from config.jobs import PrepareJob
 from data.dataset_loader import HUB_SPLIT_ALIASES, DatasetError, DatasetLoader, stable_id
 from data.jsonl import JsonlError, iter_jsonl
 
 
-class TrainDataError(ValueError):
+class TrainDataError(UserError, ValueError):
     """Training data that cannot be used; the message is one line for the user."""
 
 

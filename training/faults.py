@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from transformers import TrainerCallback
 
-from config import ConfigError
+from config import ConfigError, UserError
 from training.run_outputs import STATE_FILE, complete_checkpoints
 
 # Below this many free bytes, a failed torch.save is taken for a full disk (a write fails once the disk cannot
@@ -34,7 +34,7 @@ class NonFiniteStep(RuntimeError):
         self.step = step
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(UserError, RuntimeError):
     """A run ended by a fault; the one-line message names the step and the last good checkpoint."""
 
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from config import TRAINING_CONFIG_FILE, TrainingConfig, to_dict
+from config import TRAINING_CONFIG_FILE, TrainingConfig, UserError, to_dict
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"  # the Trainer's; written last into a checkpoint folder
@@ -24,7 +24,7 @@ PLOT_FILE = "loss_curves.png"
 CARD_FILE = "README.md"
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UserError, ValueError):
     """An output folder or checkpoint that cannot be used as asked; one line for the user."""
 
 

@@ -22,15 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from config import TRAINING_CONFIG_FILE, ConfigError, TrainingConfig, apply_overrides, load_json, save_json
-from config.cli import Parser, add_settings_arguments, apply_flags, first_line, run_command
+from config import (
+    TRAINING_CONFIG_FILE,
+    ConfigError,
+    TrainingConfig,
+    UserError,
+    apply_overrides,
+    first_line,
+    load_json,
+    save_json,
+)
+from config.cli import Parser, add_settings_arguments, apply_flags, run_command
 
 # transformers 5.x puts TensorBoard logs in ./runs of the working directory unless this is set; a user's own
 # setting wins, otherwise each run logs under <output>/runs.
 USER_TENSORBOARD_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A hub step (creating the repository, uploading) that failed; the message names the step."""
 
 
@@ -50,9 +59,10 @@ class TrainResult:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m training.train", description="Fine-tune DeepSeek-OCR (page images -> "
-                    "summary) or a seq2seq baseline (text -> summary). Flags override the --config file; every "
-                    "setting of the JSON format has a flag.")
+    parser = Parser(prog="python -m training.train", config_file="config",
+                    description="Fine-tune DeepSeek-OCR (page images -> summary) or a seq2seq baseline (text -> "
+                                "summary). Flags override the --config file; every setting of the JSON format has a "
+                                "flag.")
     run = parser.add_argument_group("run")
     run.add_argument("--config", metavar="FILE", help="JSON training config (README format)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
@@ -262,22 +272,6 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
         skipped_steps=list(trainer.skipped_steps))
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (config, data, model name, output folder, hub access) or a fault that stopped training
-    (non-finite step, full disk): reported as one line."""
-    from data.dataset_loader import DatasetError
-    from model.checkpoint.device import DeviceError
-    from model.checkpoint.export import ExportError
-    from model.checkpoint.load import ModelLoadError
-    from model.checkpoint.source import ModelSourceError
-    from training.data import TrainDataError
-    from training.faults import TrainingStopped
-    from training.run_outputs import OutputDirError
-
-    return (DatasetError, TrainDataError, OutputDirError, ModelLoadError, ModelSourceError, HubError, DeviceError,
-            ExportError, TrainingStopped)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     def command(args: argparse.Namespace) -> None:
         cfg = resolve_config(args)
@@ -287,7 +281,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             train(cfg, resume=args.resume, overwrite=args.overwrite, hub_token=args.hub_token)
             end_process_group()
 
-    return run_command(build_parser(), command, argv, user_errors)
+    return run_command(build_parser(), command, argv)
 
 
 def end_process_group() -> None:

@@ -6,10 +6,10 @@ Precision names: "auto", or one of config's `WeightPrecision` names: "bf16"/"bfl
 The rule:
 - "auto" is bfloat16 on a CUDA device that supports it, float32 elsewhere; except that for inference on a CPU with
   native bf16 matrix instructions (AMX or AVX512-BF16: `cpu_has_bf16`) the DeepEncoder alone runs in bfloat16
-  (`resolve_encoder_precision`). A page is large matrix products, where those units made the encoder 2.2x faster
-  than float32 (README's CPU serving table); decoding is one row at a time, where torch's bf16 kernels were
-  slower than its float32 ones on the same CPU (3.1-4.9 vs 5.6-6.7 tokens/s: oneDNN's bf16 path for a single
-  row). `--dtype bf16` still makes the whole model bfloat16, for half the memory.
+  (`resolve_encoder_precision`). A page is large matrix products, which those units run faster than float32;
+  decoding is one row at a time, where torch's bf16 kernels (oneDNN's path for a single row) are slower than its
+  float32 ones on the same CPU (see benchmarks.bench_cpu_serving, its torch-auto, -float32 and -bf16 paths).
+  `--dtype bf16` still makes the whole model bfloat16, for half the memory.
 - Training on a CPU stays in float32 (`training=True`): CPU training is for smoke runs and debugging, and float32
   keeps those runs comparable across machines with and without bf16 units; the bf16 gain that matters on a CPU
   is serving.
@@ -27,11 +27,12 @@ from typing import Union
 
 import torch
 
+from config.errors import UserError
 from config.settings import WeightPrecision
 
 logger = logging.getLogger(__name__)
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """A device or precision this machine cannot provide; the message is one line for the user."""
 
 

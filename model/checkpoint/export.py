@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from config import save_run_settings
+from config import UserError, save_run_settings
 from config.cli import Parser, run_command
 from data.jsonl import write_json_atomic
 from model.checkpoint.convert import (
@@ -41,16 +41,15 @@ from model.checkpoint.convert import (
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.gguf import (
     CONVERTER_TYPES,
-    GgufError,
     check_gguf_tools,
     gguf_files,
     maps_projector,
     write_gguf,
 )
 from model.checkpoint.load import deepseek_ocr_processor
-from model.checkpoint.lora import LoraMergeError, has_lora_keys, merge_lora_state_dict, saved_lora_scalings
+from model.checkpoint.lora import has_lora_keys, merge_lora_state_dict, saved_lora_scalings
 from model.checkpoint.official_keys import to_official_state_dict
-from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source
+from model.checkpoint.source import ModelSource, resolve_model_source
 from model.checkpoint.staging import move_into_place, staged_folder
 from model.configuration import TINY_PRESET
 from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, IGNORE_INDEX, PROCESSOR_CONFIG_NAME
@@ -67,7 +66,7 @@ OFFICIAL_PROCESSOR_CONFIG = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A source or output that cannot be exported as asked; one line for the user."""
 
 
@@ -172,6 +171,7 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     before the model is resolved (a hub id fetched) or loaded."""
     torch_dtype, shard_size = weight_dtype(dtype), shard_bytes(max_shard_size)
     if gguf is not None:
+        gguf = gguf.lower()  # the spelling of the file it names (model-Q8_0.gguf) works too
         check_gguf_tools(gguf)
     output = Path(output).expanduser()
     check_output(output, overwrite)
@@ -206,17 +206,29 @@ def build_parser() -> Parser:
     parser.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
                         help="largest safetensors file: 5GB (default), 500MB... or a number of bytes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--format", choices=["official", "gguf"], default="official",
-                        help="official: the safetensors layout only; gguf: also the decoder (and vision projector) "
-                             "as GGUF files in <output>/gguf, by llama.cpp's converter and quantizer")
-    parser.add_argument("--quant", default="f16", metavar="TYPE", help="GGUF type of the decoder: "
-                        f"{', '.join(CONVERTER_TYPES)} (default f16; with --format gguf)")
+    parser.add_argument("--format", choices=["official", "gguf"],
+                        help="official (default): the safetensors layout only; gguf (implied by --quant): also the "
+                             "decoder (and vision projector) as GGUF files in <output>/gguf, by llama.cpp's "
+                             "converter and quantizer")
+    parser.add_argument("--quant", metavar="TYPE", help=f"GGUF type of the decoder: {', '.join(CONVERTER_TYPES)}, "
+                        "in either case (Q8_0 as in the file name model-Q8_0.gguf); default f16; implies --format gguf")
     return parser
+
+
+def gguf_quant(args: argparse.Namespace) -> Optional[str]:
+    """The GGUF type the flags ask for, None for the official layout alone: --quant means GGUF files are wanted,
+    so it implies --format gguf rather than being ignored without it."""
+    if args.format == "official" and args.quant is not None:
+        raise ExportError(f"--quant {args.quant} is a GGUF type, but --format official writes no GGUF files: "
+                          "drop --quant, or use --format gguf")
+    if args.format == "gguf" or args.quant is not None:
+        return args.quant or "f16"
+    return None
 
 
 def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    gguf = args.quant if args.format == "gguf" else None
+    gguf = gguf_quant(args)
     output = export_model(args.model, args.output, args.dtype, args.overwrite, args.max_shard_size, gguf)
     print(f"exported {args.model} to {output} ({args.dtype}, {folder_size(output) / 1e6:.1f} MB) "
           f"in {time.perf_counter() - start:.1f} s")
@@ -225,7 +237,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return run_command(build_parser(), run, argv, (ExportError, GgufError, LoraMergeError, ModelSourceError, OSError))
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

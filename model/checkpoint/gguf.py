@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from config import UserError
+
 GGUF_DIR = "gguf"
 Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
 # The converter writes f32, f16 and q8_0 itself; k-quants come from llama.cpp's quantizer on the f16 file.
@@ -30,7 +32,7 @@ CONVERTER_TYPES = {"f32": "f32", "f16": "f16", "q8_0": "q8_0", "q4_k_m": "f16"}
 QUANTIZER_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
-class GgufError(ValueError):
+class GgufError(UserError, ValueError):
     """A GGUF export that cannot be made as asked; one line for the user."""
 
 
@@ -68,12 +70,14 @@ def gguf_files(folder: Path) -> list[Path]:
 
 
 def decoder_gguf(folder: Path) -> Path:
-    """The decoder file of an export folder: its one `gguf/model-*.gguf`."""
+    """The decoder file of an export folder: its one `gguf/model-*.gguf`; with several, the user names one."""
     found = [path for path in gguf_files(folder) if path.name.startswith("model-")]
-    if len(found) != 1:
-        what = "no" if not found else f"{len(found)} ({', '.join(path.name for path in found)})"
-        raise GgufError(f"{folder} has {what} decoder GGUF files in {GGUF_DIR}/: export one with `python -m "
-                        "model.export --format gguf`, or name the file with --gguf (GGUF for the API)")
+    if not found:
+        raise GgufError(f"{folder} has no decoder GGUF files in {GGUF_DIR}/: export one with `python -m "
+                        "model.export --format gguf`, or name a file with --gguf (GGUF for the API server)")
+    if len(found) > 1:
+        raise GgufError(f"{folder} has {len(found)} decoder GGUF files in {GGUF_DIR}/: pass --gguf FILE (GGUF=FILE "
+                        f"for the API server) naming one of {', '.join(map(str, found))}")
     return found[0]
 
 

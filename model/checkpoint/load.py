@@ -15,12 +15,12 @@ from typing import Any, Optional
 
 import torch
 
-from config import TRAINING_CONFIG_FILE, GenerationSettings, LoadSettings, RenderConfig
+from config import TRAINING_CONFIG_FILE, GenerationSettings, LoadSettings, RenderConfig, UserError, first_line
 from model.checkpoint.device import resolve_device, resolve_encoder_precision, resolve_precision
 from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model or tokenizer that cannot be loaded; the message is one line for the user."""
 
 
@@ -91,8 +91,7 @@ def load_seq2seq(source: ModelSource, dtype: torch.dtype = torch.float32) -> tup
         tokenizer = AutoTokenizer.from_pretrained(source.path)
         model = AutoModelForSeq2SeqLM.from_pretrained(source.path, dtype=dtype)
     except (OSError, ValueError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelLoadError(f"cannot load seq2seq model {source.name!r}: {first}") from None
+        raise ModelLoadError(f"cannot load seq2seq model {source.name!r}: {first_line(err)}") from None
     return tokenizer, model
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from config import UserError
+
 LORA_A_KEY = re.compile(r"^(.+)\.lora_A\.([^.]+)\.weight$")
 
 
-class LoraMergeError(ValueError):
+class LoraMergeError(UserError, ValueError):
     """Adapters that cannot be merged as saved; one line for the user."""
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from config import GenerationSettings, RenderConfig, load_run_settings
+from config import GenerationSettings, RenderConfig, UserError, first_line, load_run_settings
 from model.checkpoint.presets import PRESETS
 from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
 
@@ -33,7 +33,7 @@ _SEQ2SEQ_TYPES = {"bart", "t5", "mt5", "pegasus", "led", "mbart"}
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError, ValueError):
     """A model name that leads nowhere; the message is one line saying why and what to pass instead."""
 
 
@@ -126,9 +126,9 @@ def _snapshot(hub_id: str, allow_patterns: list[str]) -> Path:
             raise ModelSourceError(
                 f"model {hub_id!r} is not available offline (HF_HUB_OFFLINE=1 and it is not in the local "
                 f"cache); pass a local folder, or the preset {TINY_PRESET!r} to try the pipeline") from None
-        raise ModelSourceError(f"cannot fetch {hub_id!r} from the Hugging Face hub ({type(err).__name__}: "
-                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); pass a local "
-                               "folder holding its config.json and *.safetensors") from None
+        raise ModelSourceError(f"cannot fetch {hub_id!r} from the Hugging Face hub "
+                               f"({first_line(err, with_type=True)}); pass a local folder holding its config.json "
+                               "and *.safetensors") from None
 
 
 def with_weights(source: ModelSource) -> ModelSource:

@@ -119,3 +119,18 @@ def test_to_argv_is_the_inverse_of_the_flags(module, cls):
     assert settings_from_args(parser, cls, parser.parse_args(argv)) == job
     if cls is GenerateJob:  # the model folder's saved settings are no default for a stated command
         assert "--max-new-tokens" in argv and "--temperature" in argv and "--no-compile" not in argv
+
+
+def test_one_setting_under_two_of_its_flags_with_different_values_is_an_error(capsys):
+    from config import GenerationSettings
+    from config.cli import Parser, add_settings_arguments
+
+    parser = Parser(prog="cmd")
+    add_settings_arguments(parser, GenerationSettings)
+    assert parser.parse_args(["--max_new_tokens", "3", "--max_length", "3"]).max_new_tokens == 3
+    assert parser.parse_args(["--max-length", "3", "--max-length", "5"]).max_new_tokens == 5  # one flag: last wins
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--max_new_tokens", "3", "--max_length", "5"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == \
+        "cmd: error: --max-new-tokens 3 and --max-length 5 name one setting; give one of them"

@@ -6,6 +6,7 @@ import pytest
 from config import (
     ConfigError,
     GenerationSettings,
+    LoraConfig,
     RenderConfig,
     TrainingConfig,
     apply_overrides,
@@ -143,3 +144,25 @@ def test_training_runs_on_the_torch_engine_only():
 
     with pytest.raises(ConfigError, match="must be torch for training"):
         TrainingConfig(load=LoadSettings(engine="llamacpp"))
+
+
+def test_text_is_parsed_as_the_declared_type():
+    """parse_text, the one reader of text (form fields, environment variables) into a setting's type."""
+    from config.loading import parse_text
+    from config.settings import LoadSettings
+
+    assert [parse_text(LoraConfig, "enabled", word, "x") for word in ("False", "off", "0", "no", "TRUE", "on")] == [
+        False, False, False, False, True, True]
+    assert parse_text(LoadSettings, "engine", "llamacpp", "x") == "llamacpp"  # Literal
+    assert parse_text(LoadSettings, "experts_implementation", "", "x") is None  # Optional[Literal]: empty is None
+    assert parse_text(TrainingConfig, "max_eval_samples", " 12 ", "x") == 12  # Optional[Int]
+    assert parse_text(TrainingConfig, "max_eval_samples", "", "x") is None
+    assert parse_text(RenderConfig, "line_spacing", "1.5", "x") == 1.5
+    assert parse_text(TrainingConfig, "report_to", " none", "x") == " none"  # a string is the text
+    for cls, name, word, expected in [(LoraConfig, "enabled", "maybe", "true or false (or 1/0, yes/no, on/off)"),
+                                      (LoadSettings, "engine", "vllm", "one of torch, llamacpp"),
+                                      (TrainingConfig, "batch_size", "", "an integer"),
+                                      (RenderConfig, "line_spacing", "wide", "a number")]:
+        with pytest.raises(ConfigError) as refused:
+            parse_text(cls, name, word, "the field")
+        assert str(refused.value) == f"the field must be {expected}, got {word!r}"

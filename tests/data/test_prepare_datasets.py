@@ -62,6 +62,7 @@ def test_cli_writes_splits_images_config_and_report(prepared):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow  # the command in a fresh process, killed
 def test_resume_after_kill_gives_identical_outputs(prepared, tmp_path):
     reference, _ = prepared
     out = tmp_path / "out"

@@ -86,6 +86,18 @@ def test_estimate_only_needs_the_config_alone_and_writes_nothing(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_flags_take_either_spelling_and_an_error_names_the_flag_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = REPO / "configs" / "experiments" / "cnn-dailymail-lora.json"
+    assert main([str(config), "--estimate_only", "--max_steps", "7", "--output_dir", "exp"]) == 0
+    printed = capsys.readouterr().out
+    assert "train 7 steps x" in printed and "train 600 steps" not in printed and "in exp" in printed
+    assert list(tmp_path.iterdir()) == []
+    # The same key from the config file is named as a config key (test_a_bad_config_fails_in_one_line...).
+    assert main([str(config), "--estimate_only", "--test_samples", "0"]) == 2
+    assert capsys.readouterr().err == "error: argument --test-samples must be at least 1, got 0\n"
+
+
 def _fingerprints(exp, folder):
     runner = StageRunner(folder)
     for stage in build_plan(exp, folder):

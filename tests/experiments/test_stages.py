@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from config import UserError
 from experiments.stages import Stage, StageFailed, StageRunner, marker_path
 
 
@@ -15,7 +16,7 @@ def _stage(stage_id, consumes, runs, after=(), fail=None):
         return {"resumed": resume}
 
     return Stage(stage_id, "make", None, consumes, work, lambda resume: f"make {stage_id} resume={resume}",
-                 after=list(after), user_errors=lambda: (ValueError,))
+                 after=list(after))
 
 
 def test_finished_stages_are_skipped_and_changed_settings_redo_them_and_what_follows(tmp_path):
@@ -46,7 +47,7 @@ def test_deciding_what_is_done_writes_nothing(tmp_path):
 def test_an_interrupted_stage_continues_and_one_with_other_settings_starts_afresh(tmp_path, capsys):
     runs = []
     with pytest.raises(StageFailed, match=r"^stage make/x failed: no such file \(fix it"):
-        StageRunner(tmp_path / "exp").run(_stage("make/x", {"n": 1}, runs, fail=ValueError("no such file")))
+        StageRunner(tmp_path / "exp").run(_stage("make/x", {"n": 1}, runs, fail=UserError("no such file")))
     stage = _stage("make/x", {"n": 1}, runs)
     started = json.loads(marker_path(tmp_path / "exp", stage, ".started").read_text())
     runner = StageRunner(tmp_path / "exp")
@@ -58,11 +59,13 @@ def test_an_interrupted_stage_continues_and_one_with_other_settings_starts_afres
     assert not marker_path(tmp_path / "exp", stage, ".started").exists()
 
     with pytest.raises(StageFailed):  # started with n=2, then asked for n=3: not a continuation
-        StageRunner(tmp_path / "exp").run(_stage("make/y", {"n": 2}, runs, fail=ValueError("stop")))
+        StageRunner(tmp_path / "exp").run(_stage("make/y", {"n": 2}, runs, fail=UserError("stop")))
     StageRunner(tmp_path / "exp").run(_stage("make/y", {"n": 3}, runs))
     assert runs[-1] == ("make/y", False)
 
 
 def test_a_bug_in_a_stage_keeps_its_traceback(tmp_path):
-    with pytest.raises(KeyError):
-        StageRunner(tmp_path / "exp").run(_stage("make/z", {}, [], fail=KeyError("bug")))
+    # A ValueError too: only a UserError (or an OSError) is the user's to fix.
+    for bug in (KeyError("bug"), ValueError("bug")):
+        with pytest.raises(type(bug)):
+            StageRunner(tmp_path / "exp").run(_stage("make/z", {}, [], fail=bug))

@@ -60,8 +60,8 @@ def summarizer(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def count_tokens(tiny_model_dir):
-    """Tokens of a summary by the folder's own tokenizer, to check generation limits: the random tiny model
-    seldom emits its end token, so a summary runs to the limit it is given and a larger limit gives more."""
+    """Tokens of a summary re-tokenized by the folder's own tokenizer (how predictions count generated_tokens).
+    Limits are checked on the generated ids themselves (the `generated` fixture of tests/conftest.py)."""
     from model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))

@@ -2,6 +2,7 @@
 request ids, batching of concurrent requests, admission control (503 when full, deadlines), the OpenAPI
 description, and errors that must not leak."""
 import io
+import logging
 import struct
 import threading
 import time
@@ -55,7 +56,7 @@ def client(app):
 
 def test_reference_requests(client):
     health = client.get("/health")
-    assert health.status_code == 200 and health.json["model_loaded"] is True
+    assert health.status_code == 200 and health.json["model_loaded"] is True and health.json["engine"] == "torch"
     assert health.json["device"] == "cpu" and "tiny-summarizer" in health.json["model_name"]
     text = client.post("/summarize/text", json={"text": "Long document...", "max_length": 3})
     assert text.status_code == 200 and isinstance(text.json["summary"], str)
@@ -70,18 +71,32 @@ def test_reference_requests(client):
 
 
 
+@pytest.mark.parametrize("name", ["max_new_tokens", "max_length"])
 @pytest.mark.parametrize("route", ["text", "file"])
-def test_max_length_bounds_the_generated_tokens(client, count_tokens, route):
+def test_the_limit_bounds_the_generated_tokens(client, summarizer, generated, route, name):
     text = "The harbour reopened on Friday after a week of storms. Fishing boats left at dawn."
-    counts = {}
     for limit in (2, 7):  # the folder's own limit is 4
         if route == "text":
-            answer = client.post("/summarize/text", json={"text": text, "max_length": limit})
+            answer = client.post("/summarize/text", json={"text": text, name: limit})
         else:  # a form field: text that the server converts
-            answer = client.post("/summarize/file", data=upload(text.encode(), "a.txt", max_length=limit))
+            answer = client.post("/summarize/file", data=upload(text.encode(), "a.txt", **{name: limit}))
         assert answer.status_code == 200, answer.json
-        counts[limit] = count_tokens(answer.json["summary"])
-    assert 0 < counts[2] <= 2 < counts[7] <= 7
+        assert [len(row) for row in generated] == [limit]
+        assert answer.json["summary"] == summarizer.backend.processor.batch_decode(generated)[0].strip()
+        generated.clear()
+
+
+@pytest.mark.parametrize("route", ["text", "file"])
+def test_max_new_tokens_and_max_length_together(client, route):
+    def ask(**params):
+        if route == "text":
+            return client.post("/summarize/text", json={"text": "A short note.", **params})
+        return client.post("/summarize/file", data=upload(b"A short note.", "a.txt", **params))
+
+    assert ask(max_new_tokens=3, max_length=3).status_code == 200  # one value under both names
+    refused = ask(max_new_tokens=3, max_length=5)
+    assert refused.status_code == 400
+    assert refused.json["error"] == "'max_new_tokens' (3) and 'max_length' (5) name one setting; give one of them"
 
 def test_incoming_request_id_is_kept_and_bad_ones_replaced(client):
     assert client.get("/health", headers={"X-Request-ID": "abc-123"}).json["request_id"] == "abc-123"
@@ -161,7 +176,7 @@ def test_no_model_is_503_and_health_says_so():
 
 class _Failing:
     """A summarizer whose generation fails or hangs, to check what reaches the client."""
-    name, model_type, device = "stub", "deepseek-ocr", "cpu"
+    name, model_type, device, engine, gguf = "stub", "deepseek-ocr", "cpu", "torch", None
 
     def __init__(self, delay=0.0):
         from config import GenerationSettings
@@ -190,7 +205,7 @@ def test_slow_generation_is_504():
 class _Gated:
     """A stand-in summarizer whose generation waits for the test's go-ahead, recording what it prepares and
     generates, to hold the queue full for as long as a test needs."""
-    name, model_type, device = "gated", "deepseek-ocr", "cpu"
+    name, model_type, device, engine, gguf = "gated", "deepseek-ocr", "cpu", "llamacpp", "model-q8_0.gguf"
 
     def __init__(self):
         from config import GenerationSettings
@@ -249,16 +264,50 @@ def test_full_queue_is_503_with_retry_after_before_the_body_is_read():
                       "draining": False}
 
 
-def test_full_queue_with_the_real_model(summarizer):
+def test_full_queue_with_the_real_model(summarizer, generated, monkeypatch):
+    # The first request holds the queue until the refusal is seen, however fast the model would have been.
+    gate, backend_generate = threading.Event(), summarizer.backend.generate
+    monkeypatch.setattr(summarizer.backend, "generate", lambda *args: gate.wait(30) and backend_generate(*args))
     app = create_app(summarizer, ServerSettings(max_queue=1, **LIMITS))
     client = app.test_client()
-    thread, box = in_thread(app.test_client(), "/summarize/text", json={"text": "A long wait.", "max_length": 64})
+    thread, box = in_thread(app.test_client(), "/summarize/text", json={"text": "A long wait.", "max_length": 6})
     wait_for(lambda: app.extensions["admission"].depth == 1)
     refused = client.post("/summarize/text", json={"text": "Me too.", "max_length": 2})
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    gate.set()
     thread.join(120)
-    assert box[0].status_code == 200 and box[0].json["summary"]
+    assert box[0].status_code == 200 and [len(row) for row in generated] == [6]
+    assert box[0].json["summary"] == summarizer.backend.processor.batch_decode(generated)[0].strip()
     assert client.post("/summarize/text", json={"text": "Me too.", "max_length": 2}).status_code == 200
+
+
+def test_health_names_the_engine_and_its_gguf_file(client):
+    assert (client.get("/health").json["engine"], client.get("/health").json["gguf"]) == ("torch", None)
+    health = create_app(_Gated(), ServerSettings()).test_client().get("/health").json
+    assert (health["engine"], health["gguf"]) == ("llamacpp", "model-q8_0.gguf")
+    assert set(SPEC["components"]["schemas"]["Health"]["properties"]) == set(health)
+    health = create_app(None, ServerSettings()).test_client().get("/health").json
+    assert (health["engine"], health["gguf"]) == (None, None)
+
+
+@pytest.mark.parametrize("engine", ["torch", "llamacpp"])
+def test_startup_line_names_the_engine_and_its_gguf_file(summarizer, monkeypatch, caplog, engine):
+    from inference import api_server, serving
+    from inference.summarizer import DeepSeekSummarizer
+
+    served = summarizer if engine == "torch" else _Gated()
+    monkeypatch.setenv("MODEL_PATH", "the-model")
+    for name in ("PORT", "HOST", "ENGINE", "GGUF"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(DeepSeekSummarizer, "from_pretrained", staticmethod(lambda name, load=None: served))
+    # Everything main does but listen, and nothing that outlives the test (malloc arenas, a frozen heap).
+    monkeypatch.setattr(serving, "serve", lambda app, settings, on_drain: None)
+    monkeypatch.setattr(serving, "limit_malloc_arenas", lambda: None)
+    monkeypatch.setattr(api_server.gc, "freeze", lambda: None)
+    with caplog.at_level(logging.INFO, logger="inference.api_server"):
+        assert api_server.main() == 0
+    named = "engine torch, gguf None" if engine == "torch" else "engine llamacpp, gguf model-q8_0.gguf"
+    assert f"model on cpu, {named}; serving on http://127.0.0.1:5000" in caplog.messages
 
 
 def test_request_past_its_deadline_is_504_and_never_generated():
@@ -318,7 +367,7 @@ def test_settings_from_environment():
     assert (settings.host, settings.port, settings.request_timeout) == ("127.0.0.1", 6001, 7.5)
     assert settings.max_content_length == 20 * 2**20 and settings.max_image_pixels == 40_000_000
     assert "tok" not in repr(settings)
-    with pytest.raises(ConfigError, match="PORT must be int"):
+    with pytest.raises(ConfigError, match="^environment variable PORT must be an integer, got 'five thousand'$"):
         ServerSettings.from_env({"PORT": "five thousand"})
     with pytest.raises(ConfigError, match="environment variable MAX_BATCH_SIZE: input should be greater than or "
                                           "equal to 1, got 0"):
@@ -341,9 +390,11 @@ def test_openapi_generation_parameters_are_the_ones_the_server_enforces(client):
     """Schema and validation come from one declaration: every documented bound is the one that rejects."""
     properties = client.get("/openapi.json").json["paths"]["/summarize/text"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
-    assert set(properties) == {"text", "max_length", "num_beams", "temperature", "length_penalty",
+    assert set(properties) == {"text", "max_new_tokens", "max_length", "num_beams", "temperature", "length_penalty",
                                "no_repeat_ngram_size"}
-    assert (properties["max_length"]["minimum"], properties["max_length"]["maximum"]) == (1, 8192)
+    for name in ("max_new_tokens", "max_length"):  # one setting, two names
+        assert (properties[name]["minimum"], properties[name]["maximum"]) == (1, 8192)
+    assert properties["max_length"]["description"].startswith("max_new_tokens by the reference README's name")
     for name, schema in properties.items():
         if name == "text":
             continue

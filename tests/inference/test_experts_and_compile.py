@@ -31,6 +31,6 @@ def test_compile_setting_asks_generate_for_the_fast_decode_path(tiny_model_dir):
 def test_server_reads_the_experts_implementation_from_the_environment():
     assert ServerSettings.from_env({"EXPERTS_IMPLEMENTATION": "batched_mm"}).load.experts_implementation == "batched_mm"
     assert ServerSettings.from_env({}).load.experts_implementation is None
-    with pytest.raises(ValueError, match="EXPERTS_IMPLEMENTATION: input should be 'eager', 'grouped_mm' or "
-                                         "'batched_mm', got 'loop'"):
+    with pytest.raises(ValueError, match="^environment variable EXPERTS_IMPLEMENTATION must be one of eager, "
+                                         "grouped_mm, batched_mm, got 'loop'$"):
         ServerSettings.from_env({"EXPERTS_IMPLEMENTATION": "loop"})

@@ -73,6 +73,7 @@ def _two_processes(args):
     return command, env
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_two_processes_give_the_one_process_predictions(tiny_model_dir, data_file, one_process, tmp_path):
     out = tmp_path / "pred.jsonl"
     command, env = _two_processes(_args(data_file, tiny_model_dir, out))
@@ -85,6 +86,7 @@ def test_two_processes_give_the_one_process_predictions(tiny_model_dir, data_fil
     assert part_files(out) == [] and (tmp_path / "pred.jsonl.settings.json").is_file()
 
 
+@pytest.mark.slow  # two processes under torchrun, killed and rerun
 def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process, tmp_path):
     out = tmp_path / "pred.jsonl"
     command, env = _two_processes(_args(data_file, tiny_model_dir, out))
@@ -113,6 +115,7 @@ def test_a_killed_two_process_run_resumes(tiny_model_dir, data_file, one_process
     assert _untimed(out) == one_process and part_files(out) == []
 
 
+@pytest.mark.slow  # two processes under torchrun, twice
 def test_two_processes_resume_from_parts_and_generate_only_the_rest(tiny_model_dir, data_file, one_process,
                                                                       one_process_run, tmp_path):
     out = tmp_path / "pred.jsonl"
@@ -137,6 +140,7 @@ def test_two_processes_resume_from_parts_and_generate_only_the_rest(tiny_model_d
     assert _untimed(out) == one_process
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_a_bad_input_under_torchrun_is_reported_once(tiny_model_dir, tmp_path):
     """Every process checks the inputs before the processes meet; only the first says what is wrong. torchrun
     itself ends any failed run with its own report and status 1, whatever status its workers had: here 2."""

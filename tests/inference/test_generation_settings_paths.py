@@ -18,12 +18,13 @@ from config.loading import field_extra, field_type
 from inference import generate, infer
 from inference.api_server import create_app
 from inference.api_settings import ServerSettings
-from inference.inputs import GENERATION_PARAMS
 from inference.summarizer import DeepSeekSummarizer, SummaryResult
 
 FIELDS = [f.name for f in dataclasses.fields(GenerationSettings)]
 PER_REQUEST = [name for name in FIELDS if field_extra(GenerationSettings, name).get("per_request", True)]
-PUBLIC = {field: public for public, field in GENERATION_PARAMS.items()}
+# A field's name in the reference README (max_length for max_new_tokens); its own name works everywhere too.
+PUBLIC = {name: field_extra(GenerationSettings, name).get("public") or name for name in FIELDS}
+SPELLINGS = {"own name": lambda name: name, "reference name": PUBLIC.get}
 
 
 def other_value(name: str, value):
@@ -101,12 +102,13 @@ def test_generate_command_written_by_to_argv(tiny_model_dir, tmp_path, wanted, r
     assert received == [wanted]
 
 
-def test_infer_flags(tiny_model_dir, tmp_path, wanted, received, capsys):
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_infer_flags(tiny_model_dir, tmp_path, wanted, received, capsys, spelling):
     article = tmp_path / "article.txt"
     article.write_text("A short document about rivers.")
-    # The infer CLI's reference spelling: underscores, and the public name where there is one (--max_length).
+    # The infer CLI's reference spelling: underscores, and the reference name where there is one (--max_length).
     argv = ["--model_path", str(tiny_model_dir), "--input_file", str(article),
-            *flags(wanted, FIELDS, lambda name: "--" + PUBLIC.get(name, name))]
+            *flags(wanted, FIELDS, lambda name: "--" + SPELLINGS[spelling](name))]
     assert infer.main(argv) == 0
     assert received == [wanted]
 
@@ -115,9 +117,10 @@ def _api(summarizer):
     return create_app(summarizer, ServerSettings(batch_wait_ms=0)).test_client()
 
 
-def test_api_json_and_form(summarizer, saved, wanted, received):
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_api_json_and_form(summarizer, saved, wanted, received, spelling):
     client = _api(summarizer)
-    params = {PUBLIC.get(name, name): getattr(wanted, name) for name in PER_REQUEST}
+    params = {SPELLINGS[spelling](name): getattr(wanted, name) for name in PER_REQUEST}
     response = client.post("/summarize/text", json={"text": "A short document about rivers.", **params})
     assert response.status_code == 200, response.json
     form = {"file": (io.BytesIO(b"A short document about rivers."), "doc.txt"),

@@ -56,6 +56,7 @@ def test_cached_bart_under_a_deepseek_ocr_name_loads_as_seq2seq(hub_cache):
     assert DeepSeekSummarizer.from_pretrained(BART_ID, LoadSettings(device="cpu")).model_type == "seq2seq"
 
 
+@pytest.mark.slow  # the command in a fresh process
 def test_infer_cli_reads_a_cached_hub_id_as_deepseek_ocr(hub_cache, tmp_path):
     article = tmp_path / "article.txt"
     article.write_text(TEXT, encoding="utf-8")
@@ -66,6 +67,7 @@ def test_infer_cli_reads_a_cached_hub_id_as_deepseek_ocr(hub_cache, tmp_path):
     assert out["pages"] == 1 and out["vision_tokens"] == 64  # one tiny-mode page: DeepSeek-OCR read pixels
 
 
+@pytest.mark.slow  # training in a fresh process
 def test_training_decides_the_task_from_the_cached_config(hub_cache, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps({"text": TEXT, "summary": "The library budget passed."}) + "\n", encoding="utf-8")

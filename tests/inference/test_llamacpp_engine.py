@@ -56,6 +56,7 @@ def greedy(steps=STEPS, **extra):
     return GenerationSettings(max_new_tokens=steps, batch_size=8).generate_kwargs() | extra
 
 
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
 def test_pages_give_torchs_greedy_summaries(engines):
     torch_engine, llama_engine = engines
     expected = torch_engine.backend.generate(documents(torch_engine), greedy())
@@ -65,6 +66,7 @@ def test_pages_give_torchs_greedy_summaries(engines):
     assert [llama_engine.backend.generate([doc], greedy())[0] for doc in documents(llama_engine)] == expected
 
 
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
 def test_text_only_prompt_gives_torchs_greedy_tokens(engines):
     torch_engine, llama_engine = engines
     ids = torch_engine.backend.processor.tokenizer(TEXTS[0]).input_ids
@@ -74,6 +76,7 @@ def test_text_only_prompt_gives_torchs_greedy_tokens(engines):
     assert llama_engine.backend.decoder.generate([[ids]], STEPS, picker) == [output[0, len(ids):].tolist()]
 
 
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
 def test_generation_settings_apply_as_in_torch(engines):
     torch_engine, llama_engine = engines
     doc = documents(torch_engine)[:1]
@@ -89,6 +92,7 @@ def test_generation_settings_apply_as_in_torch(engines):
         llama_engine.backend.generate(doc, greedy(num_beams=2))
 
 
+@pytest.mark.slow  # llama.cpp's converter and quantizer
 def test_quantized_export_is_finite_and_reports_agreement(tiny_model_dir, tmp_path, engines, capsys):
     _, reference = engines
     quantized = DeepSeekSummarizer.from_pretrained(export(tiny_model_dir, tmp_path / "q8", "q8_0"), FLOAT32,
@@ -115,6 +119,7 @@ def test_quantized_export_is_finite_and_reports_agreement(tiny_model_dir, tmp_pa
     assert agreement >= 0.5  # random tiny weights: measured 100% (text prompts: tests/model/test_gguf.py)
 
 
+@pytest.mark.slow  # llama.cpp's converter; a command in a fresh process
 def test_infer_and_generate_commands_take_the_engine(f32_export, tmp_path, capsys, engines):
     from inference.infer import main as infer_main
 
@@ -134,6 +139,7 @@ def test_infer_and_generate_commands_take_the_engine(f32_export, tmp_path, capsy
     assert json.loads(out.read_text())["prediction"] == summary
 
 
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
 def test_api_serves_with_engine_from_environment(f32_export, engines):
     from inference.api_server import create_app
     from inference.api_settings import ServerSettings
@@ -143,6 +149,8 @@ def test_api_serves_with_engine_from_environment(f32_export, engines):
     assert settings.load.engine == "llamacpp"
     summarizer = DeepSeekSummarizer.from_pretrained(settings.model_path, settings.load)
     client = create_app(summarizer, settings).test_client()
+    health = client.get("/health").get_json()
+    assert (health["engine"], health["gguf"]) == ("llamacpp", "model-F32.gguf")  # the folder's one decoder file
     answer = client.post("/summarize/text", json={"text": TEXTS[1], "max_length": 8})
     assert answer.status_code == 200
     assert answer.get_json()["summary"] == engines[0].summarize_text(TEXTS[1], max_length=8).summary
@@ -173,11 +181,12 @@ def test_a_folder_without_gguf_is_one_line(tiny_model_dir, tmp_path, capsys):
     assert "GGUF file not found" in err
     err = one_line_exit_2(capsys, ["--model_path", str(tiny_model_dir), "--input_file", str(text),
                                    "--gguf", str(tmp_path / "absent.gguf")])
-    assert "set 'engine' to llamacpp" in err  # a GGUF file is never silently ignored by the torch engine
+    assert "but argument --engine is 'torch'" in err  # a GGUF file is never silently ignored by the torch engine
     assert "invalid choice" in one_line_exit_2(capsys, ["--model_path", str(tiny_model_dir), "--input_file",
                                                         str(text), "--engine", "vllm"])
 
 
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
 def test_engine_not_installed_is_one_line(f32_export, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what `import llama_cpp` meets where it is not installed
     text = tmp_path / "doc.txt"
@@ -187,6 +196,7 @@ def test_engine_not_installed_is_one_line(f32_export, tmp_path, capsys, monkeypa
     assert "not installed" in err and "setup.sh --llamacpp" in err
 
 
+@pytest.mark.slow  # llama.cpp's converter and quantizer
 def test_generate_resumes_only_with_the_same_engine_gguf_and_precision(f32_export, tiny_model_dir, tmp_path,
                                                                        capsys):
     """A user's two cases: another quantization appended to a llama.cpp predictions file, and the torch engine

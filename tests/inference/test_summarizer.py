@@ -23,9 +23,15 @@ def png_bytes(image: Image.Image, **save) -> bytes:
     return buffer.getvalue()
 
 
-def test_text_result_fields(summarizer):
+def decoded(summarizer, rows: list[list[int]]) -> list[str]:
+    """The summaries of generated token rows, as the backend writes them."""
+    return [text.strip() for text in summarizer.backend.processor.batch_decode(rows)]
+
+
+def test_text_result_fields(summarizer, generated):
     result = summarizer.summarize_text(TEXTS[1])
-    assert isinstance(result, SummaryResult) and isinstance(result.summary, str) and result.summary
+    assert isinstance(result, SummaryResult) and len(generated) == 1 and len(generated[0]) == 4  # the folder's limit
+    assert result.summary == decoded(summarizer, generated)[0]
     assert result.pages == 1 and result.vision_tokens == 64  # one 512x512 page: (512/64)^2
     assert result.text_tokens == count_text_tokens(clean_text(TEXTS[1]))  # what the pages show
     assert result.compression_ratio == pytest.approx(result.text_tokens / 64)
@@ -51,13 +57,35 @@ def test_batched_equals_one_at_a_time_for_greedy(tiny_model_dir):
     assert [r.summary for r in batched] == [r.summary for r in single]
 
 
+@pytest.mark.parametrize("name", ["max_new_tokens", "max_length"])
+def test_the_limit_bounds_the_generated_tokens(summarizer, generated, name):
+    # The folder's own limit is 4: a limit that is ignored gives 4 tokens for both.
+    for limit in (2, 7):
+        results = summarizer.summarize_text(TEXTS[:2], **{name: limit})
+        assert [len(row) for row in generated] == [limit, limit]
+        assert [r.summary for r in results] == decoded(summarizer, generated)
+        generated.clear()
 
-def test_max_length_bounds_the_generated_tokens(summarizer, count_tokens):
-    # The folder's own limit is 4: a max_length that is ignored gives 4 tokens for both limits.
-    short, long = ([count_tokens(r.summary) for r in summarizer.summarize_text(TEXTS[:2], max_length=limit)]
-                   for limit in (2, 7))
-    assert all(0 < n <= 2 for n in short) and all(n <= 7 for n in long)
-    assert sum(long) > sum(short)
+
+def one_page_pdf() -> bytes:
+    return png_bytes(Image.new("RGB", (100, 60), "white"), format="PDF", resolution=72)
+
+
+@pytest.mark.parametrize("summarize", [
+    lambda s, **params: s.summarize_text(TEXTS[0], **params),
+    lambda s, **params: s.summarize_image(Image.new("RGB", (64, 48), "white"), **params),
+    lambda s, **params: s.summarize_pdf(one_page_pdf(), dpi=72, **params),
+], ids=["text", "image", "pdf"])
+def test_max_new_tokens_and_its_reference_name_max_length(summarizer, generated, summarize):
+    summarize(summarizer, max_new_tokens=3)
+    summarize(summarizer, max_length=2)
+    summarize(summarizer, max_new_tokens=5, max_length=5)  # both names, one value: that value
+    assert [len(row) for row in generated] == [3, 2, 5]
+    with pytest.raises(InputError, match=r"^'max_new_tokens' \(3\) and 'max_length' \(5\) name one setting; "
+                                         r"give one of them$"):
+        summarize(summarizer, max_new_tokens=3, max_length=5)
+    assert summarizer.generation_settings(max_new_tokens=6).max_new_tokens == 6
+
 
 def test_image_sources_exif_rotation_and_rgb(summarizer, tmp_path):
     wide = Image.new("L", (80, 40), 255)
@@ -93,6 +121,8 @@ def test_pdf_pages_rasterised_at_dpi(summarizer, tmp_path):
     (lambda s: s.summarize_image(png_bytes(Image.new("RGB", (64, 64)))[:60]), InputError, "truncated"),
     (lambda s: s.summarize_pdf(b"%PDF-1.4 garbage"), InputError, "not a readable PDF"),
     (lambda s: s.summarize_text("x", max_length=0), InputError, "'max_length': input should be greater than or equal to 1, got 0"),
+    (lambda s: s.summarize_text("x", max_new_tokens=0), InputError,
+     "'max_new_tokens': input should be greater than or equal to 1, got 0"),
     (lambda s: s.summarize_text("x", temperature=9.0), InputError, "'temperature': input should be less than or equal to 5, got 9.0"),
     (lambda s: s.summarize_text("x", top_k=3), InputError, "unknown generation parameter"),
     (lambda s: s.summarize_text("word " * 4000), InputTooLarge, "max_pages"),

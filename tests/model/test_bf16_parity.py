@@ -11,6 +11,9 @@ from model.configuration import DeepSeekOCRConfig
 ENCODER_RTOL = 0.03  # relative L2 error, projected page features
 LOGITS_RTOL = 0.03  # relative L2 error, the stored logits rows of case C
 
+# The full-size DeepEncoder and the decoder, in bf16 beside the float32 references.
+pytestmark = pytest.mark.slow
+
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()

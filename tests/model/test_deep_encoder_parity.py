@@ -153,6 +153,7 @@ def case_b(encoder, reference_tensors):
     return tiles, global_view
 
 
+@pytest.mark.slow  # the full-size DeepEncoder on case B's large page and tiles
 def test_case_b_sam_and_clip(case_b, reference_tensors):
     (_, tiles), (_, global_view) = case_b
     ref = reference_tensors
@@ -165,6 +166,7 @@ def test_case_b_sam_and_clip(case_b, reference_tensors):
         _stats_close(f"B clip_out tile {k}", tiles["clip"][k], ref["b_clip_out_tiles_f64_sum_sumsq"][k])
 
 
+@pytest.mark.slow  # the full-size DeepEncoder on case B's large page and tiles
 def test_case_b_projector_and_layout(case_b, projector, separators, reference_tensors):
     (tile_out, _), (global_out, _) = case_b
     tiles, global_view = projector(tile_out), projector(global_out)

@@ -37,7 +37,7 @@ def test_auto_on_a_cpu_is_a_bf16_encoder_exactly_where_it_has_bf16_units(bf16_un
     assert resolve_encoder_precision("auto", "cpu", training=True) == torch.float32
 
 
-def test_auto_loads_a_bf16_encoder_before_a_float32_decoder_and_summarizes(bf16_units, tiny_model_dir):
+def test_auto_loads_a_bf16_encoder_before_a_float32_decoder_and_summarizes(bf16_units, tiny_model_dir, generated):
     from config import LoadSettings
     from inference.summarizer import DeepSeekSummarizer
 
@@ -45,7 +45,9 @@ def test_auto_loads_a_bf16_encoder_before_a_float32_decoder_and_summarizes(bf16_
     model = summarizer.backend.model
     assert {p.dtype for p in model.vision_encoder.parameters()} == {torch.bfloat16 if bf16_units else torch.float32}
     assert {p.dtype for p in model.language_model.parameters()} == {torch.float32}
-    assert summarizer.summarize_text("A short note about cats and their long naps.", max_length=6).summary
+    summary = summarizer.summarize_text("A short note about cats and their long naps.", max_length=6).summary
+    assert [len(row) for row in generated] == [6]  # the bf16 pages reach a float32 decoder that generates
+    assert summary == summarizer.backend.processor.batch_decode(generated)[0].strip()
 
 
 def test_training_on_a_cpu_stays_float32(bf16_units, caplog):

@@ -1,6 +1,6 @@
 """Export to the official layout: the round trip is exact, the keys are the official checkpoint's, the golden
 fixture's weights come out with their official checksums, and bad input, a signal or a kill leaves nothing behind
-(a kill's leftovers are removed by the next export)."""
+(a kill's leftovers are removed by the next export); --quant asks for GGUF files, in either case."""
 import hashlib
 import importlib.util
 import json
@@ -21,6 +21,7 @@ from safetensors import safe_open
 from config import GenerationSettings, LoadSettings, RenderConfig
 from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
 from model.checkpoint.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
+from model.checkpoint.gguf import GgufError, decoder_gguf, gguf_files
 from model.checkpoint.load import load_pretrained
 from model.configuration import DeepSeekOCRConfig
 from model.image_processing import DeepSeekOCRImageProcessor
@@ -220,6 +221,7 @@ def test_preset_export_has_the_processor_of_the_default_render_mode(preset_expor
     assert (loaded.render, loaded.generation) == (RenderConfig(), GenerationSettings())
 
 
+@pytest.mark.slow  # loads the export in a fresh process
 def test_loading_an_export_gives_no_transformers_warnings(tiny_model_dir, preset_export, tmp_path):
     from inference.summarizer import DeepSeekSummarizer
 
@@ -341,6 +343,7 @@ needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is No
                                      reason="--quant q4_k_m checks for llama-cpp-python (bash setup.sh --dev)")
 
 
+@pytest.mark.slow  # an export in a fresh process, signalled
 @pytest.mark.parametrize("hold, quant, signum", [
     ("settings", None, signal.SIGTERM),  # the official layout, written by this process
     ("converter", "f16", signal.SIGTERM),  # llama.cpp's converter running as a child process
@@ -358,6 +361,7 @@ def test_an_interrupted_export_leaves_nothing(hold, quant, signum, held_export):
     assert held == export.process.pid or not _exists(held)  # a running tool was stopped with the export
 
 
+@pytest.mark.slow  # an export in a fresh process, killed
 def test_a_killed_exports_leftovers_are_removed_by_the_next_export(held_export, tmp_path):
     export = held_export("settings")
     export.held_pid()
@@ -377,3 +381,34 @@ def test_a_killed_exports_leftovers_are_removed_by_the_next_export(held_export, 
         running.wait()
     assert sorted(path.name for path in exports.iterdir()) == sorted(["out", *(folder.name for folder in kept)])
     assert (export.output / "config.json").is_file()
+
+
+def test_quant_implies_gguf_in_either_case_and_official_refuses_it(tmp_path, monkeypatch, capsys):
+    tools = tmp_path / "fake-llama-cpp"
+    tools.mkdir()
+    (tools / "convert_hf_to_gguf.py").write_text(FAKE_TOOL)
+    monkeypatch.setenv("LLAMA_CPP_CONVERTER", str(tools))
+    monkeypatch.setenv("EXPORT_HOLD", "nothing")  # the stand-in writes its file and ends
+    # Upper case, as in the file name it writes; no --format: --quant alone asks for GGUF files.
+    assert main(["--model", "tiny-random", "--output", str(tmp_path / "gguf"), "--quant", "Q8_0"]) == 0
+    assert [path.name for path in gguf_files(tmp_path / "gguf")] == ["model-Q8_0.gguf"]
+    capsys.readouterr()
+    assert main(["--model", "tiny-random", "--output", str(tmp_path / "official"), "--format", "official",
+                 "--quant", "q8_0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format official writes no GGUF files" in err
+    assert not (tmp_path / "official").exists()
+
+
+def test_two_decoder_files_ask_the_user_to_name_one(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "gguf").mkdir(parents=True)
+    files = [folder / "gguf" / name for name in ("model-F16.gguf", "model-Q8_0.gguf")]
+    for path in files:
+        path.write_bytes(b"GGUF")
+    with pytest.raises(GgufError) as refused:
+        decoder_gguf(folder)
+    message = str(refused.value)
+    assert "pass --gguf FILE (GGUF=FILE for the API server)" in message and all(str(f) in message for f in files)
+    files[1].unlink()
+    assert decoder_gguf(folder) == files[0]

@@ -65,6 +65,7 @@ class Engine:
         self.llm.close()
 
 
+@pytest.mark.slow  # llama.cpp's converter
 def test_f32_gguf_gives_torchs_greedy_tokens(f32_gguf):
     ids = load_tokenizer()(PROMPT).input_ids
     model = load_model("tiny-random", dtype=torch.float32)
@@ -78,6 +79,7 @@ def test_f32_gguf_gives_torchs_greedy_tokens(f32_gguf):
     assert np.abs(rows[0] - first).max() < 1e-3  # float32 on both sides, other summation orders
 
 
+@pytest.mark.slow  # llama.cpp's converter and quantizer
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
 def test_quantized_gguf_is_finite_and_reports_its_agreement_with_f32(quant, f32_gguf, exported, capsys):
     ids = load_tokenizer()(PROMPT).input_ids
@@ -119,6 +121,7 @@ FILE_TYPES = {"f32": ("ALL_F32", "F32"), "f16": ("MOSTLY_F16", "F16"), "q8_0": (
               "q4_k_m": ("MOSTLY_Q4_K_M", None)}
 
 
+@pytest.mark.slow  # llama.cpp's converter and quantizer
 @pytest.mark.parametrize("quant", list(FILE_TYPES))
 def test_each_quant_writes_the_file_type_llama_cpp_defines_for_it(quant, exported, gguf_py):
     file_type, tensor_type = FILE_TYPES[quant]

@@ -10,6 +10,9 @@ import pytest
 from tests.conftest import free_port
 from tests.training.conftest import REPO, TINY_BART, base_args, model_args
 
+# Two training processes under torchrun.
+pytestmark = pytest.mark.slow
+
 # Runs the train CLI on each rank, keeping the trainer it builds, then records a digest of that rank's final weights.
 RANK_RUN = """
 import hashlib, os, sys

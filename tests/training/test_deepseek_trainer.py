@@ -27,6 +27,7 @@ def encoder_state(model) -> dict:
     return {name: tensor.clone() for name, tensor in model.vision_encoder.state_dict().items()}
 
 
+@pytest.mark.slow  # trains until the model has learned two examples
 def test_overfits_two_examples_with_a_frozen_encoder(tmp_path):
     # max_length 16 cuts both summaries: the truncation counter is checked on the way.
     cfg = tiny_config(tmp_path, max_steps=60, vision_cache="memory", max_length=16)
@@ -96,6 +97,7 @@ def test_dry_run_report_for_the_real_model_is_fast():
     assert float(full.split()[-1]) > 5 * float(lora.split()[-1])
 
 
+@pytest.mark.slow  # a whole run, saved and reloaded
 def test_text_input_trains_on_text_tokens_and_the_saved_folder_reads_text(tmp_path):
     from inference.summarizer import DeepSeekSummarizer
     from model.tokenizer import IMAGE_TOKEN_ID

@@ -157,6 +157,7 @@ def test_a_run_in_which_no_step_counted_fails_with_one_line(tmp_path, prepared, 
 Rerun = namedtuple("Rerun", "name first resume")
 
 
+@pytest.mark.slow  # training in fresh processes, killed
 @pytest.mark.parametrize("case", [
     Rerun("first save of checkpoint-4", first=None, resume=[]),
     # checkpoint-4 exists, complete, from an earlier run: the resumed run writes it again and is killed doing so.

@@ -37,6 +37,7 @@ def _weights(folder: Path) -> dict:
     return load_file(folder / "model.safetensors")
 
 
+@pytest.mark.slow  # training in fresh processes, killed and resumed
 @pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, prepared, tiny_config, kind):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -129,14 +130,15 @@ def test_resume_applies_a_changed_learning_rate(tmp_path, prepared, tiny_config,
     assert _logged_learning_rates(resumed)[4] != _logged_learning_rates(fresh)[4]  # steps 1-4 ran at 0.003
 
 
-@pytest.mark.parametrize("flags, key", [(["--max-length", "16"], "max_length"), (["--seed", "8"], "seed")])
-def test_resume_refuses_a_setting_that_decides_the_weights(tmp_path, prepared, tiny_config, capsys, flags, key):
+@pytest.mark.parametrize("flags, named", [(["--max-length", "16"], "argument --max-length 16"),
+                                          (["--seed", "8"], "argument --seed 8")])
+def test_resume_refuses_a_setting_that_decides_the_weights(tmp_path, prepared, tiny_config, capsys, flags, named):
     out = tmp_path / "run"
     assert main([*base_args(prepared, TINY_BART, tiny_config, out), "--max-steps", "2"]) == 0
     capsys.readouterr()
     assert main([*base_args(prepared, TINY_BART, tiny_config, out), *flags, "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"config key '{key}'" in err[0] and "--overwrite" in err[0]
+    assert len(err) == 1 and f"with {named}: its checkpoints" in err[0] and "--overwrite" in err[0]
 
 
 def test_resume_refuses_other_training_data(tmp_path, prepared, tiny_config, capsys):
@@ -158,6 +160,7 @@ def test_a_run_resumed_at_its_end_counts_no_steps(tmp_path, prepared, tiny_confi
     assert "trained 0 steps: resumed at step 6 of 6" in printed and "samples/s" not in printed
 
 
+@pytest.mark.slow  # training in fresh processes
 def test_a_resumed_run_reports_the_whole_runs_truncation_counts(tmp_path, prepared, tiny_config):
     from training.train import build_parser, resolve_config, train
 

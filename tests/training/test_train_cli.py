@@ -74,6 +74,7 @@ def test_every_flag_overrides_the_config_file(tmp_path):
         assert group in help_text
 
 
+@pytest.mark.slow  # training in fresh processes
 def test_tiny_run_writes_a_loadable_folder_and_never_the_token(tmp_path, prepared, tiny_config):
     out = tmp_path / "run"
     secret = "hf_SECRETtoken123"
@@ -117,6 +118,8 @@ def _write(path: Path, records: list[dict]) -> Path:
     ("missing_model_folder", "model folder not found"),
     # Offline, the hub step fails; the error names it (not the model, which is fine).
     ("push_offline", "creating the hub repository 'someone/summarizer' failed"),
+    # Checked once the task is known, after the flags are applied: still named by the flag that gave it.
+    ("export_into_output", "argument --export must be another folder than the output folder"),
 ])
 def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_config, capsys):
     train = str(prepared / "train.jsonl")
@@ -144,6 +147,9 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_config, 
     elif case == "push_offline":
         argv[3] = "tiny-random"
         argv += ["--push-to-hub", "--hub-model-id", "someone/summarizer", "--hub-token", "hf_secret_value"]
+    elif case == "export_into_output":
+        argv[3] = "tiny-random"
+        argv += ["--export", str(tmp_path / "o")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
@@ -153,6 +159,7 @@ def test_bad_input_is_one_line(case, expected, tmp_path, prepared, tiny_config, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # the command in fresh processes
 def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
     result = run_cli(["--train", str(tmp_path / "missing.jsonl"), "--model-name", TINY_BART])
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -178,6 +185,7 @@ def test_overwrite_drops_old_checkpoints(tmp_path):
     assert not (tmp_path / "checkpoint-3").exists()
 
 
+@pytest.mark.slow  # training in fresh processes
 def test_the_seeds_config_command_trains_on_the_prepared_data(tmp_path, prepared):
     """`python -m training.train --config config.json --use-deepseek-ocr` with the README's JSON (no data key) in
     a folder where data.prepare_datasets wrote its default outputs."""
