@@ -209,7 +209,8 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
         if self.args.should_save:
             self.processor.save_pretrained(output_dir)
             save_run_settings(output_dir, self.cfg.render, self.cfg.generation)
-        if checkpoint:  # before the Trainer's state file, so a complete checkpoint has them
+        if checkpoint:  # every process's own, before the Trainer's state file, so a complete checkpoint has them
+            Path(output_dir).mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
             write_json_atomic(self._counts_file(output_dir), {"truncated_targets": self.truncated_targets,
                                                               "truncated_sources": self.truncated_sources})
         if self.args.push_to_hub and not _internal_call:
