@@ -1,8 +1,14 @@
-"""The README is the user contract: its commands, flags, config and imports must work as written.
+"""The README and docs/ are the user contract: their commands, flags, config and examples must work as written.
 
-- every `python -m MODULE --flag ...` command in a bash block uses only flags that MODULE's --help lists;
+- every `python -m MODULE --flag ...` command of this project, in a bash block or an inline command of README.md
+  or docs/*.md (also after environment assignments and under torchrun / accelerate launch), uses only flags that
+  MODULE's --help lists;
 - the JSON configuration block loads as a TrainingConfig;
-- the `from X import Y` checks of the Development section import;
+- the `python -c "from X import Y"` checks of the Development section import, from a folder outside the
+  repository (the project is installed, `pip install -e .`);
+- every Python example of README.md runs as written, in a fresh interpreter in a temporary working folder that
+  holds the files the examples open (article.txt, document.png, and the tiny-random model at ./deepseek-summarizer),
+  and so does every Python example of docs/ that needs no other engine (vLLM, llama.cpp);
 - the first command (demo.sh, the smoke experiment end to end, then the API) runs at small sizes.
 """
 import json
@@ -20,39 +26,95 @@ from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+DOCS = {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted((REPO / "docs").glob("*.md"))}
+TEXTS = {"README.md": README, **DOCS}
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
+BLOCKS = FENCE.findall(README)
+# The project's packages: commands of other programs (vLLM, SGLang, pytest) are not checked here.
+PACKAGES = {"config", "data", "evaluation", "model", "inference", "training", "experiments", "benchmarks"}
+LAUNCHERS = {"python", "python3", ".venv/bin/python", "torchrun", "accelerate"}
 
 
-def _commands() -> list[list[str]]:
-    """`python -m ...` commands of the bash blocks, continuation lines joined and comments dropped."""
+def _segments(line: str) -> list[list[str]]:
+    """A shell line as simple commands (split at |, &&, ;), each a list of words."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    segments, words = [], []
+    for token in lexer:
+        if token and set(token) <= set("|&;<>()"):
+            segments.append(words)
+            words = []
+        else:
+            words.append(token)
+    return [*segments, words]
+
+
+def _command(words: list[str]):
+    """(module, arguments) of a `python -m MODULE ...` command of this project, else None."""
+    if "-m" not in words or not any(w in LAUNCHERS for w in words[:words.index("-m")]):
+        return None
+    at = words.index("-m")
+    if at + 1 >= len(words) or words[at + 1].split(".")[0] not in PACKAGES:
+        return None
+    return words[at + 1], words[at + 2:]
+
+
+def _commands(text: str) -> list[tuple[str, list[str]]]:
+    """The project's `python -m` commands of a Markdown text: in bash blocks (continuation lines joined, comments
+    dropped) and in inline code spans."""
+    lines = []
+    for lang, body in FENCE.findall(text):
+        if lang == "bash":
+            lines += [line.split(" #")[0].strip() for line in body.replace("\\\n", " ").splitlines()
+                      if not line.lstrip().startswith("#")]
+    prose = FENCE.sub("", text)
+    lines += [span for span in re.findall(r"`([^`\n]+)`", prose) if re.search(r"\bpython3? -m \w", span)]
     commands = []
-    for lang, body in BLOCKS:
-        if lang != "bash":
-            continue
-        for line in body.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
-            if line.startswith("python -m "):
-                commands.append(shlex.split(line))
+    for line in lines:
+        for words in _segments(line):
+            found = _command(words)
+            if found:
+                commands.append(found)
     return commands
 
 
-COMMANDS = _commands()
+COMMANDS = {name: _commands(text) for name, text in TEXTS.items()}
+ALL_COMMANDS = [(name, module, args) for name, found in COMMANDS.items() for module, args in found]
 
 
 def test_readme_has_the_reference_workflow():
-    modules = {cmd[2] for cmd in COMMANDS}
+    modules = {module for module, _ in COMMANDS["README.md"]}
     assert {"data.prepare_datasets", "training.train", "evaluation.generate", "evaluation.evaluate",
-            "inference.infer", "inference.api_server", "data.publish_hf_datasets"} <= modules
+            "inference.infer", "inference.api_server", "model.export", "experiments.run"} <= modules
+    for section in ("## Setup", "## Prepare a dataset", "## Train", "## Evaluate", "## Inference", "## API server"):
+        assert re.search(rf"^{section}\b", README, flags=re.M), section
 
 
-@pytest.mark.parametrize("module", sorted({cmd[2] for cmd in COMMANDS if any(a.startswith("--") for a in cmd)}))
-def test_every_flag_in_the_readme_exists(module):
+def test_commands_are_found_in_the_docs_too():
+    """The extraction sees what the docs show: inline commands, launchers, environment assignments."""
+    found = {(name, module) for name, module, _ in ALL_COMMANDS}
+    assert ("docs/training.md", "training.train") in found  # under torchrun
+    assert ("docs/export-and-engines.md", "inference.api_server") in found  # after MODEL_PATH=... ENGINE=...
+    assert ("docs/evaluation.md", "evaluation.generate") in found
+    assert _command(shlex.split("torchrun --nproc_per_node 4 -m evaluation.generate d.jsonl --model m")) == \
+        ("evaluation.generate", ["d.jsonl", "--model", "m"])
+    assert _command(shlex.split("python3 -m sglang.launch_server --port 1")) is None
+
+
+FLAGGED = sorted({module for _, module, args in ALL_COMMANDS if any(a.startswith("--") for a in args)})
+
+
+@pytest.mark.parametrize("module", FLAGGED)
+def test_every_flag_in_the_readme_and_docs_exists(module):
     help_text = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert help_text.returncode == 0, help_text.stderr
-    flags = {arg.split("=")[0] for cmd in COMMANDS if cmd[2] == module for arg in cmd if arg.startswith("--")}
-    missing = sorted(flag for flag in flags if not re.search(rf"{re.escape(flag)}\b", help_text.stdout))
-    assert not missing, f"README uses flags that {module} does not have: {missing}"
+    used = {(arg.split("=")[0], name) for name, found, args in ALL_COMMANDS if found == module
+            for arg in args if arg.startswith("--")}
+    missing = sorted(f"{flag} ({name})" for flag, name in used
+                     if not re.search(rf"{re.escape(flag)}(?![\w-])", help_text.stdout))
+    assert not missing, f"the docs use flags that {module} does not have: {missing}"
 
 
 def test_readme_config_block_loads():
@@ -63,12 +125,63 @@ def test_readme_config_block_loads():
         assert cfg.optimizer.learning_rate == data["optimizer"]["learning_rate"]
 
 
-def test_development_imports_work():
+@pytest.mark.slow  # a fresh interpreter per import
+def test_development_imports_work(tmp_path):
     imports = re.findall(r'python -c "(from \w+ import \w+); print', README)
     assert len(imports) == 4
-    for statement in imports:
-        proc = subprocess.run([sys.executable, "-c", statement], cwd=REPO, capture_output=True, text=True)
+    for statement in imports:  # from another folder: the installed project, not the working directory
+        proc = subprocess.run([sys.executable, "-c", statement], cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, f"{statement}: {proc.stderr[-500:]}"
+
+
+def _python_examples() -> list[tuple[str, str]]:
+    examples = [("README.md", body) for lang, body in BLOCKS if lang == "python"]
+    for name, text in DOCS.items():  # docs' examples of other engines need those engines and a GPU or a GGUF
+        examples += [(name, body) for lang, body in FENCE.findall(text)
+                     if lang == "python" and not re.search(r"vllm|sglang|llamacpp", body)]
+    return examples
+
+
+EXAMPLES = _python_examples()
+
+
+@pytest.fixture(scope="module")
+def example_folder(tmp_path_factory):
+    """A working folder with what the examples open: an article, a page image, and a tiny model folder at the
+    paths the examples load (the `tiny-random` preset, saved as training saves a model)."""
+    from config import GenerationSettings, RenderConfig, save_run_settings
+    from data.text_to_image import TextToImageConverter
+    from model.checkpoint.convert import load_model
+    from model.image_processing import DeepSeekOCRImageProcessor
+    from model.processing import DeepSeekOCRProcessor
+    from model.tokenizer import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("examples")
+    record = json.loads((REPO / "data" / "bundled" / "scitldr-a" / "test.jsonl").open().readline())
+    article = " ".join(record["source"])
+    (folder / "article.txt").write_text(article, encoding="utf-8")
+    TextToImageConverter(mode="tiny").render(article).pages[0].save(folder / "document.png")
+    model = folder / "deepseek-summarizer"
+    load_model("tiny-random").save_pretrained(model)
+    DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode("tiny")).save_pretrained(model)
+    save_run_settings(model, RenderConfig(mode="tiny"), GenerationSettings(max_new_tokens=8))
+    (model / "training_config.json").write_text(json.dumps({"task": "deepseek-ocr"}), encoding="utf-8")
+    for path in {p for _, body in EXAMPLES for p in re.findall(r'from_pretrained\(\s*"(\./[^"]+)"', body)}:
+        if not (folder / path).exists():
+            (folder / path).symlink_to(model, target_is_directory=True)
+    return folder
+
+
+def test_the_readme_has_python_examples():
+    assert sum(name == "README.md" for name, _ in EXAMPLES) >= 1
+
+
+@pytest.mark.slow  # a fresh interpreter per example, most loading a model
+@pytest.mark.parametrize("source, code", EXAMPLES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(EXAMPLES)])
+def test_python_examples_run_as_written(source, code, example_folder):
+    proc = subprocess.run([sys.executable, "-c", code], cwd=example_folder, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, f"{source} example failed:\n{code}\n{proc.stderr[-2000:]}"
 
 
 @pytest.mark.slow

@@ -210,8 +210,10 @@ def test_body_beyond_the_servers_buffer_limit_is_answered_in_json_at_once(server
 def test_request_whose_client_hung_up_is_never_generated(server):
     before = health(server)
     answers = []
+    # Busy for seconds, not for the moment a warm tiny model takes to write 80 tokens: two pages and room for
+    # 1,500 tokens (its random weights rarely end early; a short answer only makes this test wait in vain).
     long = threading.Thread(target=lambda: answers.append(
-        server.json("/summarize/text", {"text": "Keep the model busy.", "max_length": 80})))
+        server.json("/summarize/text", {"text": "Keep the model busy. " * 60, "max_length": 1500})))
     long.start()
     wait_for(lambda: health(server)["admission"]["depth"] == 1)
     time.sleep(0.3)  # its batch has started: the next request waits for the one after
