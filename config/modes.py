@@ -35,6 +35,15 @@ RESOLUTION_MODES: dict[str, ResolutionMode] = {
 }
 
 
+# A page read at a lower mode than it was rendered for ("fit", for long documents) is shrunk to that mode's view;
+# its text must stay at least this many pixels high, the smallest size at which OCR still reads nearly every
+# character (the legibility by font size in docs/data.md).
+MIN_LEGIBLE_FONT_PX = 9
+# The mode a page is read at when its own does not fit: the next smaller global view (a tiled mode drops its
+# tiles first).
+MODE_DOWN = {"page": "base", "gundam": "base", "large": "base", "base": "small", "small": "tiny"}
+
+
 def tile_count(grid) -> int:
     """Tiles of a (columns, rows) grid: (1, 1) means no tiles, as in the official code."""
     cols, rows = grid

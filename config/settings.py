@@ -30,6 +30,9 @@ EXPERTS_IMPLEMENTATIONS: tuple[str, ...] = typing.get_args(ExpertsImplementation
 # each to its torch dtype; "no" is mixed_precision's word for float32).
 WeightPrecision = Literal["bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "no"]
 
+# How a document longer than the decoder's context is read (GenerationSettings.long_documents).
+LongDocuments = Literal["auto", "fit", "hierarchical", "truncate", "error"]
+
 # What runs the decoder when a model serves (LoadSettings.engine); training always runs on torch.
 Engine = Literal["torch", "llamacpp"]
 
@@ -89,6 +92,12 @@ class GenerationSettings:
     temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling",
                                 json_schema_extra=GENERATE)
     # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
+    # Not passed to generate: how a document longer than the decoder's context is read (inference/long_documents.py).
+    long_documents: LongDocuments = Field(
+        "auto", description="a document whose prompt and summary do not fit the decoder's context: 'fit' reads its "
+        "pages at a lower resolution mode (text no smaller than the legibility floor), 'hierarchical' summarizes "
+        "windows of pages that fit and then their summaries, 'truncate' reads what fits from the start, 'error' "
+        "refuses it; 'auto': fit when it can, hierarchical beyond")
     batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together",
                             json_schema_extra={"per_request": False})
     # Off by default: on a CPU compiling costs more than it saves for a few documents (no CUDA graphs there); see

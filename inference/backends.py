@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from config import LoadSettings
-from config.modes import vision_tokens
+from config.modes import RESOLUTION_MODES, vision_tokens
 from model.checkpoint.load import load_pretrained
 
 
@@ -26,6 +26,21 @@ class Document:
     pages: list[Image.Image] = field(default_factory=list)
     text: Optional[str] = None
     text_tokens: Optional[int] = None  # DeepSeek-OCR tokens of the text; None for images and PDFs
+    read_mode: Optional[str] = None  # the resolution mode its pages are read at; None: the model's own
+
+
+@dataclass
+class Budget:
+    """The positions one generation call may use: the document's share is `room`."""
+
+    context: int  # the decoder's positions (a seq2seq model: its encoder's)
+    new_tokens: int  # max_new_tokens
+    fixed: int  # positions of the prompt besides the document (BOS, instruction, a seq2seq prefix)
+    room: int  # positions left for the document
+
+
+class ContextExceeded(RuntimeError):
+    """A prompt and its summary longer than the context reached the model: a bug of the planning, never input."""
 
 
 def torch_backend(name: str, load: LoadSettings):
@@ -46,8 +61,46 @@ class OCRBackend:
 
         self.model, self.processor, self.device = model, processor, device
         self._reporting_keys = REPORTING_KEYS
+        self._mode_processors: dict = {}
         # A model trained on text tokens (input_mode "text", saved with its processor) reads the document's text.
         self.reads_images = processor.input_mode == "pixels"
+
+    @property
+    def context(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    @property
+    def mode(self) -> str:
+        """The resolution mode the model reads pages at (a tiled mode is named gundam)."""
+        images = self.processor.image_processor
+        return "gundam" if images.crop_mode else next(
+            name for name, geometry in RESOLUTION_MODES.items()
+            if not geometry.crop_mode and geometry.base_size == images.global_size)
+
+    def budget(self, new_tokens: int) -> Budget:
+        fixed = self.processor.fixed_positions()
+        room = self.context - new_tokens - fixed
+        if not self.reads_images and self.processor.max_source_length:
+            room = min(room, self.processor.max_source_length)  # the processor would cut the rest
+        return Budget(self.context, new_tokens, fixed, room)
+
+    def _processor(self, mode: Optional[str]):
+        if mode is None:
+            return self.processor
+        if mode not in self._mode_processors:
+            self._mode_processors[mode] = self.processor.with_mode(mode)
+        return self._mode_processors[mode]
+
+    def page_positions(self, page: Image.Image, mode: Optional[str] = None) -> int:
+        """Decoder positions of one page read at `mode` (default: the model's own)."""
+        return self._processor(mode).page_positions(page)
+
+    def text_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the tokens a text document is read as (a model trained on text input)."""
+        encoded = self.processor.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True,
+                                           return_offsets_mapping=True)
+        start = len(text) - len(text.lstrip())
+        return [(begin + start, end + start) for begin, end in encoded["offset_mapping"]]
 
     def vision_tokens(self, page: Image.Image) -> int:
         """The paper's vision-token count of one page (layout positions not counted), as the processor sees it."""
@@ -55,15 +108,24 @@ class OCRBackend:
         return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
 
     def inputs(self, documents: list[Document]) -> dict:
-        """The model inputs of a batch, left-padded, on the model's device."""
-        batch = self.processor([doc.pages if self.reads_images else doc.text for doc in documents],
-                               padding_side="left")
+        """The model inputs of a batch (its documents read at one mode), left-padded, on the model's device."""
+        modes = {doc.read_mode for doc in documents}
+        if len(modes) > 1:
+            raise ValueError(f"a batch reads its pages at one mode, not {sorted(map(str, modes))}")
+        batch = self._processor(modes.pop())([doc.pages if self.reads_images else doc.text for doc in documents],
+                                             padding_side="left")
         for key in self._reporting_keys:
             batch.pop(key, None)
         return {key: value.to(self.device) for key, value in batch.items()}
 
+    def check_context(self, prompt_lengths: list[int], new_tokens: int) -> None:
+        if max(prompt_lengths) + new_tokens > self.context:
+            raise ContextExceeded(f"a prompt of {max(prompt_lengths)} positions and {new_tokens} new tokens exceed "
+                                  f"the context of {self.context}")
+
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         batch = self.inputs(documents)
+        self.check_context(batch["attention_mask"].sum(dim=1).tolist(), generate_kwargs["max_new_tokens"])
         output = self.model.generate(**batch, **generate_kwargs)
         # Decoder-only: the output repeats the (left-padded) prompt; keep the new tokens.
         return [text.strip() for text in self.processor.batch_decode(output[:, batch["input_ids"].shape[1]:])]
@@ -77,9 +139,25 @@ class Seq2SeqBackend:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.source_prefix, self.max_source_length = source_prefix, max_source_length
 
+    @property
+    def context(self) -> int:
+        return self.max_source_length
+
+    def budget(self, new_tokens: int) -> Budget:
+        # The summary has the decoder's own positions; the source, the prefix and special tokens the encoder's.
+        fixed = len(self.tokenizer(self.source_prefix)["input_ids"])
+        return Budget(self.max_source_length, new_tokens, fixed, self.max_source_length - fixed)
+
+    def text_spans(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(span) for span in self.tokenizer(text, add_special_tokens=False,
+                                                       return_offsets_mapping=True)["offset_mapping"]]
+
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         texts = [self.source_prefix + doc.text for doc in documents]
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_source_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        if max(lengths) > self.max_source_length:
+            raise ContextExceeded(f"a source of {max(lengths)} tokens exceeds the {self.max_source_length} the "
+                                  "model reads")
         output = self.model.generate(**batch, **generate_kwargs)
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]

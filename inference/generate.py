@@ -3,8 +3,8 @@
 
     python -m evaluation.generate prepared_data/test.jsonl --model ./deepseek-summarizer --output predictions.jsonl
 
-Each output line holds `id`, `prediction` and the record's figures (pages, vision tokens, text tokens, generated
-tokens, seconds). Lines are appended as batches finish; a re-run skips the ids already written, and a line cut
+Each output line holds `id`, `prediction` and the record's figures (pages, vision tokens, text tokens, how it was
+read within the context: strategy, windows, pages and tokens read; generated tokens, seconds). Lines are appended as batches finish; a re-run skips the ids already written, and a line cut
 short by a kill is dropped before appending. What the predictions depend on (model, data, engine, GGUF file,
 precision, generation settings) is recorded beside the output (`<output>.settings.json`) before any line is
 written; resuming with any of it changed is refused, so one file never mixes two settings.
@@ -215,16 +215,16 @@ def _generate_records(job: GenerateJob, records: list[dict], processes: Processe
             batch, documents = [], []
             for record in records[start:start + settings.batch_size]:
                 try:
-                    documents.append(_document(summarizer, record, Path(job.data_file).parent, not job.render_text))
+                    document = _document(summarizer, record, Path(job.data_file).parent, not job.render_text)
+                    summarizer.plan(document, settings)  # a document the settings cannot read is this one's error
+                    documents.append(document)
                     batch.append(record)
                 except InputError as err:  # e.g. a document longer than the page cap: counted, not fatal
                     failed += 1
                     tqdm.write(f"[generate] skipped {record['id']}: {err}")
             results = summarizer.summarize_documents(documents, settings) if documents else []
-            lines = [dumps_record({"id": record["id"], "prediction": result.summary, "pages": result.pages,
-                                   "vision_tokens": result.vision_tokens, "text_tokens": result.text_tokens,
-                                   "generated_tokens": count_text_tokens(result.summary) if result.summary else 0,
-                                   "seconds": result.seconds})
+            lines = [dumps_record({"id": record["id"], "prediction": result.summary, **result.figures(),
+                                   "generated_tokens": count_text_tokens(result.summary) if result.summary else 0})
                      for record, result in zip(batch, results)]
             sink.write("".join(lines))  # whole lines only; the file is flushed after every batch
             sink.flush()

@@ -240,6 +240,7 @@ class LlamaCppBackend(OCRBackend):
 
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         ids, prompts = self.prompts(documents)
+        self.check_context([len(row) for row in ids], generate_kwargs["max_new_tokens"])
         pick = TokenPicker(self.model.generation_config, generate_kwargs, ids)
         new = self.decoder.generate(prompts, generate_kwargs["max_new_tokens"], pick)
         return [text.strip() for text in self.processor.batch_decode(new)]

@@ -72,6 +72,16 @@ SPEC = {
                 "pages": {"type": "integer"}, "vision_tokens": {"type": "integer", "nullable": True},
                 "text_tokens": {"type": "integer", "nullable": True},
                 "compression_ratio": {"type": "number", "nullable": True}, "seconds": {"type": "number"},
+                "strategy": {"type": "string", "enum": ["direct", "fit", "hierarchical", "truncate"],
+                             "description": "how the document was read within the decoder's context"},
+                "windows": {"type": "integer", "description": "readings of the document itself (hierarchical: its "
+                            "windows)"},
+                "levels": {"type": "integer", "description": "summarizing rounds"},
+                "pages_read": {"type": "integer"}, "tokens_read": {"type": "integer"},
+                "read_mode": {"type": "string", "nullable": True,
+                              "description": "the resolution mode pages were read at, where fit changed it"},
+                "prompt_tokens": {"type": "integer", "description": "the longest prompt of any round"},
+                "context": {"type": "integer", "nullable": True, "description": "the model's context"},
                 "model": {"type": "string"}}},
             "Error": {"type": "object", "required": ["error", "status", "request_id"], "properties": {
                 "error": {"type": "string"}, "status": {"type": "integer"}, "request_id": {"type": "string"}}},

@@ -27,6 +27,7 @@ from inference.inputs import (
     load_image,
     load_pdf,
 )
+from inference.long_documents import MAX_LEVELS, LongDocumentError, Plan, plan
 
 
 @dataclass
@@ -36,10 +37,43 @@ class SummaryResult:
     vision_tokens: Optional[int]  # None for the seq2seq baseline, which reads text
     text_tokens: Optional[int]  # known for text inputs only
     compression_ratio: Optional[float]  # text_tokens / vision_tokens, where both are known
-    seconds: float  # wall time of the generation batch this document was part of
+    seconds: float  # wall time of the generation batches this document was part of
+    # How the decoder read it within its context (inference/long_documents.py): "direct" (whole, as it is), "fit"
+    # (pages at a lower mode), "hierarchical" (windows, then their summaries) or "truncate" (what fit first).
+    strategy: str = "direct"
+    windows: int = 1  # readings of the document itself: its windows, else 1
+    levels: int = 1  # summarizing rounds (hierarchical: the windows', then their summaries' ...)
+    pages_read: int = 0  # pages the first round read (fewer than `pages` when truncated)
+    tokens_read: int = 0  # the document positions (page placeholders or text tokens) the first round read
+    read_mode: Optional[str] = None  # the resolution mode pages were read at, where fit changed it
+    prompt_tokens: int = 0  # the longest prompt of any round, in positions: with the summary, within `context`
+    context: Optional[int] = None  # the model's context, in positions
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def figures(self) -> dict:
+        """Everything but the summary (a predictions line's fields beside its `prediction`)."""
+        return {key: value for key, value in self.to_dict().items() if key != "summary"}
+
+
+@dataclass
+class _Job:
+    """One document through its reading levels: the first level's plan is what its result reports."""
+
+    document: Document
+    plan: Plan
+    summary: str = ""
+    seconds: float = 0.0
+    levels: int = 1
+
+    def __post_init__(self) -> None:
+        self.first = self.plan
+        self.longest_prompt = self.plan.longest_prompt
+
+    def next_level(self, plan: Plan) -> None:
+        self.plan, self.levels = plan, self.levels + 1
+        self.longest_prompt = max(self.longest_prompt, plan.longest_prompt)
 
 
 class DeepSeekSummarizer:
@@ -145,16 +179,54 @@ class DeepSeekSummarizer:
 
     def summarize_documents(self, documents: Sequence[Document],
                             settings: Optional[GenerationSettings] = None) -> list[SummaryResult]:
-        """Summaries of prepared documents, generated `settings.batch_size` at a time."""
+        """Summaries of prepared documents, each read within the model's context as `settings.long_documents`
+        says; the readings of all documents (the windows of one document among them) generate together,
+        `settings.batch_size` at a time."""
         settings = settings or self.generation
-        results = []
-        for start in range(0, len(documents), settings.batch_size):
-            chunk = list(documents[start:start + settings.batch_size])
-            began = time.perf_counter()
-            with self._lock, torch.inference_mode():
-                summaries = self.backend.generate(chunk, self.generate_kwargs(settings))
-            seconds = time.perf_counter() - began
-            results.extend(self._result(doc, summary, seconds) for doc, summary in zip(chunk, summaries))
+        jobs = [_Job(doc, self.plan(doc, settings)) for doc in documents]
+        active = list(jobs)
+        while active:
+            summaries = self._generate([reading for job in active for reading in job.plan.readings], settings)
+            waiting = []
+            for job in active:
+                outputs = [summaries.pop(0) for _ in job.plan.readings]
+                job.seconds += sum(seconds for _, seconds in outputs)
+                if len(outputs) == 1 or not any(text.strip() for text, _ in outputs):
+                    job.summary = outputs[0][0] if len(outputs) == 1 else ""  # empty windows: nothing to go on
+                    continue
+                job.next_level(self.plan(self._summaries_as_document([text for text, _ in outputs], job),
+                                          settings))
+                waiting.append(job)
+            active = waiting
+        return [self._result(job) for job in jobs]
+
+    def plan(self, doc: Document, settings: GenerationSettings) -> Plan:
+        """How `doc` is read within the model's context under `settings` (a LongDocumentError when it cannot be)."""
+        return plan(doc, self.backend, settings.max_new_tokens, settings.long_documents,
+                    self.render_config.font_size)
+
+    def _summaries_as_document(self, summaries: list[str], job: "_Job") -> Document:
+        """The next level's document: the window summaries joined, read as the model reads documents."""
+        if job.levels >= MAX_LEVELS:
+            raise LongDocumentError(f"the summaries of a {len(job.document.pages) or job.document.text_tokens}-"
+                                    f"{'page' if job.document.pages else 'token'} document still did not fit after "
+                                    f"{MAX_LEVELS} levels: lower max_new_tokens")
+        return self.prepare_text("\n\n".join(summary for summary in summaries if summary.strip()))
+
+    def _generate(self, readings: list[Document], settings: GenerationSettings) -> list[tuple[str, float]]:
+        """Each reading's summary and the wall time of its batch; batches hold readings of one resolution mode."""
+        results: list[Optional[tuple[str, float]]] = [None] * len(readings)
+        kwargs = self.generate_kwargs(settings)
+        for mode in dict.fromkeys(reading.read_mode for reading in readings):
+            order = [i for i, reading in enumerate(readings) if reading.read_mode == mode]
+            for start in range(0, len(order), settings.batch_size):
+                chunk = order[start:start + settings.batch_size]
+                began = time.perf_counter()
+                with self._lock, torch.inference_mode():
+                    summaries = self.backend.generate([readings[i] for i in chunk], kwargs)
+                seconds = time.perf_counter() - began
+                for i, summary in zip(chunk, summaries):
+                    results[i] = (summary, seconds)
         return results
 
     def generate_kwargs(self, settings: GenerationSettings) -> dict:
@@ -167,10 +239,13 @@ class DeepSeekSummarizer:
             kwargs.update(fast_decode_kwargs(self.backend.model))
         return kwargs
 
-    def _result(self, doc: Document, summary: str, seconds: float) -> SummaryResult:
+    def _result(self, job: "_Job") -> SummaryResult:
+        doc, first = job.document, job.first
         vision = sum(self.backend.vision_tokens(page) for page in doc.pages) if self.backend.reads_images else None
         ratio = doc.text_tokens / vision if vision and doc.text_tokens is not None else None
-        return SummaryResult(summary, len(doc.pages), vision, doc.text_tokens, ratio, round(seconds, 4))
+        return SummaryResult(job.summary, len(doc.pages), vision, doc.text_tokens, ratio, round(job.seconds, 4),
+                             first.strategy, len(first.readings), job.levels, first.pages_read, first.tokens_read,
+                             first.read_mode, job.longest_prompt, self.backend.budget(0).context)
 
     def _run(self, documents: list[Document], single: bool, params: dict):
         results = self.summarize_documents(documents, self.generation_settings(**params))

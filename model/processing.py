@@ -156,11 +156,29 @@ class DeepSeekOCRProcessor:
             self.truncated_targets += sum(truncated)
         return BatchFeature(batch)
 
+    def with_mode(self, mode: str) -> "DeepSeekOCRProcessor":
+        """This processor reading pages in another resolution mode (same tokenizer, instruction and tiling cap)."""
+        images = DeepSeekOCRImageProcessor.from_mode(mode, self.image_processor.max_tiles)
+        return DeepSeekOCRProcessor(self.tokenizer, images, self.instruction, self.input_mode, self.max_source_length)
+
+    def page_positions(self, page: Image.Image) -> int:
+        """Decoder positions of one page's placeholders, from its size alone (no pixel is processed)."""
+        images = self.image_processor
+        return images.num_placeholders(images.crop_grid(*page.size))
+
+    def text_ids(self, text: str) -> list[int]:
+        """A text document's tokens, whole (what `max_source_length` would cut is the caller's to decide)."""
+        return self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True)
+
+    def fixed_positions(self) -> int:
+        """Positions of every prompt besides its document: BOS and the instruction."""
+        return len(build_prompt_ids(self.tokenizer, [0], self.instruction))
+
     def _source_ids(self, text: str) -> tuple[list[int], bool]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text input needs each document as a non-empty string")
         # A document that happens to contain "<image>" or "<｜end▁of▁sentence｜>" is text, not control tokens.
-        ids = self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True)
+        ids = self.text_ids(text)
         cut = self.max_source_length is not None and len(ids) > self.max_source_length
         return (ids[: self.max_source_length] if cut else ids), cut
 

@@ -391,12 +391,15 @@ def test_openapi_generation_parameters_are_the_ones_the_server_enforces(client):
     properties = client.get("/openapi.json").json["paths"]["/summarize/text"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
     assert set(properties) == {"text", "max_new_tokens", "max_length", "num_beams", "temperature", "length_penalty",
-                               "no_repeat_ngram_size"}
+                               "no_repeat_ngram_size", "long_documents"}
+    assert properties["long_documents"]["enum"] == ["auto", "fit", "hierarchical", "truncate", "error"]
+    answer = client.post("/summarize/text", json={"text": "hi", "long_documents": "squeeze"})
+    assert answer.status_code == 400 and "long_documents" in answer.json["error"]
     for name in ("max_new_tokens", "max_length"):  # one setting, two names
         assert (properties[name]["minimum"], properties[name]["maximum"]) == (1, 8192)
     assert properties["max_length"]["description"].startswith("max_new_tokens by the reference README's name")
     for name, schema in properties.items():
-        if name == "text":
+        if name in ("text", "long_documents"):
             continue
         assert schema["description"]
         step = 1 if schema["type"] == "integer" else 0.5

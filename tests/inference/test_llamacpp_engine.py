@@ -237,3 +237,26 @@ def test_generate_resumes_only_with_the_same_engine_gguf_and_precision(f32_expor
                           "--engine", "llamacpp"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no decoder GGUF files" in err and not (tmp_path / "p.jsonl").exists()
+
+
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
+def test_a_long_document_on_the_engine_stays_within_the_context(engines, monkeypatch):
+    import dataclasses
+
+    from inference.llamacpp_engine import LlamaCppDecoder
+
+    engine = engines[1]
+    uncapped = DeepSeekSummarizer(engine.backend, dataclasses.replace(engine.render_config, max_pages=None),
+                                  engine.generation, engine.name)
+    sequences = []
+    generate = LlamaCppDecoder.generate
+
+    def recorded(self, prompts, max_new_tokens, pick):
+        sequences.extend(sum(len(run) for run in prompt) + max_new_tokens for prompt in prompts)
+        return generate(self, prompts, max_new_tokens, pick)
+
+    monkeypatch.setattr(LlamaCppDecoder, "generate", recorded)
+    text = " ".join(TEXTS) * 500  # about 100 tiny pages: more than the 4,096 positions of tiny-random
+    result = uncapped.summarize_text(text, max_new_tokens=STEPS)
+    assert result.strategy == "hierarchical" and result.windows > 1 and result.context == 4096
+    assert sequences and max(sequences) <= 4096
