@@ -78,6 +78,8 @@ SPEC = {
                             "windows)"},
                 "levels": {"type": "integer", "description": "summarizing rounds"},
                 "pages_read": {"type": "integer"}, "tokens_read": {"type": "integer"},
+                "document_tokens": {"type": "integer", "description": "positions of the whole document as the "
+                                    "model reads it at its own mode"},
                 "read_mode": {"type": "string", "nullable": True,
                               "description": "the resolution mode pages were read at, where fit changed it"},
                 "prompt_tokens": {"type": "integer", "description": "the longest prompt of any round"},

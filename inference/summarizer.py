@@ -45,6 +45,7 @@ class SummaryResult:
     levels: int = 1  # summarizing rounds (hierarchical: the windows', then their summaries' ...)
     pages_read: int = 0  # pages the first round read (fewer than `pages` when truncated)
     tokens_read: int = 0  # the document positions (page placeholders or text tokens) the first round read
+    document_tokens: int = 0  # the positions of the whole document as its reader reads it at its own mode
     read_mode: Optional[str] = None  # the resolution mode pages were read at, where fit changed it
     prompt_tokens: int = 0  # the longest prompt of any round, in positions: with the summary, within `context`
     context: Optional[int] = None  # the model's context, in positions
@@ -245,7 +246,7 @@ class DeepSeekSummarizer:
         ratio = doc.text_tokens / vision if vision and doc.text_tokens is not None else None
         return SummaryResult(job.summary, len(doc.pages), vision, doc.text_tokens, ratio, round(job.seconds, 4),
                              first.strategy, len(first.readings), job.levels, first.pages_read, first.tokens_read,
-                             first.read_mode, job.longest_prompt, self.backend.budget(0).context)
+                             first.tokens, first.read_mode, job.longest_prompt, self.backend.budget(0).context)
 
     def _run(self, documents: list[Document], single: bool, params: dict):
         results = self.summarize_documents(documents, self.generation_settings(**params))

@@ -38,7 +38,7 @@ def test_text_result_fields(summarizer, generated):
     assert result.seconds > 0
     assert set(result.to_dict()) == {"summary", "pages", "vision_tokens", "text_tokens", "compression_ratio",
                                      "seconds", "strategy", "windows", "levels", "pages_read", "tokens_read",
-                                     "read_mode", "prompt_tokens", "context"}
+                                     "document_tokens", "read_mode", "prompt_tokens", "context"}
     assert (result.strategy, result.windows, result.levels, result.pages_read, result.tokens_read) == \
         ("direct", 1, 1, 1, 73)  # the whole page: 64 vision tokens in 73 positions
     assert result.context == 4096 and result.prompt_tokens == result.tokens_read + 7  # BOS and the instruction
