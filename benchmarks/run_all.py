@@ -37,6 +37,8 @@ BENCHMARKS = {
                 "benchmarks.bench_encoder"),
     "cpu_serving": ("CPU serving (real size, 2 threads): torch float32 / bf16 / compiled, the llamacpp engine at F16 / "
                     "Q8_0 / Q4_K_M, llama.cpp's own tools", "benchmarks.bench_cpu_serving"),
+    "long_document": ("A 40-page document end to end (real size, 2 threads): the llamacpp engine on pages at small and "
+                      "base mode, on text tokens, and torch", "benchmarks.bench_long_document"),
     "api": ("API: latency and throughput, micro-batching on vs off", "benchmarks.bench_api"),
     "rouge": ("ROUGE scoring: parallel vs serial", "benchmarks.bench_rouge"),
 }
