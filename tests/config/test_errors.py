@@ -18,6 +18,7 @@ INTERNAL = {
     "RequestExpired": "the API server answers it with 504",
     "ClientGone": "the API server answers it with 499, logged only",
     "ApiError": "the API server's HTTP answer (a status and a message), not a command's error",
+    "ContextExceeded": "a prompt past the context reaching a model: a bug of the long-document planning",
 }
 
 
