@@ -6,6 +6,7 @@ is the one the official `dynamic_preprocess` picks for the page's aspect ratio.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,9 @@ ModeName = Literal["tiny", "small", "base", "large", "gundam", "page"]
 TILE_SIZE = 640
 MAX_TILES = 9  # official HF infer(); the official vLLM path uses 6
 MIN_TILES = 2
+# The official decoder's context (its max_position_embeddings): what prepare counts records against, before any
+# model is chosen; training and inference read the context of the model they run.
+DECODER_CONTEXT = 8192
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,20 @@ def vision_tokens_per_view(side: int) -> int:
     return (side // 64) ** 2
 
 
+def tokens_per_side(side: int) -> int:
+    """Vision tokens along one side of a square view of `side` pixels."""
+    return math.isqrt(vision_tokens_per_view(side))
+
+
+def layout_placeholders(side_tokens: int, tile_side_tokens: int, crop_grid: tuple[int, int] = (1, 1)) -> int:
+    """Placeholder tokens of one image from its tokens per side: q*(q+1)+1 for a global view of q x q tokens
+    (a newline after each row, a separator at the end), plus (qt*cols+1)*(qt*rows) for a (cols, rows) grid of
+    qt x qt-token tiles; (1, 1) means no tiles (and tile_side_tokens is not read)."""
+    q, qt = side_tokens, tile_side_tokens
+    cols, rows = crop_grid
+    return q * (q + 1) + 1 + ((qt * cols + 1) * (qt * rows) if tile_count(crop_grid) else 0)
+
+
 def tile_grid(width: int, height: int, min_tiles: int = MIN_TILES, max_tiles: int = MAX_TILES,
               tile_size: int = TILE_SIZE) -> tuple[int, int]:
     """(columns, rows) of tiles for an image, as the official `dynamic_preprocess` chooses them.
@@ -86,8 +104,18 @@ def tile_grid(width: int, height: int, min_tiles: int = MIN_TILES, max_tiles: in
     return best
 
 
+def _mode_grid(mode: str, width: int, height: int, max_tiles: int) -> tuple[int, int]:
+    return tile_grid(width, height, max_tiles=max_tiles) if RESOLUTION_MODES[mode].crop_mode else (1, 1)
+
+
 def valid_vision_tokens(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
     """Vision tokens (the paper's count, without layout positions) that one page of this size costs in `mode`."""
-    geometry = RESOLUTION_MODES[mode]
-    grid = tile_grid(width, height, max_tiles=max_tiles) if geometry.crop_mode else (1, 1)
-    return vision_tokens(geometry.base_size, TILE_SIZE, grid)
+    return vision_tokens(RESOLUTION_MODES[mode].base_size, TILE_SIZE, _mode_grid(mode, width, height, max_tiles))
+
+
+def page_placeholders(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
+    """Decoder positions of one page of this size read in `mode`: its vision tokens with their layout (what
+    `DeepSeekOCRImageProcessor.from_mode(mode)` gives it)."""
+    base_size = RESOLUTION_MODES[mode].base_size
+    return layout_placeholders(tokens_per_side(base_size), tokens_per_side(TILE_SIZE),
+                               _mode_grid(mode, width, height, max_tiles))

@@ -87,8 +87,14 @@ class GenerationSettings:
                            json_schema_extra=GENERATE)
     length_penalty: Float = Field(1.0, ge=-5.0, le=5.0, description="beam search length penalty",
                                  json_schema_extra=GENERATE)
-    no_repeat_ngram_size: Int = Field(0, ge=0, le=100, description="forbid repeating n-grams of this size (0: off)",
-                                      json_schema_extra=GENERATE)
+    # The loop guard (inference/loop_guard.py), on the summary's tokens alone. On by default: a decoder stuck in a
+    # loop is DeepSeek-OCR's most reported failure; why 3 (benchmarks.bench_loop_guard): docs/evaluation.md.
+    no_repeat_ngram_size: Int = Field(3, ge=0, le=100, description="no n-gram of this many tokens occurs twice in a "
+                                      "summary (0: off)", json_schema_extra=GENERATE)
+    # Not passed to transformers' generate: the loop guard's own.
+    no_repeat_ngram_window: Int = Field(0, ge=0, le=8192, description="no_repeat_ngram_size only within the "
+                                        "summary's last this many tokens (0: the whole summary; DeepSeek-OCR's "
+                                        "recipe: 90, with n-grams of 30)")
     temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling",
                                 json_schema_extra=GENERATE)
     # Not per request (`per_request`): the API server's batcher and the model folder decide these two.

@@ -1,13 +1,15 @@
 """Summarization datasets as one stream of normalised records, from the hub, local files or the bundled sample.
 
-Every record becomes ``{"id", "text", "summary", "references"}``. Sources are streamed (``datasets`` with
-``streaming=True``) so memory stays flat on CNN/DailyMail-sized sets. A source without a validation or test split
-gets one carved out of train by a seeded hash of the record id: each record's split depends on nothing but its
-id and the seed, which works on a stream and gives the same split on every run.
+Every record becomes ``{"id", "text", "summary", "references"}`` (and ``"synthetic": true`` from `bundled-long`).
+Sources are streamed (``datasets`` with ``streaming=True``) so memory stays flat on CNN/DailyMail-sized sets. A
+source without a validation or test split gets one carved out of train by a seeded hash of the record id: each
+record's split depends on nothing but its id and the seed, which works on a stream and gives the same split on
+every run.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 from collections import Counter
@@ -19,6 +21,13 @@ from config import UserError, first_line
 
 SPLITS = ("train", "val", "test")
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "scitldr-a"
+# A synthetic long-document source made of the bundled sample (see LongDocuments); offline like "bundled".
+BUNDLED_LONG = "bundled-long"
+BUNDLED_SOURCES = ("bundled", BUNDLED_LONG)
+# Consecutive records of the bundled sample joined into one document of `bundled-long`, the sizes taken in turn:
+# long documents, enough abstracts to outgrow the CPU preset's context when rendered at a large font, and shorter
+# ones that fit it, since a model trains only on documents that fit (training leaves the others out).
+LONG_DOCUMENT_RECORDS = (16, 4)
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # File stems accepted for each split in a local directory (SciTLDR calls its validation split "dev").
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "dev"), "test": ("test",)}
@@ -79,6 +88,38 @@ def _as_references(value: Any) -> list[str]:
     return [text for text in (_as_text(v) for v in items) if text]
 
 
+class LongDocuments:
+    """`bundled-long`: SYNTHETIC long documents, each made of consecutive rows of one split of the bundled
+    SciTLDR-A sample (`LONG_DOCUMENT_RECORDS` rows, the sizes in turn, a long document first): their sources
+    concatenated (abstracts of unrelated papers, one after another) and their first references joined as the one
+    reference summary.
+
+    Nothing like a real long report: it exists so that an offline CPU run can exercise what only long documents
+    reach (truncation, fit, hierarchical reading). Records say so with `"synthetic": true`; a trailing group
+    shorter than its size is dropped. Iterable again and again, as the loader reads the first row before
+    streaming the split.
+    """
+
+    def __init__(self, rows: Any, sizes: tuple[int, ...] = LONG_DOCUMENT_RECORDS):
+        self.rows, self.sizes = rows, sizes
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        sizes = itertools.cycle(self.sizes)
+        size, group = next(sizes), []
+        for row in self.rows:
+            group.append(row)
+            if len(group) == size:
+                yield self.joined(group)
+                size, group = next(sizes), []
+
+    @staticmethod
+    def joined(group: list[dict[str, Any]]) -> dict[str, Any]:
+        first = (_as_references(row["target"])[:1] for row in group)
+        return {"paper_id": f"long-{group[0]['paper_id']}-x{len(group)}",
+                "source": [sentence for row in group for sentence in row["source"]],
+                "target": [" ".join(ref for refs in first for ref in refs)]}
+
+
 def stable_id(text: str, summary: str) -> str:
     """An id for sources without one: the same document and summary always get the same id."""
     return hashlib.sha256(f"{text}\0{summary}".encode()).hexdigest()[:16]
@@ -98,8 +139,9 @@ def carve_split(record_id: str, seed: int, val_fraction: float, test_fraction: f
 class DatasetLoader:
     """Streams normalised records of one source, split by split, counting what it skips and why.
 
-    `source` is a hub id, a local JSONL/JSON/CSV/Parquet file, a directory of train/val/test files, or
-    "bundled" (the SciTLDR-A sample shipped in data/bundled). `max_samples` caps the records kept per split.
+    `source` is a hub id, a local JSONL/JSON/CSV/Parquet file, a directory of train/val/test files,
+    "bundled" (the SciTLDR-A sample shipped in data/bundled) or "bundled-long" (synthetic long documents made of
+    it: LongDocuments). `max_samples` caps the records kept per split.
     """
 
     def __init__(self, source: str, subset: Optional[str] = None, text_field: Optional[str] = None,
@@ -126,6 +168,8 @@ class DatasetLoader:
     # -- opening ---------------------------------------------------------------------------------------
     def _open(self) -> dict[str, Any]:
         """Raw streaming splits keyed by our split names; missing val/test are carved from train later."""
+        if self.source == BUNDLED_LONG:
+            return {split: LongDocuments(rows) for split, rows in self._open_local(BUNDLED_DIR).items()}
         path = BUNDLED_DIR if self.source == "bundled" else Path(self.source)
         if path.exists():
             return self._open_local(path)
@@ -212,7 +256,9 @@ class DatasetLoader:
             return None
         raw_id = _as_text(row.get(self.fields.id)) if self.fields.id else ""
         record_id = raw_id or stable_id(text, references[0])
-        return {"id": record_id, "text": text, "summary": references[0], "references": references}
+        record = {"id": record_id, "text": text, "summary": references[0], "references": references}
+        # Marked in every record, so prepared files, references and reports built from them cannot pass for data.
+        return {**record, "synthetic": True} if self.source == BUNDLED_LONG else record
 
     # -- streaming -------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from config import RenderConfig, first_line, from_dict, save_json, to_dict
+from config import RenderConfig, TrainingConfig, first_line, from_dict, save_json, to_dict
 from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
 from config.jobs import PrepareJob
+from config.modes import DECODER_CONTEXT, page_placeholders
 from data.dataset_loader import SPLITS, DatasetLoader, file_stem
 from data.jsonl import AtomicJsonlWriter, write_json_atomic
+from data.tokens import count_text_tokens, prompt_positions
 
 IMAGES_DIR = "images"
 RENDER_CONFIG = "render_config.json"
@@ -112,6 +114,51 @@ def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, c
             yield key0, future.result()
 
 
+class ContextCount:
+    """Counts, per split, the records whose training sequence would be longer than DeepSeek-OCR's decoder context
+    (`config.modes.DECODER_CONTEXT`): BOS, the pages' placeholders, the instruction and the summary with its EOS,
+    at the default training settings (TrainingConfig's instruction and summary length). Records are only counted,
+    never dropped: the context is that of the model trained on them, known only to training, which leaves such
+    records out and says how many (training/context.py)."""
+
+    def __init__(self, render: RenderConfig):
+        defaults = TrainingConfig()
+        geometry = render.geometry
+        self.render = render
+        self.max_length = defaults.max_length
+        self.fixed = prompt_positions(defaults.instruction)
+        # Rendered pages all have the mode's page size, so each takes the same positions.
+        self.page = page_placeholders(render.mode, geometry.page_width, geometry.page_height)
+        self.over: Counter[str] = Counter()
+        self._converter = None
+
+    def _pages(self, record: dict[str, Any]) -> Optional[int]:
+        """The record's pages: as rendered, or as they would be (laid out, not drawn); None if it cannot render."""
+        if "render" in record:
+            return record["render"]["pages"]
+        from data.text_to_image import RenderError, TextToImageConverter
+
+        self._converter = self._converter or TextToImageConverter(self.render)
+        try:
+            return self._converter.count_pages(record["text"])
+        except RenderError:  # training would refuse it in the same words; there is no sequence to count
+            return None
+
+    def positions(self, record: dict[str, Any]) -> Optional[int]:
+        pages = self._pages(record)
+        if pages is None:
+            return None
+        summary = min(count_text_tokens(record["summary"].strip()) + 1, self.max_length)  # cut as training cuts it
+        return self.fixed + pages * self.page + summary
+
+    def add(self, split: str, record: dict[str, Any]) -> None:
+        positions = self.positions(record)
+        self.over[split] += positions is not None and positions > DECODER_CONTEXT
+
+    def describe(self) -> dict[str, int]:
+        return {"positions": DECODER_CONTEXT, "max_length": self.max_length}
+
+
 @dataclass
 class PrepareResult:
     output_dir: str
@@ -137,6 +184,7 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     fingerprint = _config_fingerprint(job.render)
     render_failed: Counter[str] = Counter()
     image_counts: Counter[str] = Counter()
+    context = ContextCount(job.render)
 
     def tasks() -> Iterator[tuple[tuple[str, dict], tuple[str, str, str, str, str]]]:
         for split, record in loader:
@@ -162,6 +210,7 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
             for split, record in results():
                 if record is not None:
                     writers[split].write(record)
+                    context.add(split, record)
                 bar.update()
         _drop_index(out)  # the previous run's files go first: a kill between two renames mixes no two runs
         for writer in writers.values():
@@ -175,8 +224,9 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     report = {
         "source": job.source,
         "output_dir": str(out),
-        "splits": {split: {"written": writers[split].count, "skipped": _skipped(loader, render_failed, split)}
-                   for split in SPLITS},
+        "splits": {split: {"written": writers[split].count, "skipped": _skipped(loader, render_failed, split),
+                           "over_context": context.over[split]} for split in SPLITS},
+        "context": context.describe(),
         "images": job.generate_images,
         # Timing and resume counts differ from run to run; everything above is reproducible.
         "throughput": {"elapsed_s": round(elapsed, 3), "records_per_s": round(written / elapsed, 2),
@@ -205,7 +255,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"Prepared {report['source']} -> {report['output_dir']}"]
     for split, counts in report["splits"].items():
         skipped = ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
-        lines.append(f"  {split + '.jsonl':<11} {counts['written']:>7} records   skipped: {skipped}")
+        lines.append(f"  {split + '.jsonl':<11} {counts['written']:>7} records   skipped: {skipped}   "
+                     f"longer than the context: {counts['over_context']}")
+    over, context = sum(counts["over_context"] for counts in report["splits"].values()), report["context"]
+    if over:
+        lines.append(f"  {over} records (kept) take more than the {context['positions']} positions of DeepSeek-OCR's "
+                     f"decoder with a summary of up to {context['max_length']} tokens: training leaves them out")
     speed = report["throughput"]
     lines.append(f"  {speed['records_per_s']} records/s in {speed['elapsed_s']} s")
     if report["images"]:

@@ -234,8 +234,8 @@ class TextToImageConverter:
                     _stamp(ink, word.coverage, margin + x, y + word.top)
         return Image.fromarray(np.subtract(255, ink, out=ink))
 
-    # Public API.
-    def render(self, text: str) -> RenderedDocument:
+    def _paginate(self, text: str) -> tuple[str, list[list[list[tuple[int, _Bitmap]]]]]:
+        """(the cleaned text, its lines laid out page by page), or the RenderError `render` would raise."""
         if not isinstance(text, str):
             raise RenderError(f"text to render must be a string, got {type(text).__name__}")
         text = clean_text(text)
@@ -251,6 +251,16 @@ class TextToImageConverter:
         if config.max_pages is not None and needed > config.max_pages:
             raise RenderError(f"text needs {needed} pages in mode {config.mode} at font_size {config.font_size}, "
                               f"more than max_pages={config.max_pages}")
+        return text, chunks
+
+    # Public API.
+    def count_pages(self, text: str) -> int:
+        """The pages `render(text)` makes, from the layout alone (nothing is drawn), each of the mode's page size."""
+        return len(self._paginate(text)[1])
+
+    def render(self, text: str) -> RenderedDocument:
+        text, chunks = self._paginate(text)
+        needed, config = len(chunks), self.config
         pages = [self._draw(chunk) for chunk in chunks]
         geometry = config.geometry
         vision_tokens = needed * valid_vision_tokens(config.mode, geometry.page_width, geometry.page_height)

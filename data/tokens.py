@@ -76,3 +76,10 @@ def ocr_backend(path: Path) -> Tokenizer:
 def count_text_tokens(text: str) -> int:
     """Number of DeepSeek-OCR text tokens of `text`, without special tokens."""
     return len(ocr_backend(bpe_tokenizer_path()).encode(text, add_special_tokens=False).ids)
+
+
+def prompt_positions(instruction: str) -> int:
+    """Positions of a DeepSeek-OCR prompt besides its document: BOS and the tokens of "\\n" + instruction, right-
+    stripped. model/processing.py builds the prompt itself; this count is for data, which may not import it, and
+    tests/model/test_processing.py holds the two to the same number."""
+    return 1 + count_text_tokens(("\n" + instruction).rstrip())

@@ -1,4 +1,5 @@
-"""Score predictions against a prepared dataset: ROUGE with 95% intervals, a Lead-3 baseline, compression.
+"""Score predictions against a prepared dataset: ROUGE with 95% intervals and repetition (loops, repeated 4-grams)
+per system, a Lead-3 baseline, compression, and how the documents were read within the model's context.
 The stage function is `evaluate(EvaluateJob) -> metrics`; the command builds the same job from its flags:
 
     python -m evaluation.evaluate prepared_data/test.jsonl predictions.jsonl --output metrics.json
@@ -22,8 +23,17 @@ from config import UserError
 from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
 from config.jobs import EvaluateJob
 from data.jsonl import iter_jsonl_lines, write_json_atomic, write_jsonl_atomic
-from evaluation.metrics import compression_stats, distribution, evaluate_pairs, lead_n, length_stats, parallel_map
-from evaluation.report import format_table, plot_rouge_vs_compression
+from evaluation.metrics import (
+    compression_stats,
+    distribution,
+    evaluate_pairs,
+    lead_n,
+    length_stats,
+    parallel_map,
+    reading_stats,
+)
+from evaluation.repetition import repetition_stats
+from evaluation.report import format_table, plot_rouge_vs_compression, reading_line
 
 MAX_LISTED_PROBLEMS = 50
 
@@ -164,11 +174,14 @@ def evaluate(job: EvaluateJob) -> dict[str, Any]:
     documents = _document_stats(inputs, job.workers)
     per_example = {name: result.pop("per_example") for name, result in systems.items()}
     settings = [result.pop("settings") for result in systems.values()][0]  # identical for every system
+    for name, result in systems.items():
+        result["repetition"] = repetition_stats(texts[name])
     metrics: dict[str, Any] = {
         "systems": systems,
         "counts": {"examples": len(inputs.examples), **inputs.counts},
         "compression": compression_stats(*zip(*((d["text_tokens"], d["vision_tokens"], d["pages"])
                                                  for d in documents))),
+        "reading": reading_stats(list(inputs.predictions.values())) if inputs.predictions else None,
         "lengths": {"references (first)": length_stats([e["references"][0] for e in inputs.examples]),
                     **{name: length_stats(t) for name, t in texts.items()}},
         "settings": {**settings, "examples": "every valid reference record, in file order",
@@ -217,6 +230,8 @@ def run(args: argparse.Namespace) -> None:
     if len(problems) > 10:
         print(f"warning: ... {len(problems) - 10} more listed in {job.output}", file=sys.stderr)
     print(format_table(metrics["systems"]))
+    if metrics["reading"]:
+        print(reading_line(metrics["reading"]))
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in metrics["counts"].items())
     ratio = metrics["compression"]["overall_ratio"]
     print(f"{counts}; compression ratio: {ratio if ratio is not None else 'n/a'}")

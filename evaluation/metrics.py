@@ -1,4 +1,5 @@
-"""ROUGE scoring shared by the trainer's evaluation and the evaluate CLI, plus Lead-N and length statistics.
+"""ROUGE scoring shared by the trainer's evaluation and the evaluate CLI, plus Lead-N, length, compression and
+reading statistics.
 
 `evaluate_pairs` is the one place ROUGE is computed. Settings (exactly what `settings` in its result states):
 rouge-score's RougeScorer with `use_stemmer=True`; for ROUGE-Lsum every text is one sentence per line: text that
@@ -14,6 +15,7 @@ import math
 import multiprocessing
 import os
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from importlib.metadata import version
 from typing import Any, Callable, Optional, Sequence
@@ -263,3 +265,35 @@ def compression_stats(text_tokens: Sequence[Optional[int]], vision_tokens: Seque
         "overall_ratio": round(sum(t for t, _ in pairs) / sum(v for _, v in pairs), 4) if pairs else None,
         "ratio_per_document": distribution([t / v for t, v in pairs]),
     }
+
+
+def _mean(values: Sequence[Any]) -> Optional[float]:
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return round(sum(numbers) / len(numbers), 4) if numbers else None
+
+
+def _share_read(prediction: dict[str, Any]) -> Optional[float]:
+    """The share of a document its first reading covered: of its pages, or of its text tokens for a reader of
+    text (no pages)."""
+    pages, tokens = prediction.get("pages"), prediction.get("document_tokens")
+    if pages:
+        return (prediction.get("pages_read") or 0) / pages
+    return (prediction.get("tokens_read") or 0) / tokens if tokens else None
+
+
+def reading_stats(predictions: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """How the documents were read within the decoder's context (inference/long_documents.py), from the fields of
+    the prediction lines that record it; None when none does (files written before they were recorded)."""
+    read = [p for p in predictions if isinstance(p.get("strategy"), str)]
+    if not read:
+        return None
+    return {"documents": len(read), "strategies": dict(Counter(p["strategy"] for p in read)),
+            "mean_windows": _mean([p.get("windows") for p in read]),
+            "mean_levels": _mean([p.get("levels") for p in read]),
+            "mean_pages": _mean([p.get("pages") for p in read]),
+            "mean_pages_read": _mean([p.get("pages_read") for p in read]),
+            "mean_share_read": _mean([_share_read(p) for p in read]),
+            "truncated": sum(p["strategy"] == "truncate" for p in read),
+            "definition": "share read: pages read / pages, or for a model that reads text (pages 0) tokens read / "
+                          "document tokens, by the first reading (hierarchical: its windows); truncated: "
+                          "documents read only in part (strategy truncate)"}

@@ -7,6 +7,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from evaluation.repetition import LOOP_NGRAM
+
 LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L (rougeL)", "rougeLsum": "ROUGE-Lsum"}
 PLOTTED = ("rouge1", "rouge2", "rougeLsum")
 
@@ -17,14 +19,35 @@ def _cell(result: dict[str, Any], metric: str) -> str:
     return f"{score} [{interval[0]:6.2f}, {interval[1]:6.2f}]" if interval else score
 
 
+def _repetition_cells(repetition: Optional[dict[str, Any]]) -> tuple[str, str]:
+    """Loop share (with the count of looping summaries) and repeated n-gram rate, both in %."""
+    if not repetition or repetition["loop_share"] is None:
+        return "n/a", "n/a"
+    rate = repetition["repeated_ngram_rate"]
+    return (f"{100 * repetition['loop_share']:6.2f} ({repetition['looping']})",
+            "n/a" if rate is None else f"{100 * rate:6.2f}")
+
+
 def format_table(systems: dict[str, dict[str, Any]]) -> str:
-    """ROUGE F1 x100 with 95% intervals, one column per system (e.g. model and lead-3), side by side."""
+    """ROUGE F1 x100 with 95% intervals, then the share of summaries that loop and the repeated 4-gram rate
+    (evaluation/repetition.py), one column per system (e.g. model and lead-3), side by side."""
     names = list(systems)
     width = max(24, *(len(n) for n in names))
     lines = [f"{'':<18}" + "".join(f"{n:>{width + 2}}" for n in names)]
     for metric, label in LABELS.items():
         lines.append(f"{label:<18}" + "".join(f"{_cell(systems[n], metric):>{width + 2}}" for n in names))
+    cells = [_repetition_cells(systems[n].get("repetition")) for n in names]
+    for label, column in (("loops % (count)", 0), (f"rep-{LOOP_NGRAM} %", 1)):
+        lines.append(f"{label:<18}" + "".join(f"{cell[column]:>{width + 2}}" for cell in cells))
     return "\n".join(lines)
+
+
+def reading_line(reading: dict[str, Any]) -> str:
+    """One line of how the model's documents were read within its context (metrics.json's `reading`)."""
+    strategies = ", ".join(f"{name} {count}" for name, count in reading["strategies"].items())
+    share = reading["mean_share_read"]
+    return (f"reading: {strategies}; mean windows {reading['mean_windows']}, mean share read "
+            f"{'n/a' if share is None else share}, truncated {reading['truncated']}")
 
 
 def length_buckets(lengths: Sequence[float], buckets: int = 5) -> np.ndarray:

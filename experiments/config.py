@@ -26,7 +26,10 @@ from config import (
 from config.loading import Bool, Float, Int, Str, settings
 from model.checkpoint.presets import TINY_SEQ2SEQ
 
-ArmType = Literal["pixels", "text", "seq2seq", "lead-3"]
+ArmType = Literal["pixels", "text", "seq2seq", "lead", "lead-3"]
+# Arms that read no model: the first `sentences` of the document ("lead-3", the seed's name, is Lead with 3).
+LEAD_TYPES = ("lead", "lead-3")
+LEAD_SENTENCES = 3
 # Per arm, these come from the arm itself and the experiment's folders; setting them by hand would contradict it.
 RUNNER_KEYS = ("train_file", "val_file", "hf_dataset", "output_dir", "task", "input_mode", "generation")
 # data.prepare_datasets renders with these render keys; others would give pages the runner cannot prepare.
@@ -72,10 +75,16 @@ class ArmSpec:
     generation: dict = field(default_factory=dict)  # GenerationSettings keys over the shared block
     model_name: Optional[Str] = None  # seq2seq: hub id, folder or "tiny-random-bart"
     train: Bool = True  # seq2seq: False scores the model zero-shot
+    # Generate with the model another arm trained (of this arm's type), under this arm's generation settings:
+    # several ways of reading with one model (e.g. long documents truncated or hierarchical) for one training.
+    model_of: Optional[Str] = None
+    sentences: Optional[Int] = None  # lead: sentences of the document taken as its summary (default 3)
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ConfigError(f"arm name {self.name!r} must be letters, digits, '-', '_' or '.' (it names a folder)")
+        if self.sentences is not None and self.sentences < 1:
+            raise ConfigError(f"config key 'sentences' must be at least 1, got {self.sentences}")
 
 
 @settings
@@ -113,6 +122,20 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trains(arm: ArmSpec) -> bool:
+    """Whether the arm has a training stage of its own (not Lead, not zero-shot, not another arm's model)."""
+    return arm.type not in LEAD_TYPES and arm.train and arm.model_of is None
+
+
+def model_arm(exp: ExperimentConfig, arm: ArmSpec) -> ArmSpec:
+    """The arm whose training made the model `arm` generates with: the one `model_of` names, else `arm`."""
+    return next(other for other in exp.arms if other.name == arm.model_of) if arm.model_of else arm
+
+
+def lead_sentences(arm: ArmSpec) -> int:
+    return arm.sentences or LEAD_SENTENCES
+
+
 def arm_training(exp: ExperimentConfig, arm: ArmSpec) -> dict[str, Any]:
     """The TrainingConfig keys of a trained arm, without the runner's files, folder and task.
 
@@ -136,7 +159,8 @@ def arm_generation(exp: ExperimentConfig, arm: ArmSpec) -> GenerationSettings:
 
 
 def arm_render(exp: ExperimentConfig, arm: ArmSpec) -> RenderConfig:
-    return from_dict(TrainingConfig, arm_training(exp, arm)).render
+    """The pages the arm's model reads: those of the arm that trained it."""
+    return from_dict(TrainingConfig, arm_training(exp, model_arm(exp, arm))).render
 
 
 def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
@@ -148,27 +172,33 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
                               "remove it")
     if arm.render and arm.type != "pixels":
         raise ConfigError(f"{where}: 'render' applies to pixels arms only")
-    if arm.type == "lead-3" and (arm.training or arm.generation or arm.model_name):
-        raise ConfigError(f"{where}: Lead-3 takes no model, training or generation settings")
-    if arm.type in ("pixels", "text") and (arm.model_name or not arm.train):
+    if arm.sentences is not None and arm.type != "lead":
+        raise ConfigError(f"{where}: 'sentences' applies to lead arms only"
+                          + (" (lead-3 reads 3; use type 'lead' for another number)" if arm.type == "lead-3" else ""))
+    if arm.type in LEAD_TYPES:
+        if arm.training or arm.generation or arm.model_name or arm.model_of:
+            raise ConfigError(f"{where}: Lead-N takes no model, training or generation settings")
+        return
+    if arm.model_of is not None:
+        _check_model_of(exp, arm, where)
+    elif arm.type in ("pixels", "text") and (arm.model_name or not arm.train):
         raise ConfigError(f"{where}: DeepSeek-OCR arms always train the model of the shared 'training.model_name'; "
                           "'model_name' and 'train' are for seq2seq arms")
-    if arm.type == "seq2seq":
+    if arm.type == "seq2seq" and arm.model_of is None:
         if not arm.model_name:
             raise ConfigError(f"{where}: needs 'model_name' (e.g. facebook/bart-large-cnn, or {TINY_SEQ2SEQ})")
         if not arm.train and arm.training:
             raise ConfigError(f"{where}: 'train' is false (zero-shot), so 'training' settings would be unused")
         if arm.model_name == TINY_SEQ2SEQ and not arm.train:
             raise ConfigError(f"{where}: {TINY_SEQ2SEQ} has random weights; zero-shot it would only score noise")
-    if arm.type == "lead-3":
-        return
     try:
         arm_generation(exp, arm)
-        if arm.train:  # every key and contradiction that TrainingConfig itself knows
-            cfg = from_dict(TrainingConfig, arm_training(exp, arm))
+        if not trains(arm):
+            return
+        cfg = from_dict(TrainingConfig, arm_training(exp, arm))  # every key and contradiction it knows
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if arm.type == "seq2seq" and arm.train and cfg.lora.enabled:
+    if arm.type == "seq2seq" and cfg.lora.enabled:
         raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
     if arm.type == "pixels":
         default = RenderConfig()
@@ -179,11 +209,32 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
                               f"(it takes {', '.join(PREPARED_RENDER_KEYS)}; leave the others at their defaults)")
 
 
+def _check_model_of(exp: ExperimentConfig, arm: ArmSpec, where: str) -> None:
+    """An arm that reads another arm's model names a trained arm of its own type and sets nothing of that model."""
+    other = next((a for a in exp.arms if a.name == arm.model_of), None)
+    if other is None or other is arm:
+        names = ", ".join(a.name for a in exp.arms if a is not arm)
+        raise ConfigError(f"{where}: 'model_of' must name another arm of this config ({names}), "
+                          f"got {arm.model_of!r}")
+    if other.model_of is not None:
+        raise ConfigError(f"{where}: 'model_of' names arm {other.name!r}, which reads the model of arm "
+                          f"{other.model_of!r}; name {other.model_of!r}")
+    if not trains(other):
+        raise ConfigError(f"{where}: 'model_of' names arm {other.name!r}, which trains no model")
+    if other.type != arm.type:
+        raise ConfigError(f"{where}: 'model_of' names arm {other.name!r} of type {other.type}; an arm reading its "
+                          "model is of that type too")
+    if arm.training or arm.render or arm.model_name or not arm.train:
+        raise ConfigError(f"{where}: reads the model of arm {other.name!r} as trained; 'training', 'render', "
+                          "'model_name' and 'train' belong to that arm (only 'generation' is this arm's)")
+
+
 def check_dataset(spec: DatasetSpec) -> None:
     """A dataset that is plainly not there fails now rather than after other arms have run."""
-    if spec.source == "bundled":
+    from data.dataset_loader import BUNDLED_SOURCES, LOCAL_FORMATS
+
+    if spec.source in BUNDLED_SOURCES:
         return
-    from data.dataset_loader import LOCAL_FORMATS
 
     path = Path(spec.source).expanduser()
     if path.exists():
@@ -231,7 +282,7 @@ def read_experiment(path: str | os.PathLike, overrides: Optional[dict[str, Any]]
     if max_steps is not None:
         exp.training["max_steps"] = max_steps
         for arm in exp.arms:
-            if arm.type == "seq2seq" and arm.train:
+            if arm.type == "seq2seq" and trains(arm):
                 arm.training["max_steps"] = max_steps
     for arm in exp.arms:
         _check_arm(exp, arm)

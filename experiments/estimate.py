@@ -11,7 +11,7 @@ from statistics import mean
 from typing import Any, Optional
 
 from config import TrainingConfig, from_dict
-from experiments.config import ArmSpec, ExperimentConfig, arm_training
+from experiments.config import LEAD_TYPES, ArmSpec, ExperimentConfig, arm_training, trains
 
 
 def _family(arm: ArmSpec) -> str:
@@ -50,10 +50,10 @@ def estimate_table(exp: ExperimentConfig, markers: dict[str, dict[str, Any]]) ->
     doc_s = mean(per_doc) if per_doc else exp.estimate.generate_doc_s
     lines, total, unknown = [], 0.0, False
     for arm in exp.arms:
-        if arm.type == "lead-3":
+        if arm.type in LEAD_TYPES:
             continue
         parts = []
-        if arm.train and f"train/{arm.name}" not in markers:
+        if trains(arm) and f"train/{arm.name}" not in markers:
             steps = planned_steps(exp, arm)
             hint = exp.estimate.seq2seq_step_s if arm.type == "seq2seq" else None
             step_s = measured_step.get(_family(arm), hint or exp.estimate.train_step_s)

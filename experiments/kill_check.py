@@ -41,7 +41,7 @@ SMALL = ["--max-samples", "8", "--max-steps", "4", "--test-samples", "4"]
 CHANGE_KILL_DELAYS = (0.0, 0.3, 0.8)
 # What an interruption must not change (timings may).
 COMPARED = ("scores", "intervals", "val_losses", "train_steps", "documents", "missing_predictions",
-            "empty_predictions", "truncated_documents", "truncated_training_inputs", "compression_ratio")
+            "empty_predictions", "truncated_documents", "truncated_training_inputs", "compression_ratio", "reading")
 
 
 @dataclass
@@ -57,7 +57,7 @@ def small_config(config: Path, folder: Path) -> Path:
     often = {"save_interval": 2, "eval_steps": 2, "log_interval": 1}
     data["training"].update(often)
     for arm in data["arms"]:
-        if arm["type"] == "seq2seq" and arm.get("train", True):
+        if arm["type"] == "seq2seq" and arm.get("train", True) and not arm.get("model_of"):
             arm.setdefault("training", {}).update(often)
     path = folder / "experiment.json"
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")

@@ -2,30 +2,42 @@
 
 Layout under the experiment folder (every folder is what the stage's command writes when run by hand):
 
-    data/text/                      prepared records (no images): references, text and seq2seq arms, Lead-3
+    data/text/                      prepared records (no images): references, text and seq2seq arms, Lead-N
     data/pages-<mode>-<font>px/     prepared records with page images, one per render setting of pixels arms
     data/references.jsonl           the first `test_samples` test records: what every arm is scored against
     arms/<arm>/train_config.json    the arm's training settings (python -m training.train --config)
     arms/<arm>/model/               the trained model folder
-    arms/<arm>/predictions.jsonl    generated summaries;  arms/<arm>/metrics.json: ROUGE, compression
+    arms/<arm>/predictions.jsonl    generated summaries (Lead-N: its sentences);  arms/<arm>/metrics.json: ROUGE...
     stages/                         one marker per finished stage (fingerprint, seconds, command, figures)
 
 A stage's identity is what it consumes: training reads no generation settings (DeepSeek-OCR evaluates loss only
 during training; for a seq2seq arm they decide only its in-training ROUGE report, never the weights), so a
-changed decoding setting redoes generate and evaluate of each arm and no training. Planning writes nothing.
+changed decoding setting redoes generate and evaluate of each arm and no training. An arm with `model_of`
+generates with the model another arm's train stage made, so it has no train stage and follows that one.
+Planning writes nothing.
 """
 from __future__ import annotations
 
 import itertools
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from config import RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
 from config.cli import to_argv
 from config.jobs import EvaluateJob, GenerateJob, PrepareJob
 from data.jsonl import iter_jsonl, write_jsonl_atomic
-from experiments.config import ArmSpec, ExperimentConfig, arm_generation, arm_render, arm_training
+from experiments.config import (
+    LEAD_SENTENCES,
+    LEAD_TYPES,
+    ArmSpec,
+    ExperimentConfig,
+    arm_generation,
+    arm_render,
+    arm_training,
+    lead_sentences,
+    trains,
+)
 from experiments.stages import Stage
 from inference.generate import settings_path
 
@@ -111,7 +123,9 @@ def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: 
     def work(resume: bool) -> dict[str, Any]:
         from inference.generate import generate
 
-        if arm.train:  # the arm's folder decodes as its predictions were made, also when run by hand
+        # The arm's folder decodes as its predictions were made, also when run by hand; a folder that another
+        # arm trained keeps that arm's settings.
+        if trains(arm):
             from training.trainer import update_generation_settings
 
             update_generation_settings(model, job.generation)
@@ -125,11 +139,33 @@ def _generate(exp: ExperimentConfig, arm: ArmSpec, data: Path, model: str, out: 
                  outputs=[output, settings_path(output)])
 
 
+def _lead(arm: ArmSpec, folder: Path, out: Path) -> Stage:
+    """Lead-N as a predictions file: the first N sentences of each reference record's text (evaluation's Lead-N,
+    for the N that its own --baseline does not offer)."""
+    source, target, sentences = folder / "data" / "references.jsonl", out / "predictions.jsonl", lead_sentences(arm)
+
+    def work(resume: bool) -> dict[str, Any]:
+        from evaluation.metrics import lead_n
+
+        write_jsonl_atomic(target, ({"id": record["id"], "prediction": lead_n(record["text"], sentences)}
+                                    for record in iter_jsonl(source)))
+        return {}
+
+    return Stage(f"lead/{arm.name}", "lead", arm.name, {"sentences": sentences}, work,
+                 lambda resume: f"first {sentences} sentences (evaluation.metrics.lead_n) of each text of {source} "
+                                f"-> {target}", after=["references/test"], outputs=[target])
+
+
+def evaluation_baseline(arm: ArmSpec) -> Optional[str]:
+    """The evaluate command's own baseline that scores the arm: Lead-3 is one; Lead-N for another N is not."""
+    return "lead-3" if arm.type in LEAD_TYPES and lead_sentences(arm) == LEAD_SENTENCES else None
+
+
 def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, after: list[str]) -> Stage:
-    lead = arm.type == "lead-3"
+    baseline = evaluation_baseline(arm)
     job = EvaluateJob(references=str(folder / "data" / "references.jsonl"),
-                      predictions=None if lead else str(out / "predictions.jsonl"), output=str(out / "metrics.json"),
-                      baseline="lead-3" if lead else None, per_example=str(out / "per_example.jsonl"),
+                      predictions=None if baseline else str(out / "predictions.jsonl"),
+                      output=str(out / "metrics.json"), baseline=baseline, per_example=str(out / "per_example.jsonl"),
                       bootstrap=exp.bootstrap)
 
     def work(resume: bool) -> dict[str, Any]:
@@ -146,14 +182,19 @@ def _evaluate(exp: ExperimentConfig, arm: ArmSpec, folder: Path, out: Path, afte
 
 def _arm_stages(exp: ExperimentConfig, folder: Path, arm: ArmSpec) -> list[Stage]:
     out = folder / "arms" / arm.name
-    if arm.type == "lead-3":
-        return [_evaluate(exp, arm, folder, out, [])]
+    if arm.type in LEAD_TYPES:
+        if evaluation_baseline(arm):
+            return [_evaluate(exp, arm, folder, out, [])]
+        stage = _lead(arm, folder, out)
+        return [stage, _evaluate(exp, arm, folder, out, [stage.id])]
     name = pages_data_name(arm_render(exp, arm)) if arm.type == "pixels" else TEXT_DATA
     data, upstream, stages = folder / "data" / name, [f"prepare/{name}"], []
-    model = str(out / "model") if arm.train else arm.model_name  # a seq2seq model scored zero-shot
-    if arm.train:
+    model = arm.model_name  # a seq2seq model scored zero-shot
+    if trains(arm):
         stages.append(_train(exp, arm, data, out, upstream))
-        upstream = [stages[-1].id]
+        upstream, model = [stages[-1].id], str(out / "model")
+    elif arm.model_of:  # the model folder of the arm named, once its train stage has made it
+        upstream, model = [f"train/{arm.model_of}"], str(folder / "arms" / arm.model_of / "model")
     stages.append(_generate(exp, arm, data, model, out, upstream))
     return [*stages, _evaluate(exp, arm, folder, out, [stages[-1].id])]
 
@@ -167,6 +208,7 @@ def build_plan(exp: ExperimentConfig, folder: Path) -> list[Stage]:
             renders.setdefault(pages_data_name(render), render)
     stages = [_prepare(exp, folder, TEXT_DATA, None), _references(exp, folder),
               *(_prepare(exp, folder, name, render) for name, render in renders.items())]
-    for arm in exp.arms:
+    # Arms that read another arm's model come after every arm that trains one.
+    for arm in sorted(exp.arms, key=lambda arm: arm.model_of is not None):
         stages += _arm_stages(exp, folder, arm)
     return stages

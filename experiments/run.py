@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     # Destinations are the config keys the flags override, so an error in one names the flag that gave it.
     parser = Parser(prog="python -m experiments.run", config_file="config",
                     description="Run every arm of an experiment config (pages at several compressions, the same "
-                                "decoder on text tokens, seq2seq, Lead-3) and write one comparison.")
+                                "decoder on text tokens, seq2seq, Lead-N) and write one comparison.")
     parser.add_argument("config", help="experiment JSON (see configs/experiments/)")
     parser.add_argument("--output-dir", dest="output_dir", help="experiment folder (default: the config's "
                         "output_dir, else experiments_output/<name>)")
@@ -81,13 +81,15 @@ def run(args: argparse.Namespace) -> Optional[dict[str, Path]]:
 
 def _report(exp, folder: Path, markers: dict, config_path: str) -> dict[str, Path]:
     from experiments.report import collect, markdown, write_results
+    from model.checkpoint.presets import TINY_SEQ2SEQ
     from model.configuration import TINY_PRESET
 
     note = ""
     if exp.training.get("model_name") == TINY_PRESET:
+        bart = " and a tiny random BART" if any(arm.model_name == TINY_SEQ2SEQ for arm in exp.arms) else ""
         note = ("**CPU smoke run**: DeepSeek-OCR's `tiny-random` preset (the real architecture at tiny widths, "
-                "random weights) and a tiny random BART, trained for a few steps. It shows that every arm runs "
-                "end to end, not what pixels cost against text: expect ROUGE far below Lead-3.")
+                f"random weights){bart}, trained for a few steps. It shows that every arm runs end to end, not what "
+                "pixels cost against text: expect ROUGE far below the Lead baseline.")
     results = collect(exp, folder, markers, config_path)
     paths = write_results(results, folder, note)
     print("\n" + markdown(results, note).split("## Stages")[0].strip())

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from config import LoadSettings
 from config.modes import RESOLUTION_MODES, vision_tokens
+from inference.loop_guard import guard, without_guard
 from model.checkpoint.load import load_pretrained
 
 
@@ -102,9 +104,10 @@ class OCRBackend:
         start = len(text) - len(text.lstrip())
         return [(begin + start, end + start) for begin, end in encoded["offset_mapping"]]
 
-    def vision_tokens(self, page: Image.Image) -> int:
-        """The paper's vision-token count of one page (layout positions not counted), as the processor sees it."""
-        images = self.processor.image_processor
+    def vision_tokens(self, page: Image.Image, mode: Optional[str] = None) -> int:
+        """The paper's vision-token count of one page read at `mode` (default: the model's own; layout positions
+        not counted)."""
+        images = self._processor(mode).image_processor
         return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
 
     def inputs(self, documents: list[Document]) -> dict:
@@ -126,18 +129,22 @@ class OCRBackend:
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         batch = self.inputs(documents)
         self.check_context(batch["attention_mask"].sum(dim=1).tolist(), generate_kwargs["max_new_tokens"])
-        output = self.model.generate(**batch, **generate_kwargs)
+        # The summary's tokens follow the left-padded prompt, whose width is the same in every row.
+        output = self.model.generate(**batch, **without_guard(generate_kwargs),
+                                     logits_processor=guard(generate_kwargs, batch["input_ids"].shape[1]))
         # Decoder-only: the output repeats the (left-padded) prompt; keep the new tokens.
         return [text.strip() for text in self.processor.batch_decode(output[:, batch["input_ids"].shape[1]:])]
 
 
 class Seq2SeqBackend:
+    DECODER_START = 1  # positions of an encoder-decoder's decoder rows before the summary: the start token
     reads_images = False
     engine, gguf = "torch", None
 
     def __init__(self, model, tokenizer, device: torch.device, source_prefix: str = "", max_source_length: int = 1024):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.source_prefix, self.max_source_length = source_prefix, max_source_length
+        self.global_attention = "global_attention_mask" in inspect.signature(model.forward).parameters
 
     @property
     def context(self) -> int:
@@ -159,5 +166,11 @@ class Seq2SeqBackend:
         if max(lengths) > self.max_source_length:
             raise ContextExceeded(f"a source of {max(lengths)} tokens exceeds the {self.max_source_length} the "
                                   "model reads")
-        output = self.model.generate(**batch, **generate_kwargs)
+        if self.global_attention:
+            # LED's encoder attends locally but for the tokens marked global; its summarization checkpoints were
+            # trained with the first token global, and without one the summary reads no more than a window.
+            batch["global_attention_mask"] = torch.zeros_like(batch["attention_mask"])
+            batch["global_attention_mask"][:, 0] = 1
+        output = self.model.generate(**batch, **without_guard(generate_kwargs),
+                                     logits_processor=guard(generate_kwargs, self.DECODER_START))
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]

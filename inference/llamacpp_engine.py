@@ -26,6 +26,7 @@ import torch
 from config import LoadSettings
 from inference.backends import Document, OCRBackend
 from inference.inputs import InputError
+from inference.loop_guard import guard, without_guard
 from model.checkpoint.gguf import GgufError, decoder_gguf, import_llama_cpp
 from model.checkpoint.load import LoadedModel, ModelLoadError, load_pretrained
 from model.checkpoint.source import resolve_model_source
@@ -151,15 +152,14 @@ class LlamaCppDecoder:
 
 
 class TokenPicker:
-    """Greedy or sampled choice of each new token from llama.cpp's logits, with transformers' own logits
-    processors for the generation settings the torch engine applies: temperature with the model's top-k/top-p,
-    no_repeat_ngram_size, min_new_tokens."""
+    """Greedy or sampled choice of each new token from llama.cpp's logits, with the logits processors of the
+    generation settings the torch engine applies: transformers' own for temperature with the model's top-k/top-p
+    and min_new_tokens, the loop guard's (inference/loop_guard.py) for no_repeat_ngram_size and its window."""
 
     def __init__(self, generation_config, generate_kwargs: dict, prompts_ids: list[list[int]]):
         from transformers import (
             LogitsProcessorList,
             MinNewTokensLengthLogitsProcessor,
-            NoRepeatNGramLogitsProcessor,
             TemperatureLogitsWarper,
             TopKLogitsWarper,
             TopPLogitsWarper,
@@ -169,7 +169,7 @@ class TokenPicker:
             raise InputError("beam search (num_beams > 1) needs the torch engine; the llamacpp engine decodes "
                              "greedily or by sampling")
         config = copy.deepcopy(generation_config)
-        config.update(**generate_kwargs)
+        config.update(**without_guard(generate_kwargs))
         self.eos = config.eos_token_id if isinstance(config.eos_token_id, int) else config.eos_token_id[0]
         self.sample, self.prompts_ids = bool(config.do_sample), prompts_ids
         self.processors = []
@@ -177,8 +177,7 @@ class TokenPicker:
             chain = LogitsProcessorList()
             if config.min_new_tokens:
                 chain.append(MinNewTokensLengthLogitsProcessor(len(prompt), config.min_new_tokens, self.eos))
-            if config.no_repeat_ngram_size:
-                chain.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+            chain.extend(guard(generate_kwargs, len(prompt)))
             if self.sample:
                 chain.append(TemperatureLogitsWarper(config.temperature))
                 if config.top_k:

@@ -28,6 +28,7 @@ from inference.inputs import (
     load_pdf,
 )
 from inference.long_documents import MAX_LEVELS, LongDocumentError, Plan, plan
+from inference.loop_guard import WINDOW
 
 
 @dataclass
@@ -231,9 +232,9 @@ class DeepSeekSummarizer:
         return results
 
     def generate_kwargs(self, settings: GenerationSettings) -> dict:
-        """What the backend passes to generation for `settings` (with the compiled decode path's arguments when
-        `settings.compile`)."""
-        kwargs = settings.generate_kwargs()
+        """What the backend passes to generation for `settings`: transformers' arguments, the loop guard's window
+        (inference/loop_guard.py) and the compiled decode path's arguments when `settings.compile`."""
+        kwargs = {**settings.generate_kwargs(), WINDOW: settings.no_repeat_ngram_window}
         if settings.compile:
             from model.fast_decode import fast_decode_kwargs
 
@@ -242,7 +243,9 @@ class DeepSeekSummarizer:
 
     def _result(self, job: "_Job") -> SummaryResult:
         doc, first = job.document, job.first
-        vision = sum(self.backend.vision_tokens(page) for page in doc.pages) if self.backend.reads_images else None
+        # The vision tokens the decoder read: at the mode fit chose, where it chose one.
+        vision = (sum(self.backend.vision_tokens(page, first.read_mode) for page in doc.pages)
+                  if self.backend.reads_images else None)
         ratio = doc.text_tokens / vision if vision and doc.text_tokens is not None else None
         return SummaryResult(job.summary, len(doc.pages), vision, doc.text_tokens, ratio, round(job.seconds, 4),
                              first.strategy, len(first.readings), job.levels, first.pages_read, first.tokens_read,

@@ -8,39 +8,27 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+# The layout of placeholders (tokens per side, newlines, separator) lives in config.modes, where data counts
+# positions too; model.modeling reads it from here.
 from config.modes import (
     MAX_TILES,
     MIN_TILES,
     RESOLUTION_MODES,
     TILE_SIZE,
+    layout_placeholders,
     tile_count,
     tile_grid,
-    vision_tokens_per_view,
+    tokens_per_side,
 )
 
 PAD_COLOR = (127, 127, 127)  # int(0.5 * 255) per channel, as the official code computes it
 DIRECT_RESIZE_MAX = 640  # non-crop views up to this side are resized, larger ones padded
-
-
-def tokens_per_side(side: int) -> int:
-    """Vision tokens along one side of a square view of `side` pixels (config.modes owns the count per view)."""
-    return math.isqrt(vision_tokens_per_view(side))
-
-
-def layout_placeholders(side_tokens: int, tile_side_tokens: int, crop_grid: tuple[int, int] = (1, 1)) -> int:
-    """Placeholder tokens of one image from its tokens per side: q*(q+1)+1 for a global view of q x q tokens
-    (a newline after each row, a separator at the end), plus (qt*cols+1)*(qt*rows) for a (cols, rows) grid of
-    qt x qt-token tiles; (1, 1) means no tiles (and tile_side_tokens is not read)."""
-    q, qt = side_tokens, tile_side_tokens
-    cols, rows = crop_grid
-    return q * (q + 1) + 1 + ((qt * cols + 1) * (qt * rows) if tile_count(crop_grid) else 0)
 
 
 def num_image_placeholders(base_size: int, image_size: int, crop_grid: tuple[int, int] = (1, 1)) -> int:

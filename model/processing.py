@@ -163,8 +163,11 @@ class DeepSeekOCRProcessor:
 
     def page_positions(self, page: Image.Image) -> int:
         """Decoder positions of one page's placeholders, from its size alone (no pixel is processed)."""
+        return self._size_positions(*page.size)
+
+    def _size_positions(self, width: int, height: int) -> int:
         images = self.image_processor
-        return images.num_placeholders(images.crop_grid(*page.size))
+        return images.num_placeholders(images.crop_grid(width, height))
 
     def text_ids(self, text: str) -> list[int]:
         """A text document's tokens, whole (what `max_source_length` would cut is the caller's to decide)."""
@@ -173,6 +176,16 @@ class DeepSeekOCRProcessor:
     def fixed_positions(self) -> int:
         """Positions of every prompt besides its document: BOS and the instruction."""
         return len(build_prompt_ids(self.tokenizer, [0], self.instruction))
+
+    def sequence_length(self, document: Sequence[tuple[int, int]] | str, target: str,
+                        max_target_length: int | None = None) -> int:
+        """Positions of the training sequence `__call__` builds for one document and its target, without reading a
+        pixel: `document` is its pages' (width, height), or its text for text input (cut to max_source_length)."""
+        if self.input_mode == "text":
+            length = len(self._source_ids(document)[0])
+        else:
+            length = sum(self._size_positions(*size) for size in document)
+        return self.fixed_positions() + length + len(self._target_ids(target, max_target_length)[0])
 
     def _source_ids(self, text: str) -> tuple[list[int], bool]:
         if not isinstance(text, str) or not text.strip():

@@ -17,6 +17,7 @@ from PIL import Image
 from config import RenderConfig
 from config.modes import tile_count
 from data.text_to_image import TextToImageConverter
+from inference.backends import ContextExceeded
 from model.processing import DeepSeekOCRProcessor
 
 logger = logging.getLogger(__name__)
@@ -48,26 +49,45 @@ class DeepSeekOCRCollator:
     A record's pages are its `images` (paths or PIL images, in order) when it has them, otherwise its `text`
     rendered with `render`; a text-input processor gets the `text` itself. Long texts paginate (the renderer
     never cuts text), so a document becomes several pages; summaries longer than `max_target_length` tokens (EOS
-    included) are shortened, never the prompt.
+    included) are shortened, never the prompt. With a `context`, a batch holding a longer sequence is refused:
+    the trainer leaves such records out beforehand (`sequence_length`, training/context.py).
     """
 
     def __init__(self, processor: DeepSeekOCRProcessor, render: RenderConfig, max_target_length: int,
-                 with_page_keys: bool = False):
+                 with_page_keys: bool = False, context: int | None = None):
         self.processor = processor
         self.render = render
         self.max_target_length = max_target_length
         self.with_page_keys = with_page_keys
+        self.context = context
         self._converter: TextToImageConverter | None = None  # built on first use (in each DataLoader worker)
         self._warned_modes: set[str] = set()
+
+    @property
+    def converter(self) -> TextToImageConverter:
+        if self._converter is None:
+            self._converter = TextToImageConverter(self.render)
+        return self._converter
 
     def pages(self, record: dict[str, Any]) -> list[Image.Image]:
         images = record.get("images")
         if images:
             self._check_render_mode(record)
             return [image if isinstance(image, Image.Image) else _open_rgb(image) for image in images]
-        if self._converter is None:
-            self._converter = TextToImageConverter(self.render)
-        return self._converter.render(record["text"]).pages
+        return self.converter.render(record["text"]).pages
+
+    def page_sizes(self, record: dict[str, Any]) -> list[tuple[int, int]]:
+        """(width, height) of each page `pages` gives, read from the image headers or laid out without drawing."""
+        images = record.get("images")
+        if images:
+            return [image.size if isinstance(image, Image.Image) else _image_size(image) for image in images]
+        geometry = self.render.geometry
+        return [(geometry.page_width, geometry.page_height)] * self.converter.count_pages(record["text"])
+
+    def sequence_length(self, record: dict[str, Any]) -> int:
+        """Positions of the record's training sequence, as `__call__` would build it, without reading a pixel."""
+        document = record["text"] if self.processor.input_mode == "text" else self.page_sizes(record)
+        return self.processor.sequence_length(document, record["summary"], self.max_target_length)
 
     def _check_render_mode(self, record: dict[str, Any]) -> None:
         # Prepared images rendered in another mode still work, but inference will render in `self.render.mode`.
@@ -86,6 +106,10 @@ class DeepSeekOCRCollator:
         batch = self.processor(documents, targets=[record["summary"] for record in records],
                                max_target_length=self.max_target_length, padding_side="right")
         batch = dict(batch)
+        longest = int(batch["attention_mask"].sum(dim=1).max())
+        if self.context is not None and longest > self.context:
+            raise ContextExceeded(f"a training sequence of {longest} positions exceeds the decoder's context of "
+                                  f"{self.context}: such records are left out before training")
         if self.with_page_keys:
             batch["page_keys"] = batch_page_keys(batch)
         return batch
@@ -94,3 +118,8 @@ class DeepSeekOCRCollator:
 def _open_rgb(path: str | Path) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def _image_size(path: str | Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size

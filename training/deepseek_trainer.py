@@ -19,6 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from config import LoraConfig, TrainingConfig, save_run_settings
 from data.jsonl import read_json_object, write_json_atomic
+from data.tokens import prompt_positions
 from model.checkpoint.convert import model_config
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.load import load_pretrained
@@ -28,6 +29,8 @@ from model.params import estimate_training_memory, freeze_vision_encoder, parame
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
+from training.context import SPLIT_NAMES, check_text_input, within_context
+from training.data import TrainDataError
 from training.faults import NonFiniteGuard
 from training.resume import Resumable
 from training.vision_cache import VisionFeatureCache
@@ -93,15 +96,46 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     return model, loaded.processor.tokenizer
 
 
+def decoder_context(cfg: TrainingConfig) -> int:
+    """The decoder's context of `cfg.model_name`, from its config alone (no weight is read), once settings that
+    could never fit it are refused (training/context.py)."""
+    context = model_config(cfg.model_name).max_position_embeddings
+    # The prompt's positions as data counts them, the tokenizer not loaded yet; tests hold them to the processor's.
+    check_text_input(cfg, context, prompt_positions(cfg.instruction))
+    return context
+
+
+def records_within_context(collator: DeepSeekOCRCollator, train_dataset, eval_dataset
+                           ) -> tuple[list[dict], Optional[list[dict]], dict[str, int]]:
+    """(training records, validation records, how many of each were left out) of those whose sequence fits the
+    collator's context; a split left with none is a TrainDataError."""
+    splits = {split: records for split, records in (("train", train_dataset), ("val", eval_dataset))
+              if records is not None}
+    if collator.processor.input_mode == "text":  # every record fits once check_text_input let the settings through
+        return train_dataset, eval_dataset, dict.fromkeys(splits, 0)
+    kept, over = {}, {}
+    for split, records in splits.items():
+        kept[split], over[split] = within_context(records, collator.sequence_length, collator.context)
+        if records and not kept[split]:
+            raise TrainDataError(f"every {SPLIT_NAMES[split]} record is longer than the decoder's context of "
+                                 f"{collator.context} positions (its pages, instruction and summary of up to "
+                                 f"{collator.max_target_length} tokens): render smaller pages (a lower mode) or "
+                                 "lower max_length")
+    return kept["train"], kept.get("val"), over
+
+
 class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
     """A `Trainer` whose batches come from `DeepSeekOCRCollator`; build it with `from_config`."""
 
     def __init__(self, *args, cfg: TrainingConfig, processor: DeepSeekOCRProcessor,
-                 vision_cache: Optional[VisionFeatureCache] = None, **kwargs):
+                 vision_cache: Optional[VisionFeatureCache] = None, context: Optional[int] = None,
+                 over_context: Optional[dict[str, int]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cfg = cfg
         self.processor = processor
         self.vision_cache = vision_cache
+        self.context = context  # the decoder's max_position_embeddings
+        self.over_context = over_context or {}  # records left out as longer than the context, by split
         # The model's loss is a per-batch mean; without this the Trainer would pass `num_items_in_batch` into
         # forward (which takes **kwargs) and skip its own division by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -124,6 +158,7 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
             args, remove_unused_columns=False,
             prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
+        decoder_context(cfg)  # settings that cannot fit are refused before the weights load
         model, tokenizer = build_model(cfg, half)
         processor = DeepSeekOCRProcessor(tokenizer,
                                          DeepSeekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
@@ -132,10 +167,14 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
         if cfg.vision_cache != "none":
             folder = os.environ.get(VISION_CACHE_ENV, DEFAULT_VISION_CACHE_DIR) if cfg.vision_cache == "disk" else None
             cache = VisionFeatureCache(model, folder)
-        collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None)
+        context = model.config.max_position_embeddings
+        collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None,
+                                       context=context)
+        train_dataset, eval_dataset, over = records_within_context(collator, train_dataset, eval_dataset)
         return cls(model=model, args=args, data_collator=collator, train_dataset=train_dataset,
                    eval_dataset=eval_dataset, callbacks=callbacks, compute_metrics=compute_metrics,
-                   cfg=cfg, processor=processor, vision_cache=cache, on_nonfinite=cfg.on_nonfinite)
+                   cfg=cfg, processor=processor, vision_cache=cache, context=context, over_context=over,
+                   on_nonfinite=cfg.on_nonfinite)
 
     def _counts_file(self, folder: str) -> Path:
         return Path(folder) / f"truncation_counts-rank{self.args.process_index}.json"
@@ -248,6 +287,8 @@ def dry_run_report(cfg: TrainingConfig) -> str:
         f"{'trainable' if cfg.train_projector else 'frozen'}, DeepEncoder frozen.",
         f"Parameters: {counts['total']:,} = SAM {counts['sam']:,} + CLIP {counts['clip']:,} + projector "
         f"{counts['projector']:,} + decoder {counts['decoder_total']:,} (active per token {counts['decoder_active']:,})",
+        f"Decoder context: {decoder_context(cfg)} positions; records whose pages, instruction and summary take more "
+        "are left out of training and counted.",
         f"Memory in GiB ({str(dtype).removeprefix('torch.')} weights, float32 trainable master weights and AdamW "
         "states; activations excluded):",
         f"{'':<14}{'trainable':>15}{'frozen':>15}{'weights':>8}{'grads':>8}{'AdamW':>8}{'total':>8}",

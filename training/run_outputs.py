@@ -112,10 +112,15 @@ def plot_losses(log_history: Sequence[dict[str, Any]], path: str | Path) -> Path
     return Path(path)
 
 
-def _data_line(cfg: TrainingConfig, counts: dict[str, int]) -> str:
+def _data_line(cfg: TrainingConfig, counts: dict[str, Any]) -> str:
     source = f"hub dataset `{cfg.hf_dataset}`" if not cfg.train_file else \
         f"`{cfg.train_file}`" + (f" (validation `{cfg.val_file}`)" if cfg.val_file else "")
-    return f"{source}: {counts.get('train', 0)} training and {counts.get('val', 0)} validation records"
+    line = f"{source}: {counts.get('train', 0)} training and {counts.get('val', 0)} validation records"
+    if "context" in counts:  # DeepSeek-OCR (training/context.py)
+        over = counts["over_context"]
+        line += (f"; left out as longer than the decoder's context of {counts['context']} positions: "
+                 f"{over.get('train', 0)} training and {over.get('val', 0)} validation records")
+    return line
 
 
 def _metrics_line(ocr: bool) -> str:
@@ -125,7 +130,7 @@ def _metrics_line(ocr: bool) -> str:
     return "Final evaluation on the validation records (ROUGE F1 x100, decoding with `generation_settings.json`):"
 
 
-def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, int],
+def write_model_card(folder: str | Path, cfg: TrainingConfig, counts: dict[str, Any],
                      metrics: dict[str, Any]) -> Path:
     """README.md: what was trained on what, the final metrics, intended use and how to load the folder."""
     folder = Path(folder)

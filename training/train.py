@@ -54,6 +54,9 @@ class TrainResult:
     val_losses: list[tuple[int, float]]  # (step, eval_loss) of every validation, in order
     truncated_sources: Optional[int]  # DeepSeek-OCR: documents / summaries cut to max_source_length / max_length
     truncated_targets: Optional[int]  # over the run's steps (this process's); None for the seq2seq baseline
+    context: Optional[int]  # DeepSeek-OCR: the decoder's context (max_position_embeddings); None for seq2seq
+    over_context: Optional[dict[str, int]]  # DeepSeek-OCR: records left out as longer than it, by split ("train",
+    # "val"); None for the seq2seq baseline (training/context.py)
     metrics: dict[str, Any]  # the final evaluation (empty without validation data)
     skipped_steps: list[int]  # on_nonfinite "skip": this call's steps with a non-finite loss or gradient norm
 
@@ -133,8 +136,10 @@ def dry_run(config: TrainingConfig, *, hub_token: Optional[str] = None) -> str:
     else:
         from model.checkpoint.load import load_seq2seq
         from model.checkpoint.source import resolve_model_source
+        from training.trainer import check_positions
 
         _, model = load_seq2seq(resolve_model_source(cfg.model_name))
+        check_positions(cfg, model.config)
         lines.append(f"model {cfg.model_name}: {model.config.model_type}, {model.num_parameters():,} parameters")
     return "\n".join(lines)
 
@@ -162,7 +167,16 @@ def final_metrics(trainer: Any, has_val: bool) -> dict[str, Any]:
     return {k: v for k, v in last.items() if k.startswith("eval_") and not k.endswith(("_per_second", "runtime"))}
 
 
-def finish(trainer: Any, cfg: TrainingConfig, counts: dict[str, int], metrics: dict[str, Any]) -> None:
+def trained_counts(trainer: Any) -> dict[str, Any]:
+    """The records the run trained and validated on, and (DeepSeek-OCR) those left out as longer than the
+    decoder's context, for the model card."""
+    counts: dict[str, Any] = {"train": len(trainer.train_dataset), "val": len(trainer.eval_dataset or [])}
+    if getattr(trainer, "context", None) is not None:
+        counts.update(context=trainer.context, over_context=trainer.over_context)
+    return counts
+
+
+def finish(trainer: Any, cfg: TrainingConfig, counts: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Main process: loss plot, model card, and the upload of the final folder when pushing to the hub."""
     from training.run_outputs import CARD_FILE, PLOT_FILE, plot_losses, write_model_card
 
@@ -230,6 +244,12 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
     os.environ["TENSORBOARD_LOGGING_DIR"] = USER_TENSORBOARD_DIR or str(Path(cfg.output_dir) / "runs")
     progress, saves = TrainingProgress(), SaveTracker()
     trainer = build_trainer(cfg, train_records, val_records, [progress, saves])
+    over_context = getattr(trainer, "over_context", None)  # DeepSeek-OCR only
+    if over_context and any(over_context.values()) and trainer.is_world_process_zero():
+        from training.context import over_context_line
+
+        print(over_context_line(over_context, {"train": len(train_records), "val": len(val_records)},
+                                trainer.context, cfg.max_length), flush=True)
     for default in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(default)
     if trainer.is_world_process_zero():
@@ -245,7 +265,7 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
         metrics = final_metrics(trainer, bool(val_records))
         if trainer.is_world_process_zero():
             trainer.save_state()
-            finish(trainer, cfg, {"train": len(train_records), "val": len(val_records)}, metrics)
+            finish(trainer, cfg, trained_counts(trainer), metrics)
     except Exception as err:
         progress.close()
         stopped = stop_report(err, cfg.output_dir, trainer.state.global_step, saves.writing, trainer.args.should_save)
@@ -268,8 +288,8 @@ def train(config: TrainingConfig, *, resume: Optional[str] = None, overwrite: bo
         output_dir=cfg.output_dir, steps=steps, step_seconds=seconds / ran if ran else None, train_seconds=seconds,
         val_losses=[(h["step"], h["eval_loss"]) for h in trainer.state.log_history if "eval_loss" in h],
         truncated_sources=trainer.truncated_sources if ocr else None,
-        truncated_targets=trainer.truncated_targets if ocr else None, metrics=metrics,
-        skipped_steps=list(trainer.skipped_steps))
+        truncated_targets=trainer.truncated_targets if ocr else None, context=trainer.context if ocr else None,
+        over_context=dict(over_context) if ocr else None, metrics=metrics, skipped_steps=list(trainer.skipped_steps))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -25,13 +25,14 @@ from transformers import (
 from config import (
     GENERATION_SETTINGS_FILE,
     TRAINING_CONFIG_FILE,
+    ConfigError,
     GenerationSettings,
     TrainingConfig,
     save_json,
     save_run_settings,
 )
 from evaluation.metrics import evaluate_pairs
-from model.checkpoint.load import load_pretrained
+from model.checkpoint.load import load_pretrained, position_limits
 from training.arguments import training_arguments
 from training.faults import NonFiniteGuard
 from training.resume import Resumable
@@ -79,6 +80,19 @@ def update_generation_settings(folder: str | Path, settings: GenerationSettings)
         gen.save_pretrained(folder)
 
 
+def check_positions(cfg: TrainingConfig, config: Any) -> None:
+    """Refuse lengths past the model's position tables, which would otherwise stop training with an indexing error:
+    sources of max_source_length tokens, targets of max_length, and summaries of max_new_tokens generated during
+    evaluation (the last generated token is never fed back, so the start token costs no position)."""
+    encoder, decoder = position_limits(config)
+    for key, value, side, limit in (("max_source_length", cfg.max_source_length, "source", encoder),
+                                    ("max_length", cfg.max_length, "summary", decoder),
+                                    ("generation.max_new_tokens", cfg.generation.max_new_tokens, "summary", decoder)):
+        if limit is not None and value > limit:
+            raise ConfigError(f"config key '{key}' is {value}, but {cfg.model_name} reads at most {limit} {side} "
+                              f"positions: set it to {limit} or less")
+
+
 def tokenize_records(records: Sequence[dict], tokenizer: Any, prefix: str, cfg: TrainingConfig) -> list[dict]:
     """input_ids/attention_mask of the prefixed text and labels of the summary, truncated to the config lengths."""
     sources = tokenizer([prefix + r["text"] for r in records], max_length=cfg.max_source_length, truncation=True)
@@ -119,6 +133,7 @@ class SummarizationTrainer(Resumable, NonFiniteGuard, Seq2SeqTrainer):
         """Load cfg.model_name, tokenize the records (`text`/`summary`) and wire ROUGE evaluation."""
         loaded = load_pretrained(cfg.model_name, dataclasses.replace(cfg.load, device="cpu", dtype="float32"))
         tokenizer, model = loaded.processor, loaded.model
+        check_positions(cfg, model.config)
         prefix = source_prefix(cfg, model.config.model_type)
         apply_generation_settings(model.generation_config, cfg.generation)
         args = args or training_arguments(cfg, evaluate=bool(eval_dataset))

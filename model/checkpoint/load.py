@@ -34,7 +34,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     source_prefix: str = ""  # seq2seq: text put before each document in training ("summarize: " for T5)
-    max_source_length: int = 1024  # seq2seq: source tokens kept in training
+    max_source_length: int = 1024  # seq2seq: source tokens it reads (those kept in training, else its limit)
 
 
 def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None,
@@ -64,7 +64,24 @@ def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None
     tokenizer, model = load_seq2seq(source, dtype)
     saved = _training_config(source)
     return LoadedModel(source, model.to(device).eval(), tokenizer, render, generation, device, dtype,
-                       saved.get("source_prefix") or "", saved.get("max_source_length", 1024))
+                       saved.get("source_prefix") or "", saved.get("max_source_length") or source_length(model,
+                                                                                                       tokenizer))
+
+
+def position_limits(config: Any) -> tuple[Optional[int], Optional[int]]:
+    """(encoder, decoder) positions a seq2seq model's position embeddings hold; None for a model without such a
+    table (T5's relative positions read any length)."""
+    shared = getattr(config, "max_position_embeddings", None)
+    return (getattr(config, "max_encoder_position_embeddings", None) or shared,
+            getattr(config, "max_decoder_position_embeddings", None) or shared)
+
+
+def source_length(model: Any, tokenizer: Any) -> int:
+    """The source tokens a seq2seq model not trained here reads: its encoder's positions (16,384 for LED), else its
+    tokenizer's limit (T5's 512), else 1,024."""
+    encoder, _ = position_limits(model.config)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return encoder or (limit if isinstance(limit, int) and limit < 1_000_000 else 1024)
 
 
 def deepseek_ocr_processor(source: ModelSource, mode: str):
@@ -102,4 +119,4 @@ def _training_config(source: ModelSource) -> dict:
 
 
 __all__ = ["LoadedModel", "ModelLoadError", "ModelSourceError", "deepseek_ocr_processor", "load_pretrained",
-           "load_seq2seq"]
+           "load_seq2seq", "position_limits", "source_length"]

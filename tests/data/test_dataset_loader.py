@@ -4,7 +4,15 @@ import json
 import pandas as pd
 import pytest
 
-from data.dataset_loader import BUNDLED_DIR, DatasetError, DatasetLoader, carve_split, load_records, stable_id
+from data.dataset_loader import (
+    BUNDLED_DIR,
+    LONG_DOCUMENT_RECORDS,
+    DatasetError,
+    DatasetLoader,
+    carve_split,
+    load_records,
+    stable_id,
+)
 
 ROWS = [
     {"id": "a1", "document": "First document text.", "summary": "First summary."},
@@ -52,6 +60,25 @@ def test_bundled_scitldr_joins_sentences_and_keeps_all_references():
     assert first_val["text"] == " ".join(s.strip() for s in raw["source"])
     assert first_val["references"] == [t.strip() for t in raw["target"]] and len(raw["target"]) > 1
     assert first_val["summary"] == first_val["references"][0]
+
+
+def test_bundled_long_joins_consecutive_records_into_synthetic_documents():
+    """Each document of `bundled-long` is the next LONG_DOCUMENT_RECORDS records of one split of the bundled
+    sample, sizes in turn (a long one first): texts joined, first references joined, marked synthetic."""
+    long, short = LONG_DOCUMENT_RECORDS
+    documents = load_records("bundled-long", max_samples=3)
+    assert {split: len(records) for split, records in documents.items()} == {"train": 3, "val": 3, "test": 3}
+    raw = load_records("bundled", max_samples=2 * long + short)["test"]
+    first, second, third = documents["test"]
+    for document, rows in ((first, raw[:long]), (second, raw[long:long + short]),
+                           (third, raw[long + short:2 * long + short])):
+        assert document["id"] == f"long-{rows[0]['id']}-x{len(rows)}"
+        assert document["text"] == " ".join(row["text"] for row in rows)
+        assert document["summary"] == " ".join(row["references"][0] for row in rows)
+        assert document["references"] == [document["summary"]] and document["synthetic"] is True
+    # Marked in every split, and only in this source.
+    assert all(record["synthetic"] for records in documents.values() for record in records)
+    assert "synthetic" not in raw[0]
 
 
 def test_field_overrides_and_wrong_field_lists_columns(tmp_path):

@@ -1,6 +1,7 @@
 """The prepare CLI end to end: outputs, page images, skipped records, resume after a kill, clean errors."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,7 +59,8 @@ def test_cli_writes_splits_images_config_and_report(prepared):
                 assert Image.open(out / image).size == (512, 512)
     assert json.loads((out / "render_config.json").read_text())["mode"] == "tiny"
     report = json.loads((out / "prepare_report.json").read_text())
-    assert report["splits"]["val"] == {"written": 3, "skipped": {}} and report["throughput"]["records_per_s"] > 0
+    assert report["splits"]["val"] == {"written": 3, "skipped": {}, "over_context": 0}
+    assert report["context"] == {"positions": 8192, "max_length": 512} and report["throughput"]["records_per_s"] > 0
     assert not list(out.rglob("*.tmp"))
 
 
@@ -109,6 +111,52 @@ def test_render_failures_are_skipped_and_counted(tmp_path):
     skipped = {reason: n for counts in report["splits"].values() for reason, n in counts["skipped"].items()}
     assert skipped == {"render error": 1, "empty text": 1}
     assert not list(out.glob("images/*/long*"))
+
+
+def _bundled_text(characters: int) -> str:
+    """The bundled sources joined, at least `characters` long."""
+    rows = read_jsonl(ROOT / "data/bundled/scitldr-a/train.jsonl")
+    text, index = "", 0
+    while len(text) < characters:
+        text += " ".join(rows[index % len(rows)]["source"]) + "\n\n"
+        index += 1
+    return text
+
+
+def test_records_longer_than_the_real_context_are_counted_and_kept(tmp_path, capsys):
+    # Tiny pages take 73 positions each: 8,192 positions are some 110 pages of text, a few hundred thousand
+    # characters; the pages are counted from the layout, nothing drawn.
+    source = tmp_path / "docs.jsonl"
+    rows = [{"id": "short", "text": "A short document.", "summary": "Short."},
+            {"id": "book", "text": _bundled_text(300_000), "summary": "A whole book."},
+            {"id": "abstract", "text": _bundled_text(2_000), "summary": "An abstract."}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert main([str(source), "--mode", "tiny", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert sum(split["written"] for split in report["splits"].values()) == 3  # counted, not dropped
+    assert sum(split["over_context"] for split in report["splits"].values()) == 1
+    printed = capsys.readouterr().out
+    assert "1 records (kept) take more than the 8192 positions of DeepSeek-OCR's decoder" in printed
+    per_split = re.findall(r"longer than the context: (\d+)", printed)
+    assert len(per_split) == 3 and sum(map(int, per_split)) == 1
+
+
+def test_rendered_pages_are_counted_against_the_context(tmp_path, monkeypatch):
+    from data import prepare_datasets
+    from data.tokens import count_text_tokens
+
+    context = 7 + 73 + 16  # BOS and instruction, one tiny page, a summary of 15 tokens and its EOS
+    monkeypatch.setattr(prepare_datasets, "DECODER_CONTEXT", context)
+    out = tmp_path / "out"
+    report = prepare(PrepareJob(output_dir=str(out), max_samples=4, generate_images=True, workers=1,
+                                render=RenderConfig(mode="tiny")), progress=False).report
+    for split in ("train", "val", "test"):
+        records = read_jsonl(out / f"{split}.jsonl")
+        longer = [r for r in records if 7 + 73 * len(r["images"]) + count_text_tokens(r["summary"].strip()) + 1
+                  > context]
+        assert report["splits"][split]["over_context"] == len(longer)
+    assert 0 < sum(split["over_context"] for split in report["splits"].values()) < 12
 
 
 def test_wrong_field_is_one_line_error(tmp_path, capsys):

@@ -179,3 +179,61 @@ def test_bad_flags_are_one_line_usage_errors(scitldr, capsys, flags, message):
     err = capsys.readouterr().err
     assert status == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_each_system_reports_its_repetition_and_the_table_shows_it(tmp_path, capsys):
+    records = [{"id": str(i), "text": f"Document {i} is here. It has words. It ends now.", "summary": "A summary."}
+               for i in range(4)]
+    loop = "the model loops here " * 3  # "the model loops here" 3 times: a loop; 4 distinct 4-grams of 9
+    predictions = [{"id": "0", "prediction": loop}, {"id": "1", "prediction": "a fine summary of the paper"},
+                   {"id": "2", "prediction": "short one"}]  # id 3 missing: scored as "", which does not loop
+    out = tmp_path / "m.json"
+    assert run(write_jsonl(tmp_path / "t.jsonl", records), write_jsonl(tmp_path / "p.jsonl", predictions),
+               "--output", out, "--baseline", "lead-3") == 0
+    systems = json.loads(out.read_text())["systems"]
+    model = systems["model"]["repetition"]
+    assert model["looping"] == 1 and model["loop_share"] == 0.25
+    assert model["repeated_ngram_rate"] == round((1 - 4 / 9 + 0) / 2, 4)  # the two summaries with a 4-gram
+    assert "4-gram occurs 3+ times" in model["definition"]
+    assert systems["lead-3"]["repetition"]["looping"] == 0 and systems["lead-3"]["repetition"]["loop_share"] == 0
+    table = capsys.readouterr().out.splitlines()
+    loops_row = next(line for line in table if line.startswith("loops %"))
+    rep_row = next(line for line in table if line.startswith("rep-4 %"))
+    assert loops_row.split()[-4:] == ["25.00", "(1)", "0.00", "(0)"]  # model, lead-3
+    assert rep_row.split()[-2] == f"{100 * round((1 - 4 / 9) / 2, 4):.2f}"
+
+
+def reading_fields(strategy, pages, pages_read, tokens_read, document_tokens, windows=1, levels=1):
+    return {"strategy": strategy, "windows": windows, "levels": levels, "pages": pages, "pages_read": pages_read,
+            "tokens_read": tokens_read, "document_tokens": document_tokens, "read_mode": None,
+            "prompt_tokens": 100, "context": 8192}
+
+
+def test_reading_block_summarizes_how_the_documents_were_read(tmp_path, capsys):
+    records = [{"id": str(i), "text": "One sentence. Two sentences.", "summary": "A summary."} for i in range(4)]
+    fields = [reading_fields("direct", 2, 2, 200, 200),  # pixels, read whole: share 1
+              reading_fields("truncate", 4, 1, 100, 400),  # pixels, first page of 4: share 0.25
+              reading_fields("hierarchical", 6, 6, 600, 600, windows=3, levels=2),  # share 1
+              reading_fields("truncate", 0, 0, 50, 200)]  # a text reader: 50 of 200 tokens, share 0.25
+    predictions = [{"id": str(i), "prediction": "a summary", **f} for i, f in enumerate(fields)]
+    out = tmp_path / "m.json"
+    assert run(write_jsonl(tmp_path / "t.jsonl", records), write_jsonl(tmp_path / "p.jsonl", predictions),
+               "--output", out) == 0
+    reading = json.loads(out.read_text())["reading"]
+    assert reading["documents"] == 4
+    assert reading["strategies"] == {"direct": 1, "truncate": 2, "hierarchical": 1}
+    assert reading["mean_windows"] == (1 + 1 + 3 + 1) / 4 and reading["mean_levels"] == 5 / 4
+    assert reading["mean_pages"] == 3 and reading["mean_pages_read"] == 9 / 4
+    assert reading["mean_share_read"] == (1 + 0.25 + 1 + 0.25) / 4
+    assert reading["truncated"] == 2
+    assert "reading: direct 1, truncate 2, hierarchical 1; mean windows 1.5, mean share read 0.625, truncated 2" \
+        in capsys.readouterr().out
+
+
+def test_reading_is_null_for_predictions_without_its_fields(scitldr, tmp_path):
+    _, _, refs_path, preds_path = scitldr  # lines with pages and vision tokens only, as older files have
+    out = tmp_path / "m.json"
+    assert run(refs_path, preds_path, "--output", out) == 0
+    assert json.loads(out.read_text())["reading"] is None
+    assert run(refs_path, "--baseline", "lead-3", "--output", out) == 0
+    assert json.loads(out.read_text())["reading"] is None

@@ -14,14 +14,17 @@ from experiments.stages import StageRunner
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs" / "experiments").glob("*.json"))
 SMOKE = REPO / "configs" / "experiments" / "smoke-cpu.json"
+LONG = REPO / "configs" / "experiments" / "smoke-long-cpu.json"
 
 
 def test_every_shipped_config_loads_plans_and_estimates(tmp_path):
     assert {p.stem for p in SHIPPED} >= {"smoke-cpu", "cnn-dailymail-lora", "cnn-dailymail-full", "xsum-lora",
-                                         "xsum-full"}
+                                         "xsum-full", "govreport-long", "smoke-long-cpu"}
     for path in SHIPPED:
         exp = read_experiment(path)
-        assert {arm.type for arm in exp.arms} == {"pixels", "text", "seq2seq", "lead-3"}, path
+        types = {arm.type for arm in exp.arms}
+        assert {"pixels", "text"} <= types and types & {"lead", "lead-3"}, path
+        assert "seq2seq" in types or path.stem == "smoke-long-cpu", path  # a random BART adds nothing there
         assert sum(arm.type == "pixels" for arm in exp.arms) >= 2, f"{path}: a sweep needs several pixels arms"
         stages = build_plan(exp, tmp_path / path.stem)
         ids = [s.id for s in stages]
@@ -133,3 +136,118 @@ def test_page_settings_the_preparation_cannot_make_are_refused(tmp_path, capsys)
     path = _write(tmp_path, lambda d: d["training"]["render"].update(line_spacing=1.5))
     assert main([str(path), "--output-dir", str(tmp_path / "out"), "--estimate-only"]) == 2
     assert "render key 'line_spacing'" in capsys.readouterr().err
+
+
+def _write_long(tmp_path, mutate) -> Path:
+    data = json.loads(LONG.read_text())
+    mutate(data)
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _arm(data, name):
+    return next(arm for arm in data["arms"] if arm["name"] == name)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: _arm(d, "text-hierarchical").update(model_of="nope"), "must name another arm"),
+    (lambda d: _arm(d, "text-hierarchical").update(model_of="text-hierarchical"), "must name another arm"),
+    (lambda d: _arm(d, "text-hierarchical").update(model_of="lead-16"), "trains no model"),
+    (lambda d: _arm(d, "text-hierarchical").update(model_of="pixels-small-36px"), "of type pixels"),
+    (lambda d: _arm(d, "text-hierarchical").update(training={"max_steps": 3}), "belong to that arm"),
+    (lambda d: _arm(d, "text-hierarchical").update(train=False), "belong to that arm"),
+    (lambda d: d["arms"].append({"name": "chained", "type": "text", "model_of": "text-hierarchical"}),
+     "name 'text'"),
+    (lambda d: d["arms"].append({"name": "p", "type": "pixels", "model_of": "pixels-tiny-36px",
+                                 "render": {"font_size": 12}}), "belong to that arm"),
+    (lambda d: _arm(d, "lead-16").update(sentences=0), "at least 1"),
+    (lambda d: _arm(d, "lead-16").update(type="lead-3"), "use type 'lead'"),
+    (lambda d: _arm(d, "text").update(sentences=4), "lead arms only"),
+    (lambda d: _arm(d, "lead-16").update(model_of="text"), "Lead-N takes no model"),
+])
+def test_a_bad_model_of_or_lead_arm_fails_in_one_line_before_any_work(tmp_path, capsys, mutate, message):
+    output = tmp_path / "out"
+    code = main([str(_write_long(tmp_path, mutate)), "--output-dir", str(output), "--estimate-only"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not output.exists()
+
+
+def test_an_arm_reading_another_arms_model_generates_with_it_and_trains_nothing(tmp_path):
+    # Listed before the arm it reads: the plan still puts that arm's training first.
+    data = json.loads(LONG.read_text())
+    data["arms"].insert(0, data["arms"].pop(3))
+    exp = read_experiment(_write_long(tmp_path, lambda d: d.update(arms=data["arms"])))
+    stages = build_plan(exp, tmp_path / "exp")
+    ids = [s.id for s in stages]
+    by_id = {s.id: s for s in stages}
+    assert "train/text-hierarchical" not in ids and ids.index("train/text") < ids.index("generate/text-hierarchical")
+    generate = by_id["generate/text-hierarchical"]
+    assert generate.after == ["train/text"]
+    assert generate.settings.model == str(tmp_path / "exp" / "arms" / "text" / "model")
+    assert generate.settings.data_file == by_id["generate/text"].settings.data_file
+    assert generate.settings.output == str(tmp_path / "exp" / "arms" / "text-hierarchical" / "predictions.jsonl")
+    assert (generate.settings.generation.long_documents, by_id["generate/text"].settings.generation.long_documents) \
+        == ("hierarchical", "truncate")
+    table = estimate_table(exp, {})
+    line = next(line for line in table.splitlines() if "text-hierarchical" in line)
+    assert "generate" in line and "train" not in line
+
+
+def test_a_pixels_arm_reading_another_arms_model_reads_that_arms_pages(tmp_path):
+    exp = read_experiment(_write_long(tmp_path, lambda d: d["arms"].append(
+        {"name": "tiny-truncated", "type": "pixels", "model_of": "pixels-tiny-36px",
+         "generation": {"long_documents": "truncate"}})))
+    by_id = {s.id: s for s in build_plan(exp, tmp_path / "exp")}
+    assert by_id["generate/tiny-truncated"].settings.data_file == by_id["generate/pixels-tiny-36px"].settings.data_file
+    assert "pages-tiny-36px" in by_id["generate/tiny-truncated"].settings.data_file
+
+
+def test_the_model_of_arm_is_redone_when_the_model_it_reads_changes(tmp_path):
+    before = _fingerprints(read_experiment(LONG), tmp_path)
+    retrained = _fingerprints(read_experiment(LONG, {"training.max_steps": 3}), tmp_path)
+    assert before["generate/text-hierarchical"] != retrained["generate/text-hierarchical"]
+    regenerated = _fingerprints(read_experiment(_write_long(tmp_path, lambda d: _arm(d, "text-hierarchical")
+                                                            .update(generation={"long_documents": "auto"}))), tmp_path)
+    changed = {stage for stage in before if before[stage] != regenerated[stage]}
+    assert changed == {"generate/text-hierarchical", "evaluate/text-hierarchical"}
+
+
+def test_lead_3_is_evaluations_baseline_and_lead_n_a_predictions_file(tmp_path):
+    def leads(data):
+        data["arms"] += [{"name": "lead-3", "type": "lead-3"}, {"name": "lead-three", "type": "lead", "sentences": 3}]
+
+    exp = read_experiment(_write_long(tmp_path, leads))
+    by_id = {s.id: s for s in build_plan(exp, tmp_path / "exp")}
+    for name in ("lead-3", "lead-three"):  # the seed's Lead-3, whichever way it is named
+        assert f"lead/{name}" not in by_id
+        job = by_id[f"evaluate/{name}"].settings
+        assert job.baseline == "lead-3" and job.predictions is None
+    job = by_id["evaluate/lead-16"].settings
+    assert job.baseline is None and job.predictions == str(tmp_path / "exp" / "arms" / "lead-16" / "predictions.jsonl")
+    assert by_id["evaluate/lead-16"].after == ["references/test", "lead/lead-16"]
+
+
+def test_the_lead_n_stage_writes_evaluations_lead_n_of_every_reference(tmp_path):
+    from evaluation.metrics import lead_n
+
+    exp = read_experiment(LONG)
+    folder = tmp_path / "exp"
+    stage = {s.id: s for s in build_plan(exp, folder)}["lead/lead-16"]
+    texts = [" ".join(f"Sentence {i} of document {d} ends here." for i in range(20)) for d in range(3)]
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "references.jsonl").write_text(
+        "".join(json.dumps({"id": f"d{d}", "text": text, "summary": "s"}) + "\n" for d, text in enumerate(texts)))
+    stage.work(False)
+    lines = [json.loads(line) for line in (folder / "arms" / "lead-16" / "predictions.jsonl").read_text().splitlines()]
+    assert lines == [{"id": f"d{d}", "prediction": lead_n(text, 16)} for d, text in enumerate(texts)]
+    assert all(len(line["prediction"].splitlines()) == 16 for line in lines)
+
+
+def test_the_synthetic_long_source_needs_no_hub(monkeypatch):
+    from experiments.config import DatasetSpec, check_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    check_dataset(DatasetSpec(source="bundled-long"))  # were it taken for a hub id: "not in the local cache"

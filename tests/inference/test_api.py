@@ -391,7 +391,7 @@ def test_openapi_generation_parameters_are_the_ones_the_server_enforces(client):
     properties = client.get("/openapi.json").json["paths"]["/summarize/text"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
     assert set(properties) == {"text", "max_new_tokens", "max_length", "num_beams", "temperature", "length_penalty",
-                               "no_repeat_ngram_size", "long_documents"}
+                               "no_repeat_ngram_size", "no_repeat_ngram_window", "long_documents"}
     assert properties["long_documents"]["enum"] == ["auto", "fit", "hierarchical", "truncate", "error"]
     answer = client.post("/summarize/text", json={"text": "hi", "long_documents": "squeeze"})
     assert answer.status_code == 400 and "long_documents" in answer.json["error"]

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from config import GenerationSettings, LoadSettings
+from evaluation.repetition import loops
 from inference.summarizer import DeepSeekSummarizer
+from tests.inference.test_loop_guard import WINDOW, bundled_texts
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="installed by bash setup.sh --dev (or --llamacpp)")
 
@@ -53,7 +55,8 @@ def documents(summarizer):
 
 
 def greedy(steps=STEPS, **extra):
-    return GenerationSettings(max_new_tokens=steps, batch_size=8).generate_kwargs() | extra
+    """Greedy decoding alone (no loop guard): what transformers' own `generate` does without the summarizer."""
+    return GenerationSettings(max_new_tokens=steps, batch_size=8, no_repeat_ngram_size=0).generate_kwargs() | extra
 
 
 @pytest.mark.slow  # llama.cpp's converter (the module's export)
@@ -90,6 +93,20 @@ def test_generation_settings_apply_as_in_torch(engines):
     assert len(llama_engine.backend.decoder.generate(prompts, 6, picker)[0]) == 6
     with pytest.raises(ValueError, match="num_beams > 1"):
         llama_engine.backend.generate(doc, greedy(num_beams=2))
+
+
+@pytest.mark.slow  # llama.cpp's converter (the module's export)
+def test_the_loop_guard_holds_on_llama_cpp(engines):
+    """The tiny model loops without the guard and not with the default one (tests/inference/test_loop_guard.py:
+    the same on torch)."""
+    _, llama_engine = engines
+    documents = [llama_engine.prepare_text(text) for text in bundled_texts()]
+    unguarded = llama_engine.summarize_documents(documents, GenerationSettings(no_repeat_ngram_size=0))
+    assert sum(loops(result.summary) for result in unguarded) >= len(documents) // 2
+    guarded = llama_engine.summarize_documents(documents, GenerationSettings())
+    assert [result.summary for result in guarded if loops(result.summary)] == []
+    windowed = llama_engine.summarize_documents(documents, GenerationSettings(no_repeat_ngram_window=WINDOW))
+    assert any(loops(result.summary) for result in windowed)  # the window reaches the engine
 
 
 @pytest.mark.slow  # llama.cpp's converter and quantizer

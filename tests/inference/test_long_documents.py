@@ -87,6 +87,7 @@ def test_a_document_that_fits_is_read_as_it_is(reader, calls):
     assert (result.strategy, result.windows, result.levels, result.pages_read, result.read_mode) == \
         ("direct", 1, 1, 3, None)
     assert result.tokens_read == 3 * 111 and result.prompt_tokens == calls[0][1] and result.context == CONTEXT
+    assert result.vision_tokens == 3 * 100  # the paper's count at small mode
     _within_context(calls)
 
 
@@ -94,6 +95,7 @@ def test_fit_reads_the_pages_at_the_next_mode_down(reader, calls):
     result = reader.summarize_text(text_of_pages(reader, 4))
     assert (result.strategy, result.windows, result.pages_read, result.read_mode) == ("fit", 1, 4, "tiny")
     assert result.tokens_read == 4 * 73 and calls[0][3] == 512  # the 640 px pages read in a 512 px view
+    assert result.vision_tokens == 4 * 64  # tiny mode's, the tokens the decoder read
     _within_context(calls)
 
 
@@ -219,3 +221,35 @@ def test_a_300000_character_document_at_real_size_stays_within_its_context():
     assert result.context == 8192 and result.pages > 80 and result.summary
     assert (result.strategy, result.read_mode) == ("fit", "tiny")  # about 90 small pages fit read at tiny mode
     assert model.prompts and max(model.prompts) + 128 <= 8192
+
+
+def test_a_led_baseline_reads_its_encoder_positions_with_a_global_first_token(tmp_path, monkeypatch):
+    """A long-input checkpoint (LED) is read to its encoder's positions, not a BART's 1024, and its first token
+    attends globally, as its summarization checkpoints were trained."""
+    import torch
+    from transformers import LEDConfig, LEDForConditionalGeneration
+
+    from inference.summarizer import DeepSeekSummarizer
+    from model.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    config = LEDConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
+                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                       max_encoder_position_embeddings=2048, max_decoder_position_embeddings=64, attention_window=16,
+                       pad_token_id=2, bos_token_id=0, eos_token_id=1, decoder_start_token_id=1)
+    torch.manual_seed(0)
+    LEDForConditionalGeneration(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    masks = []
+    generate = LEDForConditionalGeneration.generate
+
+    def recorded(self, *args, **kwargs):
+        masks.append((kwargs["attention_mask"].sum(dim=1).tolist(), kwargs.get("global_attention_mask")))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(LEDForConditionalGeneration, "generate", recorded)
+    baseline = DeepSeekSummarizer.from_pretrained(tmp_path, LoadSettings(device="cpu"))
+    result = baseline.summarize_text(_bundled_text()[:6000], max_new_tokens=4)  # about 1,200 tokens
+    assert (result.strategy, result.windows, result.context) == ("direct", 1, 2048)
+    (lengths, global_mask), = masks
+    assert lengths[0] > 1024 and global_mask[0].tolist() == [1] + [0] * (lengths[0] - 1)

@@ -240,3 +240,23 @@ def test_text_prompt_needs_text_and_no_pages(tokenizer):
         tiny(tokenizer, input_mode="text")([""])
     with pytest.raises(ValueError):
         tiny(tokenizer, input_mode="vision")
+
+
+@pytest.mark.parametrize("instruction", [INSTRUCTION, "Summarize.", "  Résumez ce document.  \n", ""])
+def test_data_counts_the_prompt_as_the_processor_builds_it(tokenizer, instruction):
+    """data.prepare_datasets counts positions without the model (data/tokens.py): the same number."""
+    from data.tokens import prompt_positions
+
+    assert prompt_positions(instruction) == tiny(tokenizer, instruction=instruction).fixed_positions()
+
+
+def test_sequence_length_is_the_built_sequences_without_a_pixel(tokenizer):
+    pages = [page(1280, 1920), page(640, 640), page(300, 200)]
+    gundam = DeepSeekOCRProcessor(tokenizer, DeepSeekOCRImageProcessor.from_mode("gundam"))
+    for target, limit in (("A short summary.", None), ("A short summary that the limit cuts.", 4)):
+        built = int(gundam([pages], [target], max_target_length=limit)["attention_mask"].sum())
+        assert gundam.sequence_length([p.size for p in pages], target, limit) == built
+        text = tiny(tokenizer, input_mode="text", max_source_length=5)
+        built = int(text(["one two three four five six seven"], [target], max_target_length=limit)["attention_mask"]
+                    .sum())
+        assert text.sequence_length("one two three four five six seven", target, limit) == built

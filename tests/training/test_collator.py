@@ -95,3 +95,20 @@ def test_page_keys_follow_page_content(processor):
     keys = batch["page_keys"]
     assert len(keys) == 3 and keys[0] == keys[2] != keys[1]
     assert "page_keys" not in make_collator(processor)(records)
+
+
+def test_sequence_length_is_the_length_of_the_built_sequence(processor, tmp_path):
+    """The length the trainer checks against the context, without a pixel: rendered, prepared and text input."""
+    from data.text_to_image import TextToImageConverter
+
+    converter = TextToImageConverter(RenderConfig(mode="tiny"))
+    short, other = bundled_records(2)
+    long = {**other, "text": " ".join(record["text"] for record in bundled_records(6))}
+    prepared = {**long, "images": [str(p) for p in converter.save_pages(converter.render(long["text"]), tmp_path,
+                                                                         "doc")]}
+    text_input = DeepSeekOCRProcessor(processor.tokenizer, processor.image_processor, processor.instruction,
+                                      input_mode="text", max_source_length=50)
+    for collator in (make_collator(processor, max_length=8), make_collator(text_input, max_length=8)):
+        for record in (short, long, prepared):
+            assert collator.sequence_length(record) == int(collator([record])["attention_mask"].sum())
+    assert make_collator(processor).sequence_length(long) > 2 * TINY_PLACEHOLDERS  # several pages counted
