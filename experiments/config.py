@@ -79,6 +79,9 @@ class ArmSpec:
     # several ways of reading with one model (e.g. long documents truncated or hierarchical) for one training.
     model_of: Optional[Str] = None
     sentences: Optional[Int] = None  # lead: sentences of the document taken as its summary (default 3)
+    # pixels and text: the backbone this arm fine-tunes (model/backbones), in place of the shared model's: the
+    # same size of the other backbone (tiny-random -> tiny-random-ocr2, the real checkpoint -> the real one).
+    backbone: Optional[Str] = None
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -151,7 +154,24 @@ def arm_training(exp: ExperimentConfig, arm: ArmSpec) -> dict[str, Any]:
         keys = merged(keys, {"render": arm.render})
     if arm.type == "text":
         keys["input_mode"] = "text"
+    if arm.backbone:
+        keys["model_name"] = backbone_model(keys.get("model_name") or TrainingConfig().model_name, arm.backbone)
     return keys
+
+
+def backbone_model(model_name: str, backbone: str) -> str:
+    """The model of `backbone` that matches `model_name` (a preset or hub id of another backbone) in size."""
+    from model import backbones
+
+    if backbone not in backbones.BACKBONES:
+        raise ConfigError(f"config key 'backbone' must be one of {', '.join(backbones.BACKBONES)}, got {backbone!r}")
+    target = backbones.named(backbone)
+    for own in backbones.BACKBONES.values():
+        for names, targets in ((own.presets, target.presets), (own.hub_ids, target.hub_ids)):
+            if model_name in names:
+                return targets[names.index(model_name)]
+    raise ConfigError(f"config key 'backbone' maps a preset or a known hub id to its {backbone} counterpart; "
+                      f"{model_name!r} is neither: set the arm's training.model_name instead")
 
 
 def arm_generation(exp: ExperimentConfig, arm: ArmSpec) -> GenerationSettings:
@@ -172,6 +192,8 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
                               "remove it")
     if arm.render and arm.type != "pixels":
         raise ConfigError(f"{where}: 'render' applies to pixels arms only")
+    if arm.backbone is not None and arm.type not in ("pixels", "text"):
+        raise ConfigError(f"{where}: 'backbone' applies to pixels and text arms only")
     if arm.sentences is not None and arm.type != "lead":
         raise ConfigError(f"{where}: 'sentences' applies to lead arms only"
                           + (" (lead-3 reads 3; use type 'lead' for another number)" if arm.type == "lead-3" else ""))

@@ -15,8 +15,7 @@ from typing import Optional
 import torch
 from PIL import Image
 
-from config import LoadSettings
-from config.modes import RESOLUTION_MODES, vision_tokens
+from config import LoadSettings, UserError
 from inference.loop_guard import guard, without_guard
 from model.checkpoint.load import load_pretrained
 
@@ -69,15 +68,12 @@ class OCRBackend:
 
     @property
     def context(self) -> int:
-        return self.model.config.max_position_embeddings
+        return self.model.config.get_text_config().max_position_embeddings
 
     @property
     def mode(self) -> str:
         """The resolution mode the model reads pages at (a tiled mode is named gundam)."""
-        images = self.processor.image_processor
-        return "gundam" if images.crop_mode else next(
-            name for name, geometry in RESOLUTION_MODES.items()
-            if not geometry.crop_mode and geometry.base_size == images.global_size)
+        return self.processor.image_processor.mode
 
     def budget(self, new_tokens: int) -> Budget:
         fixed = self.processor.fixed_positions()
@@ -93,22 +89,32 @@ class OCRBackend:
             self._mode_processors[mode] = self.processor.with_mode(mode)
         return self._mode_processors[mode]
 
+    def views(self, mode: str) -> Optional[tuple[int, bool]]:
+        """(global view side, whether pages are tiled) of the pages read at `mode`; None for a mode the backbone
+        does not read."""
+        try:
+            images = self._processor(mode).image_processor
+        except UserError:
+            return None
+        return images.global_size, images.crop_mode
+
     def page_positions(self, page: Image.Image, mode: Optional[str] = None) -> int:
         """Decoder positions of one page read at `mode` (default: the model's own)."""
         return self._processor(mode).page_positions(page)
 
     def text_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of the tokens a text document is read as (a model trained on text input)."""
+        """Character spans of the tokens a text document is read as (a model trained on text input). The whole
+        document, however long: planning its windows is what this is for (verbose=False: no warning that it is
+        longer than the model reads)."""
         encoded = self.processor.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True,
-                                           return_offsets_mapping=True)
+                                           return_offsets_mapping=True, verbose=False)
         start = len(text) - len(text.lstrip())
         return [(begin + start, end + start) for begin, end in encoded["offset_mapping"]]
 
     def vision_tokens(self, page: Image.Image, mode: Optional[str] = None) -> int:
         """The paper's vision-token count of one page read at `mode` (default: the model's own; layout positions
         not counted)."""
-        images = self._processor(mode).image_processor
-        return vision_tokens(images.global_size, images.image_size, images.crop_grid(*page.size))
+        return self._processor(mode).image_processor.vision_tokens(*page.size)
 
     def inputs(self, documents: list[Document]) -> dict:
         """The model inputs of a batch (its documents read at one mode), left-padded, on the model's device."""
@@ -156,8 +162,8 @@ class Seq2SeqBackend:
         return Budget(self.max_source_length, new_tokens, fixed, self.max_source_length - fixed)
 
     def text_spans(self, text: str) -> list[tuple[int, int]]:
-        return [tuple(span) for span in self.tokenizer(text, add_special_tokens=False,
-                                                       return_offsets_mapping=True)["offset_mapping"]]
+        return [tuple(span) for span in self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                                       verbose=False)["offset_mapping"]]
 
     def generate(self, documents: list[Document], generate_kwargs: dict) -> list[str]:
         texts = [self.source_prefix + doc.text for doc in documents]

@@ -207,9 +207,11 @@ class LlamaCppBackend(OCRBackend):
         super().__init__(loaded.model, loaded.processor, loaded.device)
         self.decoder = LlamaCppDecoder(gguf, torch.get_num_threads())
         self.gguf = gguf.name
-        if self.decoder.n_embd != loaded.model.config.hidden_size:
+        self.backbone = loaded.source.backbone
+        width = loaded.model.config.get_text_config().hidden_size
+        if self.decoder.n_embd != width:
             raise ModelLoadError(f"{gguf} is a decoder of width {self.decoder.n_embd}, the model folder's is "
-                                 f"{loaded.model.config.hidden_size}: export both from the same model")
+                                 f"{width}: export both from the same model")
 
     def prompts(self, documents: list[Document]) -> tuple[list[list[int]], list[list[Segment]]]:
         """Each document's prompt ids (without padding) and its runs: text tokens, then page embeddings in the
@@ -218,9 +220,7 @@ class LlamaCppBackend(OCRBackend):
         embeddings = None
         if "pixel_values" in batch:
             with torch.inference_mode():
-                features = self.model.encode_images(batch["pixel_values"], batch.get("pixel_values_tiles"))
-                embeddings = self.model.image_embeddings(features, batch["images_spatial_crop"])
-            embeddings = embeddings.float().cpu().numpy()
+                embeddings = self.backbone.image_features(self.model, batch).float().cpu().numpy()
         image_token, used = self.model.config.image_token_id, 0
         ids, prompts = [], []
         for row, keep in zip(batch["input_ids"], batch["attention_mask"]):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from config.modes import MIN_LEGIBLE_FONT_PX, MODE_DOWN, RESOLUTION_MODES
 from inference.backends import Budget, Document
@@ -77,17 +77,26 @@ def _windows(costs: list[int], room: int) -> list[list[int]]:
     return groups
 
 
-def legible_modes(own: str, page_side: int, font_size: int) -> list[str]:
+def _views(mode: str) -> Optional[tuple[int, bool]]:
+    """DeepSeek-OCR's (global view side, tiled) of a mode."""
+    geometry = RESOLUTION_MODES[mode]
+    return geometry.base_size, geometry.crop_mode
+
+
+def legible_modes(own: str, page_side: int, font_size: int,
+                  views: Callable[[str], Optional[tuple[int, bool]]] = _views) -> list[str]:
     """The modes below `own`, nearest first, at which the text of a page (its longer side `page_side` pixels) stays
     legible, taking its text to be `font_size` high as `own` reads it: true of pages rendered from text, and
-    assumed of images and PDFs, which the model reads as it reads its own pages."""
-    geometry = RESOLUTION_MODES[own]
+    assumed of images and PDFs, which the model reads as it reads its own pages. `views(mode)`: the backbone's
+    global view side and whether it tiles, None for a mode it does not read."""
+    side, tiled = views(own)
     # A tiled mode reads the page at full size in its tiles; the others see it shrunk to their view.
-    seen = page_side if geometry.crop_mode else geometry.base_size
+    seen = page_side if tiled else side
     modes, mode = [], own
     while mode in MODE_DOWN:
         mode = MODE_DOWN[mode]
-        if font_size * RESOLUTION_MODES[mode].base_size / seen < MIN_LEGIBLE_FONT_PX:
+        view = views(mode)
+        if view is None or font_size * view[0] / seen < MIN_LEGIBLE_FONT_PX:
             break
         modes.append(mode)
     return modes
@@ -101,7 +110,7 @@ def _plan_pages(doc: Document, backend, budget: Budget, strategy: str, font_size
     if strategy == "error":
         raise _refusal(len(costs), total, budget, "set long_documents to fit, hierarchical or truncate")
     if strategy in ("auto", "fit"):
-        for mode in legible_modes(backend.mode, max(doc.pages[0].size), font_size):
+        for mode in legible_modes(backend.mode, max(doc.pages[0].size), font_size, backend.views):
             fitted = sum(backend.page_positions(page, mode) for page in doc.pages)
             if fitted <= budget.room:
                 return Plan("fit", [dataclasses.replace(doc, read_mode=mode)], total, fitted, len(costs), mode,

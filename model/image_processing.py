@@ -25,6 +25,7 @@ from config.modes import (
     tile_count,
     tile_grid,
     tokens_per_side,
+    vision_tokens,
 )
 
 PAD_COLOR = (127, 127, 127)  # int(0.5 * 255) per channel, as the official code computes it
@@ -92,8 +93,26 @@ class DeepSeekOCRImageProcessor:
             return (1, 1)
         return tile_grid(width, height, self.min_tiles, self.max_tiles, self.image_size)
 
+    @property
+    def mode(self) -> str:
+        """The render mode these settings read pages at (a tiled one is named gundam)."""
+        return "gundam" if self.crop_mode else next(
+            name for name, geometry in RESOLUTION_MODES.items()
+            if not geometry.crop_mode and geometry.base_size == self.global_size)
+
     def num_placeholders(self, crop_grid: tuple[int, int] = (1, 1)) -> int:
         return num_image_placeholders(self.global_size, self.image_size, crop_grid)
+
+    def vision_tokens(self, width: int, height: int) -> int:
+        """The paper's vision-token count of a page of this size (layout positions not counted)."""
+        return vision_tokens(self.global_size, self.image_size, self.crop_grid(width, height))
+
+    @staticmethod
+    def batch(pages: list[ProcessedImage]) -> dict[str, torch.Tensor]:
+        """The model inputs of a batch's pages (in prompt order)."""
+        return {"pixel_values": torch.cat([page.global_view for page in pages]),
+                "pixel_values_tiles": torch.cat([page.tiles for page in pages]),
+                "images_spatial_crop": torch.tensor([page.crop_grid for page in pages], dtype=torch.long)}
 
     def __call__(self, image: Image.Image) -> ProcessedImage:
         image = image.convert("RGB")

@@ -1,5 +1,6 @@
-"""The one table of official DeepSeek-OCR checkpoint names, read both ways: `model.checkpoint.convert` reads official
-checkpoints through it (official -> this model) and `model.checkpoint.export` writes them (this model -> official).
+"""The official DeepSeek-OCR checkpoint layout: the one table of its names, read both ways (official -> this model
+when the DeepSeek-OCR backbone loads an official folder, this model -> official when `model.checkpoint.export`
+writes one), and the conversion of its weights.
 
 Official counterpart: the `state_dict()` of `DeepseekOCRForCausalLM` (`modeling_deepseekocr.py`), as stored in the
 `deepseek-ai/DeepSeek-OCR` checkpoint. Official key (after the leading "model.")  ->  this model:
@@ -13,9 +14,17 @@ Official counterpart: the `state_dict()` of `DeepseekOCRForCausalLM` (`modeling_
 """
 from __future__ import annotations
 
+import json
 import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
+from transformers import initialization
+
+from model.configuration import DeepSeekOCRConfig
+from model.deep_encoder import convert_official_vision_state_dict
 
 OFFICIAL_PREFIX = "model."
 UNPREFIXED_KEYS = ("lm_head.weight",)
@@ -89,3 +98,105 @@ def to_official_state_dict(state: dict[str, torch.Tensor], vision_config) -> dic
     converted = to_official_vision_state_dict(vision, vision_config)
     official.update({OFFICIAL_PREFIX + name: tensor for name, tensor in converted.items()})
     return official
+
+
+def _pack_experts(experts: dict[int, dict[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    packed = {}
+    for layer, by_expert in experts.items():
+        ids = sorted(by_expert)
+        if ids != list(range(len(ids))) or any(len(by_expert[e]) != len(EXPERT_PROJS) for e in ids):
+            raise ValueError(f"layer {layer}: incomplete routed experts (need gate/up/down for experts 0..n-1)")
+        packed[packed_expert_key(layer, "gate_up_proj")] = torch.stack(
+            [torch.cat([by_expert[e]["gate_proj"], by_expert[e]["up_proj"]], dim=0) for e in ids])
+        packed[packed_expert_key(layer, "down_proj")] = torch.stack([by_expert[e]["down_proj"] for e in ids])
+    return packed
+
+
+def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename official keys to this model's keys; unknown keys are kept as they are, for `check_state_dict`."""
+    converted, vision, experts = {}, {}, {}
+    for key, value in official.items():
+        if key in UNPREFIXED_KEYS:
+            converted[key] = value
+            continue
+        name = key[len(OFFICIAL_PREFIX):] if key.startswith(OFFICIAL_PREFIX) else key
+        if match := EXPERT_KEY.match(name):
+            layer, expert, proj = int(match[1]), int(match[2]), match[3]
+            experts.setdefault(layer, {}).setdefault(expert, {})[proj] = value
+        elif name.startswith(VISION_PARTS):
+            vision[name] = value
+        elif name in PLAIN_RENAMES:
+            converted[PLAIN_RENAMES[name]] = value
+        elif name.startswith(DECODER_PARTS):
+            converted[DECODER_PREFIX + name] = value
+        else:
+            converted[key] = value
+    converted.update(_pack_experts(experts))
+    converted.update({VISION_PREFIX + k: v for k, v in convert_official_vision_state_dict(vision).items()})
+    return converted
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], vision_only: bool = False) -> None:
+    """Raise one error listing every missing key, unexpected key and shape mismatch (`vision_only`: of the vision
+    parts alone)."""
+    expected = {k: v for k, v in model.state_dict().items() if not vision_only or k.startswith(VISION_MODULES)}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            "checkpoint does not match the model:\n"
+            f"missing ({len(missing)}): {missing}\nunexpected ({len(unexpected)}): {unexpected}\n"
+            f"shape mismatches ({len(shapes)}): {shapes}"
+        )
+
+
+def load_official_state_dict(model: torch.nn.Module, official: dict[str, torch.Tensor],
+                             vision_only: bool = False) -> None:
+    """Convert, check strictly and copy official weights into `model` (cast to the model's dtypes); `vision_only`:
+    the vision parts alone, for a model whose decoder runs elsewhere (the llama.cpp engine)."""
+    state = convert_official_state_dict(official)
+    check_state_dict(model, state, vision_only)
+    reference = model.state_dict()
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=not vision_only)
+
+
+def is_official_vision_key(key: str) -> bool:
+    name = key.removeprefix(OFFICIAL_PREFIX)
+    return name.startswith(VISION_PARTS) or name in PLAIN_RENAMES
+
+
+def read_safetensors_folder(folder: Path, keep: Optional[Callable[[str], bool]] = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a folder's safetensors files, or those whose name `keep` accepts (the others are never read
+    into memory)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else None
+    files = [folder / f for f in files] if files else sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {folder}")
+    state = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as tensors:
+            state.update({key: tensors.get_tensor(key) for key in tensors.keys() if keep is None or keep(key)})
+    return state
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_empty_model(config: DeepSeekOCRConfig, dtype: torch.dtype):
+    from model.modeling import DeepSeekOCRForConditionalGeneration
+
+    # Built directly in the target dtype without random init: every parameter is overwritten by the checkpoint.
+    with initialization.no_init_weights(), _default_dtype(dtype):
+        return DeepSeekOCRForConditionalGeneration(config)

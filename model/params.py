@@ -5,8 +5,9 @@ from typing import Iterable
 
 import torch
 
-# Parts of DeepSeekOCRForConditionalGeneration by parameter-name prefix.
-_PARTS = {
+# Parts of DeepSeekOCRForConditionalGeneration by parameter-name prefix (another backbone names its own: the first
+# part whose prefix a name starts with counts it).
+PARTS = {
     "sam": ("vision_encoder.sam_model.",),
     "clip": ("vision_encoder.vision_model.",),
     "projector": ("projector.", "image_newline", "view_separator"),
@@ -16,7 +17,7 @@ _PARTS = {
 }
 
 
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+def parameter_counts(model: torch.nn.Module, parts: dict[str, tuple[str, ...]] = PARTS) -> dict[str, int]:
     """Parameters per part, plus `decoder_total` (embed_tokens + layers + final norm + lm_head), `decoder_active`
     and `total`.
 
@@ -24,11 +25,12 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     layer's router + shared experts + `num_experts_per_tok` of its routed experts, the final norm and lm_head. The
     embedding table is excluded (a row lookup, not a matmul), as in the usual "0.57B active" figure.
     """
-    counts = dict.fromkeys(_PARTS, 0)
+    counts = dict.fromkeys(parts, 0)
     routed_total, routed_active = 0, 0
-    top_k, n_experts = model.config.num_experts_per_tok, model.config.n_routed_experts
+    text = model.config.get_text_config()
+    top_k, n_experts = text.num_experts_per_tok, text.n_routed_experts
     for name, param in model.named_parameters():
-        part = next(p for p, prefixes in _PARTS.items() if name.startswith(prefixes))
+        part = next(p for p, prefixes in parts.items() if name.startswith(prefixes))
         counts[part] += param.numel()
         if ".mlp.experts." in name:  # packed routed experts: [n_experts, ...]
             routed_total += param.numel()
@@ -63,7 +65,7 @@ def lora_parameter_count(model: torch.nn.Module, r: int, target_modules: Iterabl
     adapters (CLIP's q/k/v_proj in the frozen encoder are left alone; packed routed experts are not Linear)."""
     targets = tuple(target_modules)
     return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.startswith("language_model.layers.")
+               if isinstance(m, torch.nn.Linear) and name.removeprefix("model.").startswith("language_model.layers.")
                and name.rsplit(".", 1)[-1] in targets)
 
 

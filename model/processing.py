@@ -26,7 +26,7 @@ from transformers import BatchFeature
 
 from config.settings import InputMode
 from data.jsonl import write_json_atomic
-from model.image_processing import DeepSeekOCRImageProcessor
+from model import backbones
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 
 IGNORE_INDEX = -100
@@ -70,14 +70,16 @@ def saved_processor_config(directory: str | Path) -> Path | None:
     directory = Path(directory)
     for name in (EXPORTED_PROCESSOR_CONFIG_NAME, PROCESSOR_CONFIG_NAME):
         path = directory / name
-        if path.is_file() and "image_processor" in json.loads(path.read_text(encoding="utf-8")):
+        # "instruction": transformers' processor_config.json (a DeepSeek-OCR-2 folder's) has an image_processor too.
+        if path.is_file() and "instruction" in json.loads(path.read_text(encoding="utf-8")):
             return path
     return None
 
 
 class DeepSeekOCRProcessor:
     """Documents (lists of page images, or texts with `input_mode="text"`) and optional target summaries ->
-    padded model inputs.
+    padded model inputs. Pages go through the backbone's page processor (`image_processor`), which also names the
+    pages' model inputs.
 
     Targets longer than `max_target_length` tokens (EOS included) are cut, never the prompt or its image
     placeholders. Each call returns `target_truncated [B]` (reliable inside DataLoader workers) and adds the
@@ -86,7 +88,7 @@ class DeepSeekOCRProcessor:
     `self.truncated_sources`).
     """
 
-    def __init__(self, tokenizer, image_processor: DeepSeekOCRImageProcessor,
+    def __init__(self, tokenizer, image_processor,
                  instruction: str = DEFAULT_INSTRUCTION, input_mode: InputMode = "pixels",
                  max_source_length: int | None = None):
         if input_mode not in INPUT_MODES:
@@ -116,7 +118,7 @@ class DeepSeekOCRProcessor:
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
 
         sequences, label_rows, truncated, sources_cut = [], [], [], []
-        global_views, tiles, crops, num_pages, num_image_tokens = [], [], [], [], []
+        pages, num_pages, num_image_tokens = [], [], []
         for index, document in enumerate(documents):
             counts = []
             if self.input_mode == "text":
@@ -126,9 +128,7 @@ class DeepSeekOCRProcessor:
             else:
                 for image in document:
                     page = self.image_processor(image)
-                    global_views.append(page.global_view)
-                    tiles.append(page.tiles)
-                    crops.append(page.crop_grid)
+                    pages.append(page)
                     counts.append(page.num_placeholders)
                 prompt = build_prompt_ids(self.tokenizer, counts, self.instruction)
             num_pages.append(len(counts))
@@ -146,9 +146,7 @@ class DeepSeekOCRProcessor:
             batch["source_truncated"] = torch.tensor(sources_cut, dtype=torch.bool)
             self.truncated_sources += sum(sources_cut)
         else:
-            batch["pixel_values"] = torch.cat(global_views)
-            batch["pixel_values_tiles"] = torch.cat(tiles)
-            batch["images_spatial_crop"] = torch.tensor(crops, dtype=torch.long)
+            batch.update(self.image_processor.batch(pages))
         batch["num_pages"] = torch.tensor(num_pages, dtype=torch.long)
         batch["num_image_tokens"] = torch.tensor(num_image_tokens, dtype=torch.long)
         if targets is not None:
@@ -158,7 +156,7 @@ class DeepSeekOCRProcessor:
 
     def with_mode(self, mode: str) -> "DeepSeekOCRProcessor":
         """This processor reading pages in another resolution mode (same tokenizer, instruction and tiling cap)."""
-        images = DeepSeekOCRImageProcessor.from_mode(mode, self.image_processor.max_tiles)
+        images = type(self.image_processor).from_mode(mode, self.image_processor.max_tiles)
         return DeepSeekOCRProcessor(self.tokenizer, images, self.instruction, self.input_mode, self.max_source_length)
 
     def page_positions(self, page: Image.Image) -> int:
@@ -171,7 +169,8 @@ class DeepSeekOCRProcessor:
 
     def text_ids(self, text: str) -> list[int]:
         """A text document's tokens, whole (what `max_source_length` would cut is the caller's to decide)."""
-        return self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True)
+        return self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True,
+                                     verbose=False)
 
     def fixed_positions(self) -> int:
         """Positions of every prompt besides its document: BOS and the instruction."""
@@ -243,6 +242,8 @@ class DeepSeekOCRProcessor:
             raise FileNotFoundError(f"{directory} holds no processor settings of this project")
         config = json.loads(path.read_text(encoding="utf-8"))
         # Folders saved before text input existed read pages.
-        return cls(load_tokenizer(str(directory)), DeepSeekOCRImageProcessor.from_dict(config["image_processor"]),
+        images = backbones.of_page_processor(config["image_processor"]).page_processor_from_dict(
+            config["image_processor"])
+        return cls(load_tokenizer(str(directory)), images,
                    instruction=config["instruction"], input_mode=config.get("input_mode", "pixels"),
                    max_source_length=config.get("max_source_length"))

@@ -24,8 +24,8 @@ from model.checkpoint.convert import model_config
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.load import load_pretrained
 from model.checkpoint.lora import merge_lora_state_dict
-from model.image_processing import DeepSeekOCRImageProcessor
-from model.params import estimate_training_memory, freeze_vision_encoder, parameter_counts, trainable_parameter_counts
+from model import backbones
+from model.params import estimate_training_memory, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
@@ -43,15 +43,15 @@ DEFAULT_VISION_CACHE_DIR = Path.home() / ".cache" / "deepseek-ocr-summarizer" / 
 def add_lora_adapters(model, lora: LoraConfig) -> None:
     """Freeze the decoder and lm_head and inject trainable LoRA adapters into the decoder's projections only.
 
-    The pattern is anchored to `language_model.layers`, because CLIP in the frozen encoder also has
-    q_proj/k_proj/v_proj. Injected in place (no PeftModel wrapper): the model keeps its class, so the Trainer
-    saves and resumes its full state, and a trainable projector needs no special handling.
+    The backbone's pattern is anchored to the decoder's layers, because the frozen encoder has projections of the
+    same names. Injected in place (no PeftModel wrapper): the model keeps its class, so the Trainer saves and
+    resumes its full state, and a trainable projector needs no special handling.
     """
-    for module in (model.language_model, model.lm_head):
+    backbone = backbones.of_model(model)
+    for module in backbone.decoder_modules(model):
         module.requires_grad_(False)
-    targets = "|".join(lora.target_modules)
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=rf"language_model\.layers\.\d+\.(?:.*\.)?(?:{targets})")
+                                 target_modules=backbone.lora_pattern(lora.target_modules))
     inject_adapter_in_model(peft_config, model, low_cpu_mem_usage=next(model.parameters()).is_meta)
 
 
@@ -87,7 +87,7 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
     model = loaded.model
     # The run's saved config names the kernels it really used, transformers' default included.
     cfg.load.experts_implementation = model.config._experts_implementation
-    freeze_vision_encoder(model, train_projector=cfg.train_projector)
+    loaded.source.backbone.freeze_vision(model, train_projector=cfg.train_projector)
     if cfg.lora.enabled:
         add_lora_adapters(model, cfg.lora)
     for param in model.parameters():
@@ -99,7 +99,7 @@ def build_model(cfg: TrainingConfig, half: Optional[torch.dtype] = None):
 def decoder_context(cfg: TrainingConfig) -> int:
     """The decoder's context of `cfg.model_name`, from its config alone (no weight is read), once settings that
     could never fit it are refused (training/context.py)."""
-    context = model_config(cfg.model_name).max_position_embeddings
+    context = model_config(cfg.model_name).get_text_config().max_position_embeddings
     # The prompt's positions as data counts them, the tokenizer not loaded yet; tests hold them to the processor's.
     check_text_input(cfg, context, prompt_positions(cfg.instruction))
     return context
@@ -160,14 +160,14 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
         )
         decoder_context(cfg)  # settings that cannot fit are refused before the weights load
         model, tokenizer = build_model(cfg, half)
-        processor = DeepSeekOCRProcessor(tokenizer,
-                                         DeepSeekOCRImageProcessor.from_mode(cfg.render.mode), cfg.instruction,
+        backbone = backbones.of_model(model)
+        processor = DeepSeekOCRProcessor(tokenizer, backbone.page_processor(cfg.render.mode), cfg.instruction,
                                          input_mode=cfg.input_mode, max_source_length=cfg.max_source_length)
         cache = None
-        if cfg.vision_cache != "none":
+        if cfg.vision_cache != "none" and backbone.caches_vision_features:
             folder = os.environ.get(VISION_CACHE_ENV, DEFAULT_VISION_CACHE_DIR) if cfg.vision_cache == "disk" else None
             cache = VisionFeatureCache(model, folder)
-        context = model.config.max_position_embeddings
+        context = model.config.get_text_config().max_position_embeddings
         collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None,
                                        context=context)
         train_dataset, eval_dataset, over = records_within_context(collator, train_dataset, eval_dataset)
@@ -256,6 +256,9 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
 
+DECODER_PARTS = ("embed_tokens", "decoder_layers", "lm_head")
+
+
 def _gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:8.2f}"
 
@@ -263,20 +266,19 @@ def _gib(n_bytes: int) -> str:
 def dry_run_report(cfg: TrainingConfig) -> str:
     """Trainable/frozen counts and weights/gradients/AdamW memory for full and LoRA fine-tuning of
     `cfg.model_name`, from a meta-device model (no weights are read or allocated)."""
-    from transformers import initialization
+    from model.checkpoint.source import resolve_model_source
 
-    from model.modeling import DeepSeekOCRForConditionalGeneration
-
+    backbone = resolve_model_source(cfg.model_name).backbone
     # The estimate is for the GPU run: "auto" means bf16 there; load.dtype, when set, is the frozen weights'.
     dtype = PRECISIONS.get(cfg.load.dtype or cfg.mixed_precision, torch.bfloat16)
     rows, counts = [], None
     for lora in (False, True):
-        with torch.device("meta"), initialization.no_init_weights():
-            model = DeepSeekOCRForConditionalGeneration(model_config(cfg.model_name))
-        freeze_vision_encoder(model, train_projector=cfg.train_projector)
+        with torch.device("meta"):
+            model = backbone.build_empty(model_config(cfg.model_name), torch.float32)
+        backbone.freeze_vision(model, train_projector=cfg.train_projector)
         if lora:
             add_lora_adapters(model, cfg.lora)
-        counts = counts or parameter_counts(model)
+        counts = counts or parameter_counts(model, backbone.parameter_parts)
         trainable = trainable_parameter_counts(model)
         memory = estimate_training_memory(model, dtype, trainable=trainable["trainable"])
         label = f"LoRA r={cfg.lora.r}" if lora else "full decoder"
@@ -284,9 +286,10 @@ def dry_run_report(cfg: TrainingConfig) -> str:
                     + "".join(_gib(memory[k]) for k in ("weights", "gradients", "optimizer", "total")))
     lines = [
         f"Dry run of {cfg.model_name} on the meta device (nothing loaded); projector "
-        f"{'trainable' if cfg.train_projector else 'frozen'}, DeepEncoder frozen.",
-        f"Parameters: {counts['total']:,} = SAM {counts['sam']:,} + CLIP {counts['clip']:,} + projector "
-        f"{counts['projector']:,} + decoder {counts['decoder_total']:,} (active per token {counts['decoder_active']:,})",
+        f"{'trainable' if cfg.train_projector else 'frozen'}, {backbone.encoder_title} frozen.",
+        f"Parameters: {counts['total']:,} = "
+        + " + ".join(f"{part} {counts[part]:,}" for part in backbone.parameter_parts if part not in DECODER_PARTS)
+        + f" + decoder {counts['decoder_total']:,} (active per token {counts['decoder_active']:,})",
         f"Decoder context: {decoder_context(cfg)} positions; records whose pages, instruction and summary take more "
         "are left out of training and counted.",
         f"Memory in GiB ({str(dtype).removeprefix('torch.')} weights, float32 trainable master weights and AdamW "

@@ -74,7 +74,7 @@ def update_generation_settings(folder: str | Path, settings: GenerationSettings)
 
     folder = Path(folder)
     save_json(settings, folder / GENERATION_SETTINGS_FILE)
-    if folder_kind(folder) == "seq2seq":
+    if folder_kind(folder)[0] == "seq2seq":
         gen = GenerationConfig.from_pretrained(folder)
         apply_generation_settings(gen, settings)
         gen.save_pretrained(folder)

@@ -1,3 +1,3 @@
-"""Checkpoint handling: where a model comes from (source.py), the one loader (load.py), the official layout read
-(convert.py) and written (export.py) through one key table (official_keys.py), LoRA merging (lora.py), device and
-precision (device.py), and the presets (presets.py)."""
+"""Checkpoint handling: where a model comes from (source.py), the one loader (load.py), a source's architecture and
+weights through its backbone (convert.py), the official layout written (export.py) through the key table of
+model/official_layout.py, LoRA merging (lora.py), device and precision (device.py), and the presets (presets.py)."""

@@ -4,7 +4,7 @@ checkpoint converters read.
     python -m model.checkpoint.export --model ./deepseek-summarizer --output ./deepseek-summarizer-official
 
 Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written:
-- the weights under the official key names (`model.checkpoint.official_keys`), in safetensors shards with
+- the weights under the official key names (`model.official_layout`), in safetensors shards with
   `model.safetensors.index.json`, in bfloat16 (as the official checkpoint), float16 or float32;
 - `config.json` in the official schema (`DeepSeekOCRConfig.to_official_config`);
 - the tokenizer files and the official `processor_config.json` (DeepseekVLV2Processor fields);
@@ -31,13 +31,7 @@ import torch
 from config import UserError, save_run_settings
 from config.cli import Parser, run_command
 from data.jsonl import write_json_atomic
-from model.checkpoint.convert import (
-    build_empty_model,
-    check_state_dict,
-    load_model,
-    model_config,
-    read_safetensors_folder,
-)
+from model.checkpoint.convert import load_model, model_config
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.gguf import (
     CONVERTER_TYPES,
@@ -48,7 +42,7 @@ from model.checkpoint.gguf import (
 )
 from model.checkpoint.load import deepseek_ocr_processor
 from model.checkpoint.lora import has_lora_keys, merge_lora_state_dict, saved_lora_scalings
-from model.checkpoint.official_keys import to_official_state_dict
+from model.official_layout import build_empty_model, check_state_dict, read_safetensors_folder, to_official_state_dict
 from model.checkpoint.source import ModelSource, resolve_model_source
 from model.checkpoint.staging import move_into_place, staged_folder
 from model.configuration import TINY_PRESET
@@ -178,6 +172,8 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     source = resolve_model_source(name, weights=True)
     if not source.is_deepseek_ocr:
         raise ExportError(f"{name} holds a seq2seq model: only DeepSeek-OCR has the official layout")
+    if source.backbone.export_refusal:
+        raise ExportError(f"{name}: {source.backbone.export_refusal}")
     model = load_source(source, torch_dtype)
     with staged_folder(output) as tmp:
         write_official_weights(model, tmp, torch_dtype, shard_size)

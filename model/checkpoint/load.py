@@ -58,7 +58,7 @@ def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None
 
         model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation,
                            vision_only)
-        model.vision_encoder.to(resolve_encoder_precision(load.dtype, device, training=training))
+        source.backbone.encoder(model).to(resolve_encoder_precision(load.dtype, device, training=training))
         processor = deepseek_ocr_processor(source, render_mode or render.mode)
         return LoadedModel(source, model, processor, render, generation, device, dtype)
     tokenizer, model = load_seq2seq(source, dtype)
@@ -85,14 +85,13 @@ def source_length(model: Any, tokenizer: Any) -> int:
 
 
 def deepseek_ocr_processor(source: ModelSource, mode: str):
-    """The processor saved with a model; for a source without one, the image settings of `mode`."""
-    from model.image_processing import DeepSeekOCRImageProcessor
+    """The processor saved with a model; for a source without one, its backbone's page processor of `mode`."""
     from model.processing import DeepSeekOCRProcessor, saved_processor_config
     from model.tokenizer import load_tokenizer
 
     if source.path is not None and saved_processor_config(source.path) is not None:
         return DeepSeekOCRProcessor.from_pretrained(source.path)
-    return DeepSeekOCRProcessor(load_tokenizer(source.path), DeepSeekOCRImageProcessor.from_mode(mode))
+    return DeepSeekOCRProcessor(load_tokenizer(source.path), source.backbone.page_processor(mode))
 
 
 def load_seq2seq(source: ModelSource, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:

@@ -1,28 +1,19 @@
 """The presets: models built here with seeded random weights, so every command runs offline on a CPU.
 
     tiny-random       DeepSeek-OCR's real architecture at tiny widths (DeepSeekOCRConfig.preset)
+    tiny-random-ocr2  DeepSeek-OCR-2's (model/backbones/deepseek_ocr2.py)
     tiny-random-bart  a 2-layer BART with a 400-token byte-level BPE trained on the bundled SciTLDR-A training texts
 
-They show that the pipeline works, not summary quality. Both are the same in every process (fixed seeds).
+They show that the pipeline works, not summary quality. All are the same in every process (fixed seeds).
 """
 from __future__ import annotations
 
-from model.configuration import TINY_PRESET
+from model.backbones import BACKBONES
 
 TINY_SEQ2SEQ = "tiny-random-bart"
-# Preset name -> the task it trains and generates with.
-PRESETS = {TINY_PRESET: "deepseek-ocr", TINY_SEQ2SEQ: "seq2seq"}
-
-
-def build_tiny_deepseek_ocr(config):
-    """The DeepSeek-OCR preset's model (float32, seeded init)."""
-    import torch
-
-    from model.modeling import DeepSeekOCRForConditionalGeneration
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return DeepSeekOCRForConditionalGeneration(config)
+# Preset name -> the task it trains and generates with; each backbone's presets are built by its module.
+PRESETS = {**{name: "deepseek-ocr" for backbone in BACKBONES.values() for name in backbone.presets},
+           TINY_SEQ2SEQ: "seq2seq"}
 
 
 def _bundled_texts():

@@ -132,7 +132,7 @@ def test_no_model_and_no_input(monkeypatch, article, capsys, tiny_model_dir):
     ("./nonexistent", "model folder not found: ./nonexistent"),  # a path, not a hub id to download
     ("{article}", "is a file; pass the model folder"),
     ("{tmp}", "is not a model folder: it has no config.json"),
-    ("no-such-preset", "is neither a preset (tiny-random, tiny-random-bart), an existing folder, nor a hub id"),
+    ("no-such-preset", "is neither a preset (tiny-random, tiny-random-ocr2, tiny-random-bart), an existing folder, nor a hub id"),
     ("{broken}", "cannot load seq2seq model"),  # a BART config.json without weights
 ])
 def test_unloadable_model_is_one_line(tmp_path, article, capsys, name, message):

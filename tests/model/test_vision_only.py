@@ -7,7 +7,7 @@ from PIL import Image
 
 from model.checkpoint.convert import load_model
 from model.checkpoint.export import export_model
-from model.checkpoint.official_keys import VISION_MODULES
+from model.official_layout import VISION_MODULES
 from model.decoder import DeepseekOcr2TextDecoderLayer
 
 

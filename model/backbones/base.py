@@ -1,0 +1,92 @@
+"""What a backbone is: everything that differs between the vision-language models this project fine-tunes, behind
+one interface, so that training, generation, the summarizer, the API, the vision cache, the llama.cpp engine and
+the runner never ask which model they hold.
+
+A backbone module (deepseek_ocr.py, deepseek_ocr2.py) defines one `Backbone` and is registered in `__init__.py`.
+It answers, from a folder's config.json alone, whether the folder is its own and in which layout; it builds its
+presets and loads its folders; it gives the page processor of each render mode (page images -> pixels, tiles and
+placeholder counts, the positions a page takes, which the context budget counts); it says which module is the
+frozen vision encoder, what LoRA targets, and how a batch of pages becomes decoder rows (the `get_image_features`
+seam transformers' vision-language models share).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+import torch
+
+# "project": saved by `save_pretrained` (this project's, or transformers' own class); "official": the layout of
+# the model's official repository (config.json with `language_config`, official weight names).
+Layout = Literal["project", "official"]
+
+
+class Backbone(ABC):
+    name: str  # as an experiment arm's "backbone" names it
+    title: str  # for model cards and logs
+    presets: tuple[str, ...] = ()  # names of its random-weight presets, built in memory
+    hub_ids: tuple[str, ...] = ()  # hub ids whose architecture it knows without the hub (not their weights)
+    model_types: tuple[str, ...] = ()  # `config.model_type` of the models it loads
+    encoder_title: str  # what its frozen vision encoder is, in words
+    # Parameter-name prefixes of its parts (model.params.parameter_counts): the vision parts, "projector",
+    # "embed_tokens", "decoder_layers" and "lm_head".
+    parameter_parts: dict[str, tuple[str, ...]]
+    # Whether training may cache its encoder's output per page (training/vision_cache.py reads DeepSeek-OCR's).
+    caches_vision_features: bool = False
+    # Why `model.export` cannot write this backbone's official layout and GGUF files yet (None: it can).
+    export_refusal: Optional[str] = None
+
+    @abstractmethod
+    def recognize(self, config: dict) -> Optional[Layout]:
+        """The layout of a folder whose config.json is `config`, or None when the folder is not this backbone's."""
+
+    @abstractmethod
+    def config(self, layout: Layout, path: Optional[Path], name: str):
+        """The architecture (a transformers config) without reading a weight. `path` is None for a preset or an
+        offline hub id, which `name` then names."""
+
+    @abstractmethod
+    def load(self, layout: Layout, path: Optional[Path], name: str, dtype: torch.dtype, attn_implementation: str,
+             experts_implementation: Optional[str], vision_only: bool = False):
+        """The model in eval mode on the CPU. `vision_only`: without its decoder and lm_head, for an engine that
+        runs the decoder itself."""
+
+    @abstractmethod
+    def build_empty(self, config, dtype: torch.dtype):
+        """The model of `config` without initializing a weight (for a meta-device dry run or a checkpoint load)."""
+
+    @abstractmethod
+    def page_processor(self, mode: str, max_tiles: Optional[int] = None):
+        """Page image -> ProcessedImage (global view, tiles, grid, placeholders) for a render mode; it also counts
+        a page's positions and vision tokens from its size and batches processed pages into model inputs."""
+
+    @abstractmethod
+    def page_processor_from_dict(self, data: dict):
+        """The page processor a model folder saved (`to_dict`)."""
+
+    @abstractmethod
+    def encoder(self, model) -> torch.nn.Module:
+        """The vision encoder: the part kept frozen, cast to the encoder precision, and whose output is cached."""
+
+    @abstractmethod
+    def freeze_vision(self, model, train_projector: bool = False) -> None:
+        """Freeze the vision encoder (and, unless `train_projector`, what maps its output into the decoder)."""
+
+    @abstractmethod
+    def lora_pattern(self, targets: Iterable[str]) -> str:
+        """The regular expression (PEFT's `target_modules`) of the decoder layers' projections named `targets`:
+        never the vision encoder's, which may have projections of the same names."""
+
+    @abstractmethod
+    def decoder_modules(self, model) -> tuple[torch.nn.Module, ...]:
+        """The decoder and lm_head, frozen under LoRA."""
+
+    @abstractmethod
+    def image_features(self, model, batch: dict) -> torch.Tensor:
+        """The decoder rows of a batch's pages, in the order of their placeholders in the prompt
+        ([placeholders, hidden]), from the page processor's model inputs."""
+
+    def text_config(self, config):
+        """The decoder's config (its context, hidden size and token ids)."""
+        return config.get_text_config()

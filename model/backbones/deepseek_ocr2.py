@@ -1,0 +1,288 @@
+"""DeepSeek-OCR-2 (January 2026): DeepSeek-OCR's decoder behind a Qwen2-based encoder ("visual causal flow": SAM's
+patches read by a small causal Qwen2 through learned queries), run by transformers' own classes: the model is
+`DeepseekOcr2ForConditionalGeneration`, pages go through `DeepseekOcr2ImageProcessorPil` (Pillow, so pixels do not
+depend on whether torchvision is installed). Nothing of the network is written here.
+
+What differs from DeepSeek-OCR, and lives here:
+- views of 768 px (144 queries) or 1024 px (256), tiles of 768 px (144 each), 2-6 tiles; a page's placeholders are
+  its tiles', then its global view's, then one separator (no newline positions). The project's render modes map
+  to views below (`VIEWS`): tiny has no OCR-2 view and is refused;
+- layouts: "project" is transformers' (`model_type` deepseek_ocr2: `deepseek-community/DeepSeek-OCR-2` and any
+  `save_pretrained` of the class); the official repository's layout (`deepseek-ai/DeepSeek-OCR-2`) is recognized
+  and refused with the way out: its config.json is not one transformers reads;
+- module names (`model.vision_tower`, `model.multi_modal_projector`, `model.view_separator`,
+  `model.language_model`), hence what is frozen and what LoRA targets.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+from config import UserError
+from config.modes import tile_count
+from model.backbones.base import Backbone, Layout
+from model.image_processing import ProcessedImage
+
+NAME = "deepseek-ocr-2"
+TINY_PRESET = "tiny-random-ocr2"
+HUB_ID = "deepseek-community/DeepSeek-OCR-2"  # transformers' layout
+OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR-2"
+MODEL_TYPE = "deepseek_ocr2"
+TILE = 768
+MIN_TILES, MAX_TILES = 2, 6
+QUERIES = {768: 144, 1024: 256}  # the encoder's learned queries per view side: its vision tokens
+# Render mode -> (global view side, whether pages larger than a tile are also read in tiles).
+VIEWS = {"small": (768, False), "base": (1024, False), "large": (1024, True), "gundam": (1024, True),
+         "page": (1024, True)}
+
+# The decoder is DeepSeek-OCR's (DeepSeek-3B-MoE); the encoder: SAM ViT-B, then a 24-layer Qwen2 of width 896.
+_DECODER = dict(vocab_size=129280, hidden_size=1280, intermediate_size=6848, moe_intermediate_size=896,
+                num_hidden_layers=12, num_attention_heads=10, num_key_value_heads=10, n_routed_experts=64,
+                num_experts_per_tok=6, n_shared_experts=2, max_position_embeddings=8192,
+                mlp_layer_types=["dense"] + ["sparse"] * 11, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+                n_group=1, topk_group=1, topk_method="greedy", routed_scaling_factor=1.0)
+_ENCODER = dict(sam_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                global_attn_indexes=[2, 5, 8, 11], downsample_channels=[512, 896]),
+                encoder_config=dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                                    num_key_value_heads=2, intermediate_size=4864, vocab_size=1,
+                                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+# The preset: the same architecture at tiny widths (the encoder's width is SAM's last downsample channel).
+_TINY_DECODER = {**_DECODER, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+                 "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4, "n_routed_experts": 8,
+                 "num_experts_per_tok": 2, "n_shared_experts": 1, "max_position_embeddings": 4096,
+                 "mlp_layer_types": ["dense", "sparse", "sparse"]}
+_TINY_ENCODER = dict(sam_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     global_attn_indexes=[1], output_channels=16, downsample_channels=[32, 64],
+                                     mlp_dim=64),
+                     encoder_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=128, vocab_size=1,
+                                         max_position_embeddings=1024))
+
+
+def architecture(tiny: bool = False):
+    """The real model's config (what `deepseek-community/DeepSeek-OCR-2` holds), or the preset's."""
+    from transformers import DeepseekOcr2Config
+
+    return DeepseekOcr2Config(text_config=_TINY_DECODER if tiny else _DECODER,
+                              vision_config=_TINY_ENCODER if tiny else _ENCODER, image_token_id=128815)
+
+
+def _transformers_class():
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    class DeepSeekOCR2ForSummarization(DeepseekOcr2ForConditionalGeneration):
+        """transformers' class, with what fine-tuning needs of it and nothing else. (Beam search over tiled pages
+        needs nothing: transformers encodes the pages before it repeats the rows, tests/model/test_deepseek_ocr2.py.)"""
+
+        vision_frozen = False  # set by `freeze_vision`: a frozen encoder stays in eval mode
+
+        def __init__(self, config):
+            super().__init__(config)
+            # The tower may run in bf16 (the encoder precision, model/checkpoint/device.py) beside a float32
+            # projector: each takes its input in its own dtype.
+            for module in (self.model.vision_tower, self.model.multi_modal_projector):
+                module.register_forward_pre_hook(_in_own_dtype)
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if self.vision_frozen:
+                self.model.vision_tower.eval()
+            return self
+
+        def save_pretrained(self, save_directory, *args, **kwargs):
+            # transformers' names, not the official ones it writes by default: the Trainer resumes a checkpoint
+            # with load_state_dict, which would match none of the official names and load nothing. Both load.
+            kwargs.setdefault("save_original_format", False)
+            super().save_pretrained(save_directory, *args, **kwargs)
+            config = Path(save_directory) / "config.json"
+            saved = json.loads(config.read_text(encoding="utf-8"))
+            saved["architectures"] = [DeepseekOcr2ForConditionalGeneration.__name__]  # a class others have
+            config.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    return DeepSeekOCR2ForSummarization
+
+
+def _in_own_dtype(module: torch.nn.Module, args: tuple) -> tuple:
+    dtype = next(module.parameters()).dtype
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+class Ocr2PageProcessor:
+    """A page -> DeepSeek-OCR-2's global view and 768 px tiles (transformers' PIL image processor, with the view of
+    a render mode), and the placeholders it takes."""
+
+    image_size = TILE
+    min_tiles = MIN_TILES
+
+    def __init__(self, mode: str, max_tiles: int = MAX_TILES):
+        if mode not in VIEWS:
+            raise UserError(f"DeepSeek-OCR-2 reads pages at {', '.join(VIEWS)}, not {mode!r} (its encoder has views "
+                            "of 768 and 1024 px only)")
+        self.mode, self.max_tiles = mode, max_tiles
+        self.global_size, self.crop_mode = VIEWS[mode]
+
+    @classmethod
+    def from_mode(cls, mode: str, max_tiles: int = MAX_TILES) -> "Ocr2PageProcessor":
+        return cls(mode, max_tiles)
+
+    def to_dict(self) -> dict:
+        return {"backbone": NAME, "mode": self.mode, "max_tiles": self.max_tiles}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Ocr2PageProcessor":
+        return cls(data["mode"], data.get("max_tiles", MAX_TILES))
+
+    def _images(self):
+        from transformers import DeepseekOcr2ImageProcessorPil
+
+        side = self.global_size
+        # Without tiles transformers reads the global view at tile_size and counts it at size: both are the view.
+        return DeepseekOcr2ImageProcessorPil(size={"height": side, "width": side},
+                                             tile_size=TILE if self.crop_mode else side,
+                                             crop_to_patches=self.crop_mode, min_patches=MIN_TILES,
+                                             max_patches=self.max_tiles)
+
+    def crop_grid(self, width: int, height: int) -> tuple[int, int]:
+        """(columns, rows) of 768 px tiles, as transformers' processor picks them; (1, 1): none."""
+        if not self.crop_mode or max(width, height) <= TILE:
+            return (1, 1)
+        from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import get_optimal_tiled_canvas
+
+        return tuple(get_optimal_tiled_canvas((height, width), (TILE, TILE), MIN_TILES, self.max_tiles))
+
+    def vision_tokens(self, width: int, height: int) -> int:
+        """The encoder's output tokens for a page of this size (the separator not counted)."""
+        return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(self.crop_grid(width, height))
+
+    def num_placeholders(self, crop_grid: tuple[int, int] = (1, 1)) -> int:
+        return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(crop_grid) + 1
+
+    def __call__(self, image) -> ProcessedImage:
+        image = image.convert("RGB")
+        out = self._images()(images=[image], return_tensors="pt")
+        grid = self.crop_grid(*image.size)
+        tiles = out.get("pixel_values_local")
+        if tiles is None:
+            tiles = torch.zeros(0, 3, TILE, TILE)
+        if tiles.shape[0] != tile_count(grid):
+            raise ValueError(f"transformers cut {tiles.shape[0]} tiles where the grid {grid} has {tile_count(grid)}")
+        return ProcessedImage(out["pixel_values"], tiles, grid, self.num_placeholders(grid))
+
+    @staticmethod
+    def batch(pages: list[ProcessedImage]) -> dict[str, torch.Tensor]:
+        """The model inputs of a batch's pages (in prompt order)."""
+        batch = {"pixel_values": torch.cat([page.global_view for page in pages]),
+                 "num_local_patches": torch.tensor([page.tiles.shape[0] for page in pages], dtype=torch.long)}
+        if any(page.tiles.shape[0] for page in pages):
+            batch["pixel_values_local"] = torch.cat([page.tiles for page in pages])
+        return batch
+
+
+class DeepSeekOCR2(Backbone):
+    name = NAME
+    title = "DeepSeek-OCR-2"
+    presets = (TINY_PRESET,)
+    hub_ids = (HUB_ID,)
+    model_types = (MODEL_TYPE,)
+    encoder_title = "SAM + Qwen2 encoder"
+    export_refusal = ("the export of DeepSeek-OCR-2 to its official layout and GGUF is not built yet; its folder is "
+                      "transformers' layout, which transformers' DeepseekOcr2ForConditionalGeneration loads as it is")
+    parameter_parts = {"sam": ("model.vision_tower.sam_encoder.",), "qwen2_encoder": ("model.vision_tower.",),
+                       "projector": ("model.multi_modal_projector.", "model.view_separator"),
+                       "embed_tokens": ("model.language_model.embed_tokens.",),
+                       "decoder_layers": ("model.language_model.layers.", "model.language_model.norm."),
+                       "lm_head": ("lm_head.",)}
+
+    def recognize(self, config: dict) -> Optional[Layout]:
+        if config.get("model_type") == MODEL_TYPE:
+            return "project"
+        widths = (config.get("vision_config") or {}).get("width") or {}
+        if "language_config" in config and isinstance(widths, dict) and any("qwen2" in key for key in widths):
+            return "official"
+        return None
+
+    def config(self, layout: Layout, path: Optional[Path], name: str):
+        from transformers import DeepseekOcr2Config
+
+        if layout == "official":
+            raise UserError(f"{name} is DeepSeek-OCR-2 in its official repository's layout, whose config.json "
+                            f"transformers does not read: use {HUB_ID} (transformers' layout of the same weights)")
+        if path is None:
+            return architecture(tiny=name in self.presets)
+        return DeepseekOcr2Config.from_pretrained(path)
+
+    def load(self, layout: Layout, path: Optional[Path], name: str, dtype: torch.dtype, attn_implementation: str,
+             experts_implementation: Optional[str], vision_only: bool = False):
+        config = self.config(layout, path, name)
+        if attn_implementation == "flash_attention_2":  # SAM's relative positions: the class refuses it
+            attn_implementation = {"text_config": attn_implementation, "": "sdpa"}
+        cls = _transformers_class()
+        if path is None:
+            if name not in self.presets:
+                raise UserError(f"the weights of {name} are not available offline; pass a local folder")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = cls(config)
+            model = model.to(dtype)
+        else:
+            model = cls.from_pretrained(path, config=config, dtype=dtype, attn_implementation=attn_implementation,
+                                        experts_implementation=experts_implementation)
+        if vision_only:
+            model.model.language_model = model.lm_head = None
+        return model.eval()
+
+    def build_empty(self, config, dtype: torch.dtype):
+        from transformers import initialization
+
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with initialization.no_init_weights():
+                return _transformers_class()(config)
+        finally:
+            torch.set_default_dtype(previous)
+
+    def page_processor(self, mode: str, max_tiles: Optional[int] = None) -> Ocr2PageProcessor:
+        return Ocr2PageProcessor(mode, min(max_tiles or MAX_TILES, MAX_TILES))
+
+    def page_processor_from_dict(self, data: dict) -> Ocr2PageProcessor:
+        return Ocr2PageProcessor.from_dict(data)
+
+    def encoder(self, model) -> torch.nn.Module:
+        return model.model.vision_tower
+
+    def freeze_vision(self, model, train_projector: bool = False) -> None:
+        model.model.vision_tower.requires_grad_(False)
+        model.model.multi_modal_projector.requires_grad_(train_projector)
+        model.model.view_separator.requires_grad_(train_projector)
+        model.vision_frozen = True
+        model.model.vision_tower.eval()
+
+    def lora_pattern(self, targets: Iterable[str]) -> str:
+        # The Qwen2 encoder has q/k/v/o and gate/up/down projections too: anchored to the decoder's layers.
+        return rf"(?:model\.)?language_model\.layers\.\d+\.(?:.*\.)?(?:{'|'.join(targets)})"
+
+    def decoder_modules(self, model) -> tuple[torch.nn.Module, ...]:
+        return model.model.language_model, model.lm_head
+
+    def image_features(self, model, batch: dict) -> torch.Tensor:
+        tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+
+        def projected(pixels):
+            return projector(tower(pixels).last_hidden_state)
+
+        pages = projected(batch["pixel_values"])
+        tiles = projected(batch["pixel_values_local"]) if batch.get("pixel_values_local") is not None else None
+        rows, start = [], 0
+        for page, count in zip(pages, batch["num_local_patches"].tolist()):
+            if count:
+                rows.append(tiles[start:start + count].flatten(0, 1))
+            rows += [page, model.model.view_separator.to(page.dtype)[None]]
+            start += count
+        return torch.cat(rows)
+
+
+BACKBONE = DeepSeekOCR2()

@@ -1,0 +1,149 @@
+"""DeepSeek-OCR-2 behind the backbone seam, held to transformers' own class and processor: the same pages give the
+same placeholders and the same first-token logits, a folder transformers' class saved is recognized by its
+content and summarizes, and beam search over tiled pages reads each document's own tiles."""
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from config import LoadSettings
+from model.backbones import deepseek_ocr2
+from model.processing import DEFAULT_INSTRUCTION
+
+MODES = {  # render mode -> transformers' image processor settings that read a page the same way
+    "small": dict(size={"height": 768, "width": 768}, tile_size=768, crop_to_patches=False),
+    "base": dict(size={"height": 1024, "width": 1024}, tile_size=1024, crop_to_patches=False),
+    "gundam": dict(),  # transformers' defaults: a 1024 view and 768 tiles, 2 to 6 of them
+}
+
+
+def page(width: int, height: int, text: str = "DeepSeek-OCR-2 reads this page.") -> Image.Image:
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for row in range(0, height - 20, 40):
+        draw.text((10, row + 10), f"{text} line {row // 40}", fill="black")
+    return image
+
+
+@pytest.fixture(scope="module")
+def saved_by_transformers(tmp_path_factory):
+    """The preset's weights saved by transformers' own class (its default, official tensor names), in a folder
+    whose name says nothing."""
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    from model.checkpoint.convert import load_model
+
+    folder = tmp_path_factory.mktemp("some-model")
+    ours = load_model(deepseek_ocr2.TINY_PRESET)
+    plain = DeepseekOcr2ForConditionalGeneration(ours.config)
+    plain.load_state_dict(ours.state_dict())
+    plain.save_pretrained(folder)
+    return folder
+
+
+def transformers_inputs(images: list[Image.Image], mode: str):
+    from transformers import DeepseekOcr2ImageProcessorPil, DeepseekOcr2Processor
+
+    from model.tokenizer import load_tokenizer
+
+    processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(**MODES[mode]),
+                                      tokenizer=load_tokenizer())
+    return processor(images=images, text="<image>" * len(images) + "\n" + DEFAULT_INSTRUCTION, return_tensors="pt")
+
+
+@pytest.mark.parametrize("mode,size", [("small", (640, 640)), ("base", (1024, 1024)), ("gundam", (1280, 1920)),
+                                       ("gundam", (1800, 2400)), ("gundam", (640, 640))])
+def test_first_token_logits_equal_transformers_own_class_and_processor(saved_by_transformers, mode, size):
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    from inference.summarizer import DeepSeekSummarizer
+
+    images = [page(*size)]
+    reference_inputs = transformers_inputs(images, mode)
+    reference = DeepseekOcr2ForConditionalGeneration.from_pretrained(saved_by_transformers, dtype=torch.float32)
+    with torch.no_grad():
+        expected = reference(**reference_inputs).logits[0, -1]
+
+    summarizer = DeepSeekSummarizer.from_pretrained(saved_by_transformers, LoadSettings(device="cpu",
+                                                                                        dtype="float32"))
+    processor = summarizer.backend.processor.with_mode(mode)
+    inputs = processor([images], padding_side="left")
+    assert inputs["input_ids"].tolist() == reference_inputs["input_ids"].tolist()  # the same placeholders
+    assert processor.page_positions(images[0]) == int((reference_inputs["input_ids"] == 128815).sum())
+    batch = {key: inputs[key] for key in ("input_ids", "attention_mask", "pixel_values", "num_local_patches",
+                                          "pixel_values_local") if key in inputs}
+    with torch.no_grad():
+        logits = summarizer.backend.model(**batch).logits[0, -1]
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=0), (logits - expected).abs().max()
+
+
+def test_a_folder_saved_by_transformers_is_recognized_by_content_and_summarizes(saved_by_transformers):
+    from inference.summarizer import DeepSeekSummarizer
+    from model.checkpoint.source import resolve_model_source
+
+    source = resolve_model_source(str(saved_by_transformers))
+    assert (source.kind, source.backbone.name) == ("project", "deepseek-ocr-2")
+    summarizer = DeepSeekSummarizer.from_pretrained(saved_by_transformers, LoadSettings(device="cpu"))
+    summarizer.backend.model.generation_config.min_new_tokens = 4  # a random model may end at once
+    result = summarizer.summarize_text("A short report. " * 40, max_new_tokens=4)
+    assert result.summary and result.pages == 1 and result.vision_tokens == 144  # a small-mode page: a 768 view
+
+
+def test_page_positions_match_transformers_processor_per_mode():
+    processor = deepseek_ocr2.BACKBONE
+    for mode, size, tokens in [("small", (640, 640), 144), ("base", (1024, 1024), 256),
+                               ("large", (1280, 1280), 256 + 4 * 144), ("gundam", (1280, 1920), 256 + 6 * 144),
+                               ("page", (1800, 2400), 256 + 6 * 144)]:
+        pages = processor.page_processor(mode)
+        counted = int((transformers_inputs([page(*size)], "gundam" if mode in ("large", "page") else mode)
+                       ["input_ids"] == 128815).sum())
+        assert (pages.vision_tokens(*size), pages.num_placeholders(pages.crop_grid(*size))) == (tokens, counted)
+        assert counted == tokens + 1  # the view separator
+
+
+def test_tiny_mode_is_refused_in_one_line():
+    from config import UserError
+
+    with pytest.raises(UserError, match="768 and 1024"):
+        deepseek_ocr2.BACKBONE.page_processor("tiny")
+
+
+def test_beam_search_reads_each_documents_own_tiles(saved_by_transformers):
+    """Two documents of tiled pages (2x3 and 2x2 tiles) in one batch with 2 beams give what each gives alone."""
+    from inference.summarizer import DeepSeekSummarizer
+
+    summarizer = DeepSeekSummarizer.from_pretrained(saved_by_transformers, LoadSettings(device="cpu",
+                                                                                        dtype="float32"))
+    processor = summarizer.backend.processor.with_mode("gundam")
+    documents = [[page(1280, 1920, "first")], [page(1280, 1280, "second"), page(1800, 2400, "third")]]
+    settings = dict(max_new_tokens=3, min_new_tokens=3, num_beams=2, do_sample=False, no_repeat_ngram_size=0)
+
+    def generate(docs):
+        batch = {k: v for k, v in processor(docs, padding_side="left").items()
+                 if k in ("input_ids", "attention_mask", "pixel_values", "num_local_patches", "pixel_values_local")}
+        with torch.no_grad():
+            out = summarizer.backend.model.generate(**batch, **settings, output_scores=True,
+                                                    return_dict_in_generate=True)
+        return out.sequences[:, batch["input_ids"].shape[1]:].tolist(), out.sequences_scores
+
+    (together, scores), alone = generate(documents), [generate([doc]) for doc in documents]
+    assert together == alone[0][0] + alone[1][0]
+    # The scores read the pages: another document's tiles would move them.
+    assert torch.allclose(scores, torch.cat([alone[0][1], alone[1][1]]), atol=1e-5), scores
+
+
+def test_save_pretrained_writes_names_the_trainer_resumes_and_transformers_class(tmp_path):
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    from model.checkpoint.convert import load_model
+    from safetensors.torch import load_file
+
+    model = load_model(deepseek_ocr2.TINY_PRESET)
+    model.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert set(saved) == set(model.state_dict())  # load_state_dict on a checkpoint finds every weight
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [
+        "DeepseekOcr2ForConditionalGeneration"]
+    again = DeepseekOcr2ForConditionalGeneration.from_pretrained(tmp_path)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
