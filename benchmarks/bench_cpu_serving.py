@@ -17,7 +17,8 @@ prefill, one token); decoding tokens/s at batch 1 and 4, (N - 1) / (time for N t
 one page summarized end to end (rendering a bundled text, then N tokens, forced with min_new_tokens); peak RSS
 while loading and while serving; speed-ups over torch float32. N = 128 (8 with --quick).
 
-The model is built once into --workdir (seeded, the official init scale, bfloat16): the project folder, its
+--backbone deepseek-ocr-2 measures DeepSeek-OCR-2 the same way (its own --workdir; results in
+cpu_serving_deepseek_ocr_2.md). The model is built once into --workdir (seeded, bfloat16): the project folder, its
 export with the GGUF decoder at F16 (and the vision projector), and Q8_0 / Q4_K_M decoders, all by the project's
 own export functions (llama.cpp's converter and quantizer): 24 GB of disk, 12 GB of memory, about 15 minutes of
 two cores the first time. A full run then takes about 45 minutes; run it on an otherwise idle machine (llama.cpp's
@@ -49,7 +50,7 @@ from config.cli import Parser
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 2
-SEED = 0
+DEFAULT_BACKBONE = "deepseek-ocr"  # model.backbones.DEFAULT, named without importing torch
 MODES = ("small", "base")  # the 640 and 1024 views
 BATCH = 4
 QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -77,9 +78,9 @@ def sizes(quick: bool) -> dict:
         {"new_tokens": 128, "encode_repeats": 3, "generate_repeats": 2}
 
 
-def default_workdir(quick: bool) -> Path:
-    return Path.home() / ".cache" / "deepseek-ocr-summarizer" / "bench-cpu-serving" / \
-        ("tiny-random" if quick else "real-size")
+def default_workdir(quick: bool, backbone: str = DEFAULT_BACKBONE) -> Path:
+    name = ("tiny-random" if quick else "real-size") + ("" if backbone == DEFAULT_BACKBONE else f"-{backbone}")
+    return Path.home() / ".cache" / "deepseek-ocr-summarizer" / "bench-cpu-serving" / name
 
 
 def page_text() -> str:
@@ -99,41 +100,36 @@ def layout(workdir: Path) -> dict[str, Path]:
             "stamp": workdir / "artifacts.json", "marker": workdir / ".bench-cpu-serving"}
 
 
-def build_model(quick: bool):
+def build_model(quick: bool, backbone: str):
     import torch
 
+    from model import backbones
+
+    chosen = backbones.named(backbone)
     if quick:
         from model.checkpoint.convert import load_model
 
-        return load_model("tiny-random", dtype=torch.bfloat16)
-    from model.configuration import DeepSeekOCRConfig
-    from model.modeling import DeepSeekOCRForConditionalGeneration
-
-    # Built in bfloat16 from the start (a float32 build would hold 13 GB, and 20 GB while cast).
-    previous = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            return DeepSeekOCRForConditionalGeneration(DeepSeekOCRConfig()).eval()
-        finally:
-            torch.set_default_dtype(previous)
+        return load_model(chosen.presets[0], dtype=torch.bfloat16)
+    # The real checkpoint's architecture with seeded random weights, built in bfloat16 from the start (a float32
+    # build would hold 13 GB, and 20 GB while cast).
+    return chosen.build(chosen.config("project", None, chosen.hub_ids[0]), torch.bfloat16).eval()
 
 
 def write_project_folder(model, folder: Path) -> None:
     """The folder as training writes it: weights, processor, default render and generation settings."""
     from config import GenerationSettings, RenderConfig, save_run_settings
-    from model.image_processing import DeepSeekOCRImageProcessor
+    from model import backbones
     from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
 
     render = RenderConfig()
     model.save_pretrained(folder, max_shard_size=SHARD)
-    DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode(render.mode)).save_pretrained(folder)
+    pages = backbones.of_model(model).page_processor(render.mode)
+    DeepSeekOCRProcessor(load_tokenizer(), pages).save_pretrained(folder)
     save_run_settings(folder, render, GenerationSettings())
 
 
-def build_artifacts(workdir: Path, quick: bool) -> None:
+def build_artifacts(workdir: Path, quick: bool, backbone: str) -> None:
     """Every file the paths read (runs in a child process: the model is freed with it)."""
     from data.jsonl import write_json_atomic
     from model.checkpoint.export import export_model
@@ -146,8 +142,8 @@ def build_artifacts(workdir: Path, quick: bool) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     places["marker"].touch()
-    log(f"building the {'tiny-random' if quick else 'real-size'} model (seed {SEED}, bfloat16) in {workdir}")
-    model = build_model(quick)
+    log(f"building the {backbone} {'preset' if quick else 'real-size'} model (seeded, bfloat16) in {workdir}")
+    model = build_model(quick, backbone)
     write_project_folder(model, places["project"])
     del model
     log("exporting it with the F16 GGUF decoder (llama.cpp's converter)")
@@ -161,16 +157,16 @@ def build_artifacts(workdir: Path, quick: bool) -> None:
                 (stage / item.name).symlink_to(item)
         write_gguf(stage, quant, with_mmproj=False)
     files = {quant: [str(path) for path in gguf_files(places[quant])] for quant in QUANTS}
-    write_json_atomic(places["stamp"], {"model": "tiny-random" if quick else "DeepSeekOCRConfig() random",
-                                        "seed": SEED, "gguf": files})
+    write_json_atomic(places["stamp"], {"model": f"{backbone} {'preset' if quick else 'real size, random'}",
+                                        "seed": 0, "gguf": files})
 
 
-def ensure_artifacts(workdir: Path, quick: bool) -> dict[str, Path]:
+def ensure_artifacts(workdir: Path, quick: bool, backbone: str = DEFAULT_BACKBONE) -> dict[str, Path]:
     places = layout(workdir)
     if places["stamp"].is_file():
         log(f"artifacts found in {workdir}")
         return places
-    status = run_child(["--child", "build"], workdir, quick)
+    status = run_child(["--child", "build"], workdir, quick, backbone)
     if status != 0 or not places["stamp"].is_file():
         raise SystemExit(f"building the artifacts in {workdir} failed (exit status {status})")
     return places
@@ -178,12 +174,12 @@ def ensure_artifacts(workdir: Path, quick: bool) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------------------ child processes
 
-def run_child(arguments: list[str], workdir: Path, quick: bool) -> int:
+def run_child(arguments: list[str], workdir: Path, quick: bool, backbone: str = DEFAULT_BACKBONE) -> int:
     """Exit status of this module run with `arguments` in a child process at THREADS threads. A path's child
     reports its own peak RSS: it resets the count after loading, which the parent's ru_maxrss would not show."""
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     command = [sys.executable, "-m", "benchmarks.bench_cpu_serving", *arguments, "--workdir", str(workdir),
-               *(["--quick"] if quick else [])]
+               "--backbone", backbone, *(["--quick"] if quick else [])]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
@@ -217,6 +213,7 @@ def measure_path(name: str, places: dict[str, Path], quick: bool) -> dict:
     torch.set_num_threads(THREADS)  # the llamacpp engine gives llama.cpp torch's thread count
     from config import LoadSettings
     from inference.summarizer import DeepSeekSummarizer
+    from model import backbones
 
     spec, size = PATHS[name], sizes(quick)
     folder = places[spec["quant"]] if spec["engine"] == "llamacpp" else places["project"]
@@ -224,8 +221,9 @@ def measure_path(name: str, places: dict[str, Path], quick: bool) -> dict:
     summarizer = DeepSeekSummarizer.from_pretrained(
         folder, load=LoadSettings(device="cpu", dtype=spec["dtype"], engine=spec["engine"]))
     model = summarizer.backend.model
+    encoder = backbones.of_model(model).encoder(model)
     row = {"path": name, "engine": spec["engine"],
-           "encoder_dtype": str(next(model.vision_encoder.parameters()).dtype).removeprefix("torch."),
+           "encoder_dtype": str(next(encoder.parameters()).dtype).removeprefix("torch."),
            "load_s": round(time.perf_counter() - began, 1),
            "weights_gb": round(weights_bytes(model, spec, places) / GB, 2),
            "load_peak_rss_gb": round(peak_rss() / GB, 2)}
@@ -263,16 +261,16 @@ def encode_seconds(model, mode: str, repeats: int) -> float:
     from benchmarks.timing import median_seconds
     from config import RenderConfig
     from data.text_to_image import TextToImageConverter
-    from model.image_processing import DeepSeekOCRImageProcessor
+    from model import backbones
     from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
 
+    backbone = backbones.of_model(model)
     page = TextToImageConverter(RenderConfig(mode=mode)).render(page_text()).pages[0].convert("RGB")
-    batch = DeepSeekOCRProcessor(load_tokenizer(), DeepSeekOCRImageProcessor.from_mode(mode))([[page]])
+    batch = DeepSeekOCRProcessor(load_tokenizer(), backbone.page_processor(mode))([[page]])
 
     def encode():
-        features = model.encode_images(batch["pixel_values"], batch.get("pixel_values_tiles"))
-        return model.image_embeddings(features, batch["images_spatial_crop"])
+        return backbone.image_features(model, batch)
 
     with torch.inference_mode():
         return median_seconds(encode, torch.device("cpu"), repeats)
@@ -327,7 +325,7 @@ def generation_figures(summarizer, compile: bool, new_tokens: int, repeats: int,
 def child_main(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     if args.child == "build":
-        build_artifacts(workdir, args.quick)
+        build_artifacts(workdir, args.quick, args.backbone)
         return 0
     from data.jsonl import write_json_atomic
 
@@ -340,10 +338,10 @@ def child_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def path_row(name: str, workdir: Path, quick: bool) -> dict:
+def path_row(name: str, workdir: Path, quick: bool, backbone: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "row.json"
-        status = run_child(["--child", name, "--result", str(result)], workdir, quick)
+        status = run_child(["--child", name, "--result", str(result)], workdir, quick, backbone)
         if not result.is_file():
             return {"path": name, "error": f"child exited with status {status}"
                     + (" (killed: out of memory?)" if status == -9 else "")}
@@ -488,13 +486,13 @@ def goals(rows: list[dict]) -> list[dict]:
 
 
 def run(quick: bool = False, workdir: Optional[Path] = None, llama_cpp_bin: Optional[Path] = None,
-        paths: Optional[list[str]] = None) -> list[dict]:
-    workdir = Path(workdir or default_workdir(quick)).expanduser()
-    places = ensure_artifacts(workdir, quick)
+        paths: Optional[list[str]] = None, backbone: str = DEFAULT_BACKBONE) -> list[dict]:
+    workdir = Path(workdir or default_workdir(quick, backbone)).expanduser()
+    places = ensure_artifacts(workdir, quick, backbone)
     rows = []
     for name in paths or list(PATHS):
         log(f"{name} ...")
-        rows.append(path_row(name, workdir, quick))
+        rows.append(path_row(name, workdir, quick, backbone))
         log(f"{name}: {rows[-1]}")
     bin_dir = llama_cpp_bin or os.environ.get("LLAMA_CPP_BIN")
     rows += tool_rows(Path(bin_dir).expanduser() if bin_dir else None, places, quick)
@@ -528,6 +526,10 @@ def main(argv=None) -> int:
     parser.add_argument("--llama-cpp-bin", metavar="DIR", help="folder holding llama.cpp's " + ", ".join(TOOLS)
                         + " (default: $LLAMA_CPP_BIN); without them those rows say 'not measured'")
     parser.add_argument("--paths", help=f"comma-separated subset of: {', '.join(PATHS)} (default: all)")
+    from model import backbones
+
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(backbones.BACKBONES),
+                        help="the model measured (model/backbones); its artifacts are built in their own --workdir")
     parser.add_argument("--output", metavar="FILE", help="Markdown report, with its JSON beside it (default: "
                         "benchmarks/results/cpu_serving.md; with --quick, printed only)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one path (or the build) in a child process
@@ -539,9 +541,10 @@ def main(argv=None) -> int:
     unknown = [name for name in paths or [] if name not in PATHS]
     if unknown:
         parser.error(f"unknown path(s) {unknown}; choose from {', '.join(PATHS)}")
-    rows = run(args.quick, args.workdir, args.llama_cpp_bin, paths)
+    rows = run(args.quick, args.workdir, args.llama_cpp_bin, paths, args.backbone)
     print(table(rows))
-    output = args.output or (None if args.quick else "benchmarks/results/cpu_serving.md")
+    suffix = "" if args.backbone == DEFAULT_BACKBONE else f"_{args.backbone.replace('-', '_')}"
+    output = args.output or (None if args.quick else f"benchmarks/results/cpu_serving{suffix}.md")
     if output:
         command = " ".join(["python -m benchmarks.bench_cpu_serving", *(sys.argv[1:] if argv is None else argv)])
         write_report(rows, Path(output), command)

@@ -12,6 +12,7 @@ seam transformers' vision-language models share).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
@@ -20,6 +21,19 @@ import torch
 # "project": saved by `save_pretrained` (this project's, or transformers' own class); "official": the layout of
 # the model's official repository (config.json with `language_config`, official weight names).
 Layout = Literal["project", "official"]
+
+
+@contextmanager
+def seeded(dtype: torch.dtype):
+    """Modules built inside get the same random weights in every process, created in `dtype`."""
+    previous = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        torch.set_default_dtype(dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
 
 
 class Backbone(ABC):
@@ -34,8 +48,6 @@ class Backbone(ABC):
     parameter_parts: dict[str, tuple[str, ...]]
     # Whether training may cache its encoder's output per page (training/vision_cache.py reads DeepSeek-OCR's).
     caches_vision_features: bool = False
-    # Why `model.export` cannot write this backbone's official layout and GGUF files yet (None: it can).
-    export_refusal: Optional[str] = None
 
     @abstractmethod
     def recognize(self, config: dict) -> Optional[Layout]:
@@ -51,6 +63,10 @@ class Backbone(ABC):
              experts_implementation: Optional[str], vision_only: bool = False):
         """The model in eval mode on the CPU. `vision_only`: without its decoder and lm_head, for an engine that
         runs the decoder itself."""
+
+    @abstractmethod
+    def build(self, config, dtype: torch.dtype = torch.float32):
+        """The model of `config` with seeded random weights (`seeded`): a preset, or a real-size benchmark model."""
 
     @abstractmethod
     def build_empty(self, config, dtype: torch.dtype):
@@ -86,6 +102,19 @@ class Backbone(ABC):
     def image_features(self, model, batch: dict) -> torch.Tensor:
         """The decoder rows of a batch's pages, in the order of their placeholders in the prompt
         ([placeholders, hidden]), from the page processor's model inputs."""
+
+    @abstractmethod
+    def official_state_dict(self, model) -> dict[str, torch.Tensor]:
+        """The model's weights under its official checkpoint's names: what vLLM, SGLang and llama.cpp's converter
+        read (`model.export`)."""
+
+    @abstractmethod
+    def official_config(self, config, torch_dtype: str) -> dict:
+        """The official config.json of a model of `config` (the architecture llama.cpp's converter maps)."""
+
+    @abstractmethod
+    def maps_projector(self, official_config: dict) -> bool:
+        """Whether llama.cpp's projector converter can write this model's mmproj GGUF (it assumes real sizes)."""
 
     def text_config(self, config):
         """The decoder's config (its context, hidden size and token ids)."""

@@ -14,19 +14,10 @@ from typing import Iterable, Optional
 
 import torch
 
-from model.backbones.base import Backbone, Layout
+from model.backbones.base import Backbone, Layout, seeded
 from model.configuration import OFFICIAL_HUB_ID, OFFICIAL_MODEL_TYPE, TINY_PRESET, DeepSeekOCRConfig
 from model.image_processing import DeepSeekOCRImageProcessor
 from model.params import PARTS, freeze_vision_encoder
-
-
-def build_tiny_deepseek_ocr(config: DeepSeekOCRConfig):
-    """The preset's model (float32, seeded init: the same in every process)."""
-    from model.modeling import DeepSeekOCRForConditionalGeneration
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return DeepSeekOCRForConditionalGeneration(config)
 
 
 class DeepSeekOCR(Backbone):
@@ -68,7 +59,7 @@ class DeepSeekOCR(Backbone):
             config._attn_implementation = attn_implementation
             config._experts_implementation = experts_implementation
             if path is None:  # a preset, built whole so that its seeded vision weights are its own
-                model = build_tiny_deepseek_ocr(config).to(dtype)
+                model = self.build(config).to(dtype)
             else:
                 if vision_only:
                     config.num_hidden_layers = 0
@@ -80,6 +71,12 @@ class DeepSeekOCR(Backbone):
             # real size); calling the torch decoder now fails at once instead of computing with unloaded weights.
             model.language_model = model.lm_head = None
         return model.eval()
+
+    def build(self, config, dtype: torch.dtype = torch.float32):
+        from model.modeling import DeepSeekOCRForConditionalGeneration
+
+        with seeded(dtype):
+            return DeepSeekOCRForConditionalGeneration(config)
 
     def build_empty(self, config, dtype: torch.dtype):
         from model.official_layout import build_empty_model
@@ -108,6 +105,20 @@ class DeepSeekOCR(Backbone):
     def image_features(self, model, batch: dict) -> torch.Tensor:
         features = model.encode_images(batch["pixel_values"], batch.get("pixel_values_tiles"))
         return model.image_embeddings(features, batch["images_spatial_crop"])
+
+    def official_state_dict(self, model) -> dict[str, torch.Tensor]:
+        from model.official_layout import to_official_state_dict
+
+        return to_official_state_dict(model.state_dict(), model.config.vision)
+
+    def official_config(self, config, torch_dtype: str) -> dict:
+        return config.to_official_config(torch_dtype)
+
+    def maps_projector(self, official_config: dict) -> bool:
+        # The converter maps SAM's four neck modules by block index: at least four blocks (the real model has 12,
+        # the tiny preset 2).
+        sam = (official_config.get("vision_config", {}).get("width", {}).get("sam_vit_b") or {})
+        return sam.get("layers", 12) >= 4
 
 
 BACKBONE = DeepSeekOCR()

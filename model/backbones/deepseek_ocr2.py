@@ -8,14 +8,15 @@ What differs from DeepSeek-OCR, and lives here:
   its tiles', then its global view's, then one separator (no newline positions). The project's render modes map
   to views below (`VIEWS`): tiny has no OCR-2 view and is refused;
 - layouts: "project" is transformers' (`model_type` deepseek_ocr2: `deepseek-community/DeepSeek-OCR-2` and any
-  `save_pretrained` of the class); the official repository's layout (`deepseek-ai/DeepSeek-OCR-2`) is recognized
-  and refused with the way out: its config.json is not one transformers reads;
+  `save_pretrained` of the class); "official" the official repository's (`deepseek-ai/DeepSeek-OCR-2`, and
+  `model.export`'s), whose config.json is mapped here and whose weights transformers' conversion mapping reads;
 - module names (`model.vision_tower`, `model.multi_modal_projector`, `model.view_separator`,
   `model.language_model`), hence what is frozen and what LoRA targets.
 """
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -23,7 +24,7 @@ import torch
 
 from config import UserError
 from config.modes import tile_count
-from model.backbones.base import Backbone, Layout
+from model.backbones.base import Backbone, Layout, seeded
 from model.image_processing import ProcessedImage
 
 NAME = "deepseek-ocr-2"
@@ -49,6 +50,10 @@ _ENCODER = dict(sam_config=dict(hidden_size=768, num_hidden_layers=12, num_atten
                 encoder_config=dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                                     num_key_value_heads=2, intermediate_size=4864, vocab_size=1,
                                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+# The official vision schema's SAM keys -> transformers' names.
+_SAM_FIELDS = {"width": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+               "global_attn_indexes": "global_attn_indexes", "downsample_channels": "downsample_channels"}
+OWN_VISION_KEY = "summarizer_vision_config"  # as DeepSeek-OCR's export names it
 # The preset: the same architecture at tiny widths (the encoder's width is SAM's last downsample channel).
 _TINY_DECODER = {**_DECODER, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
                  "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4, "n_routed_experts": 8,
@@ -70,6 +75,29 @@ def architecture(tiny: bool = False):
                               vision_config=_TINY_ENCODER if tiny else _ENCODER, image_token_id=128815)
 
 
+def config_from_official(official: dict):
+    """transformers' config of an official-layout config.json: DeepSeek-OCR's decoder fields (under
+    `language_config`), the real encoder unless the folder carries its own sizes (`official_config`)."""
+    from transformers import DeepseekOcr2Config
+
+    language = {**official, **official.get("language_config", {})}
+    text = {key: language[key] for key in _DECODER if key in language}
+    dense = language.get("first_k_dense_replace", 1)
+    text["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (language["num_hidden_layers"] - dense)
+    if "rope_theta" in language:
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": language["rope_theta"]}
+    vision = official.get("vision_config", {})
+    encoder = vision.get(OWN_VISION_KEY)
+    if encoder is None:
+        sam = vision.get("width", {}).get("sam_vit_b", {})
+        encoder = {"sam_config": {**_ENCODER["sam_config"],
+                                  **{name: sam[key] for key, name in _SAM_FIELDS.items() if key in sam}},
+                   "encoder_config": {**_ENCODER["encoder_config"], "num_hidden_layers": vision.get("layers", 24)}}
+    return DeepseekOcr2Config(text_config={**_DECODER, **text}, vision_config=encoder,
+                              image_token_id=official.get("image_token_id", 128815))
+
+
+@lru_cache(maxsize=None)  # one class: built on first use, so that importing the registry stays light
 def _transformers_class():
     from transformers import DeepseekOcr2ForConditionalGeneration
 
@@ -188,8 +216,6 @@ class DeepSeekOCR2(Backbone):
     hub_ids = (HUB_ID,)
     model_types = (MODEL_TYPE,)
     encoder_title = "SAM + Qwen2 encoder"
-    export_refusal = ("the export of DeepSeek-OCR-2 to its official layout and GGUF is not built yet; its folder is "
-                      "transformers' layout, which transformers' DeepseekOcr2ForConditionalGeneration loads as it is")
     parameter_parts = {"sam": ("model.vision_tower.sam_encoder.",), "qwen2_encoder": ("model.vision_tower.",),
                        "projector": ("model.multi_modal_projector.", "model.view_separator"),
                        "embed_tokens": ("model.language_model.embed_tokens.",),
@@ -208,8 +234,7 @@ class DeepSeekOCR2(Backbone):
         from transformers import DeepseekOcr2Config
 
         if layout == "official":
-            raise UserError(f"{name} is DeepSeek-OCR-2 in its official repository's layout, whose config.json "
-                            f"transformers does not read: use {HUB_ID} (transformers' layout of the same weights)")
+            return config_from_official(json.loads((path / "config.json").read_text(encoding="utf-8")))
         if path is None:
             return architecture(tiny=name in self.presets)
         return DeepseekOcr2Config.from_pretrained(path)
@@ -223,10 +248,7 @@ class DeepSeekOCR2(Backbone):
         if path is None:
             if name not in self.presets:
                 raise UserError(f"the weights of {name} are not available offline; pass a local folder")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = cls(config)
-            model = model.to(dtype)
+            model = self.build(config).to(dtype)
         else:
             model = cls.from_pretrained(path, config=config, dtype=dtype, attn_implementation=attn_implementation,
                                         experts_implementation=experts_implementation)
@@ -234,16 +256,15 @@ class DeepSeekOCR2(Backbone):
             model.model.language_model = model.lm_head = None
         return model.eval()
 
+    def build(self, config, dtype: torch.dtype = torch.float32):
+        with seeded(dtype):
+            return _transformers_class()(config)
+
     def build_empty(self, config, dtype: torch.dtype):
         from transformers import initialization
 
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with initialization.no_init_weights():
-                return _transformers_class()(config)
-        finally:
-            torch.set_default_dtype(previous)
+        with seeded(dtype), initialization.no_init_weights():
+            return _transformers_class()(config)
 
     def page_processor(self, mode: str, max_tiles: Optional[int] = None) -> Ocr2PageProcessor:
         return Ocr2PageProcessor(mode, min(max_tiles or MAX_TILES, MAX_TILES))
@@ -269,20 +290,60 @@ class DeepSeekOCR2(Backbone):
         return model.model.language_model, model.lm_head
 
     def image_features(self, model, batch: dict) -> torch.Tensor:
-        tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+        # transformers' own seam: per page, its tiles' rows, its global view's, then the separator.
+        features = model.model.get_image_features(batch["pixel_values"], batch.get("pixel_values_local"),
+                                                  batch["num_local_patches"])
+        return torch.cat(features.pooler_output)
 
-        def projected(pixels):
-            return projector(tower(pixels).last_hidden_state)
+    def official_state_dict(self, model) -> dict[str, torch.Tensor]:
+        # transformers' own conversion mapping, reversed: the names of deepseek-ai/DeepSeek-OCR-2's checkpoint.
+        from transformers.core_model_loading import revert_weight_conversion
 
-        pages = projected(batch["pixel_values"])
-        tiles = projected(batch["pixel_values_local"]) if batch.get("pixel_values_local") is not None else None
-        rows, start = [], 0
-        for page, count in zip(pages, batch["num_local_patches"].tolist()):
-            if count:
-                rows.append(tiles[start:start + count].flatten(0, 1))
-            rows += [page, model.model.view_separator.to(page.dtype)[None]]
-            start += count
-        return torch.cat(rows)
+        # The class's whole mapping, not the part that loading this model used: a folder saved under transformers'
+        # own names (this project's) loads through none of it, and reverting that would rename nothing.
+        loaded = model.__dict__.pop("_weight_conversions", None)
+        try:
+            return revert_weight_conversion(model, model.state_dict())
+        finally:
+            if loaded is not None:
+                model._weight_conversions = loaded
+
+    def official_config(self, config, torch_dtype: str) -> dict:
+        """The official repository's config.json: DeepSeek-OCR's decoder fields (the same decoder, so written by
+        DeepSeek-OCR's own `to_official_config`) under DeepSeek-OCR-2's architecture and vision schema."""
+        from model.configuration import DeepSeekOCRConfig
+
+        text, vision = config.get_text_config(), config.vision_config
+        sam, encoder = vision.sam_config, vision.encoder_config
+        layers = list(text.mlp_layer_types)
+        decoder = DeepSeekOCRConfig(
+            **{key: getattr(text, key) for key in _DECODER if key != "mlp_layer_types"},
+            first_k_dense_replace=layers.index("sparse") if "sparse" in layers else len(layers),
+            rms_norm_eps=text.rms_norm_eps,
+            **({"rope_parameters": text.rope_parameters} if text.rope_parameters else {}))
+        official = decoder.to_official_config(torch_dtype)
+        official.pop("auto_map", None)
+        official["architectures"] = ["DeepseekOCR2ForCausalLM"]
+        official["projector_config"]["input_dim"] = encoder.hidden_size
+        official["vision_config"] = {
+            "image_size": 1024, "model_type": "vision", "layers": encoder.num_hidden_layers,
+            "width": {"sam_vit_b": {"width": sam.hidden_size, "layers": sam.num_hidden_layers,
+                                    "heads": sam.num_attention_heads,
+                                    "global_attn_indexes": list(sam.global_attn_indexes),
+                                    "downsample_channels": list(sam.downsample_channels)},
+                      "qwen2-0-5b": {"dim": encoder.hidden_size}}}
+        if vision.to_dict() != architecture().vision_config.to_dict():
+            # Sizes the official schema cannot hold (the official code builds the real encoder whatever it says):
+            # a tiny preset's, so that the folder loads back as it was.
+            official["vision_config"][OWN_VISION_KEY] = vision.to_dict()
+        return official
+
+    def maps_projector(self, official_config: dict) -> bool:
+        # llama.cpp's converter builds the Qwen2 encoder from fixed sizes (14 heads, 2 KV heads, 4,864) and maps
+        # SAM's neck by block index (at least four blocks): the real model's, not a tiny preset's.
+        vision = official_config.get("vision_config", {})
+        sam = vision.get("width", {}).get("sam_vit_b", {})
+        return sam.get("layers", 0) >= 4 and vision.get("width", {}).get("qwen2-0-5b", {}).get("dim") == 896
 
 
 BACKBONE = DeepSeekOCR2()

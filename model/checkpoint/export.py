@@ -1,12 +1,12 @@
-"""Export a model to the official DeepSeek-OCR layout, the format vLLM, SGLang, the official `infer()` code and the
-checkpoint converters read.
+"""Export a model to its official layout (DeepSeek-OCR's or DeepSeek-OCR-2's, as its backbone says), the format
+vLLM, SGLang, the official `infer()` code and the checkpoint converters read.
 
     python -m model.checkpoint.export --model ./deepseek-summarizer --output ./deepseek-summarizer-official
 
-Official counterpart: the `deepseek-ai/DeepSeek-OCR` hub folder. What is written:
-- the weights under the official key names (`model.official_layout`), in safetensors shards with
+Official counterpart: the `deepseek-ai/DeepSeek-OCR` (or `-OCR-2`) hub folder. What is written:
+- the weights under the official key names (the backbone's `official_state_dict`), in safetensors shards with
   `model.safetensors.index.json`, in bfloat16 (as the official checkpoint), float16 or float32;
-- `config.json` in the official schema (`DeepSeekOCRConfig.to_official_config`);
+- `config.json` in the official schema (the backbone's `official_config`);
 - the tokenizer files and the official `processor_config.json` (DeepseekVLV2Processor fields);
 - this project's settings, which no engine reads but `load_pretrained` and the summarizer do: the processor settings
   (`summarizer_processor_config.json`; a preset's or an official folder's are those of its render mode), render
@@ -31,21 +31,21 @@ import torch
 from config import UserError, save_run_settings
 from config.cli import Parser, run_command
 from data.jsonl import write_json_atomic
+from model import backbones
 from model.checkpoint.convert import load_model, model_config
 from model.checkpoint.device import PRECISIONS
 from model.checkpoint.gguf import (
     CONVERTER_TYPES,
     check_gguf_tools,
     gguf_files,
-    maps_projector,
     write_gguf,
 )
 from model.checkpoint.load import deepseek_ocr_processor
 from model.checkpoint.lora import has_lora_keys, merge_lora_state_dict, saved_lora_scalings
-from model.official_layout import build_empty_model, check_state_dict, read_safetensors_folder, to_official_state_dict
 from model.checkpoint.source import ModelSource, resolve_model_source
 from model.checkpoint.staging import move_into_place, staged_folder
 from model.configuration import TINY_PRESET
+from model.official_layout import check_state_dict, read_safetensors_folder
 from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, IGNORE_INDEX, PROCESSOR_CONFIG_NAME
 from model.tokenizer import IMAGE_TOKEN, PAD_TOKEN
 
@@ -62,11 +62,6 @@ OFFICIAL_PROCESSOR_CONFIG = {
 
 class ExportError(UserError, ValueError):
     """A source or output that cannot be exported as asked; one line for the user."""
-
-
-def official_state_dict(model) -> dict[str, torch.Tensor]:
-    """The model's weights under the official key names (works on a meta-device model: no memory needed)."""
-    return to_official_state_dict(model.state_dict(), model.config.vision)
 
 
 def _holds_unmerged_lora(folder: Path) -> bool:
@@ -106,7 +101,7 @@ def load_source(source: ModelSource, dtype: torch.dtype):
     if source.kind == "project" and _holds_unmerged_lora(source.path):
         state = read_safetensors_folder(source.path)
         merged = merge_lora_state_dict(state, saved_lora_scalings(state, source.path))
-        model = build_empty_model(model_config(source), dtype)
+        model = source.backbone.build_empty(model_config(source), dtype)
         check_state_dict(model, merged)
         model.load_state_dict({key: value.to(dtype) for key, value in merged.items()}, strict=True)
         return model.eval()
@@ -119,7 +114,8 @@ def write_official_weights(model, folder: Path, dtype: torch.dtype = torch.bfloa
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
-    official = {key: value.to(dtype) for key, value in official_state_dict(model).items()}
+    backbone = backbones.of_model(model)
+    official = {key: value.to(dtype) for key, value in backbone.official_state_dict(model).items()}
     split = split_torch_state_dict_into_shards(official, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=max_shard_size)
     for filename, keys in split.filename_to_tensors.items():
@@ -132,7 +128,8 @@ def write_official_weights(model, folder: Path, dtype: torch.dtype = torch.bfloa
     mode = (folder / INDEX_FILE).stat().st_mode & 0o777
     for filename in split.filename_to_tensors:
         (folder / filename).chmod(mode)
-    write_json_atomic(folder / "config.json", model.config.to_official_config(str(dtype).removeprefix("torch.")))
+    write_json_atomic(folder / "config.json",
+                      backbone.official_config(model.config, str(dtype).removeprefix("torch.")))
 
 
 def _write_settings(source: ModelSource, folder: Path) -> None:
@@ -172,14 +169,13 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     source = resolve_model_source(name, weights=True)
     if not source.is_deepseek_ocr:
         raise ExportError(f"{name} holds a seq2seq model: only DeepSeek-OCR has the official layout")
-    if source.backbone.export_refusal:
-        raise ExportError(f"{name}: {source.backbone.export_refusal}")
     model = load_source(source, torch_dtype)
     with staged_folder(output) as tmp:
         write_official_weights(model, tmp, torch_dtype, shard_size)
         _write_settings(source, tmp)
         if gguf is not None:
-            write_gguf(tmp, gguf, with_mmproj=maps_projector(tmp))
+            official = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+            write_gguf(tmp, gguf, with_mmproj=source.backbone.maps_projector(official))
         move_into_place(tmp, output)
     return output
 

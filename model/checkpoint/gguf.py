@@ -137,12 +137,3 @@ def write_gguf(official: Path, quant: str, with_mmproj: bool) -> list[Path]:
     if with_mmproj:
         _convert(official, folder / "mmproj-F16.gguf", "f16", mmproj=True)
     return gguf_files(official)
-
-
-def maps_projector(official: Path) -> bool:
-    """Whether llama.cpp's projector converter can map the folder's SAM: it maps SAM's four neck modules by block
-    index, so it needs at least four blocks (the real model has 12; the tiny presets have 2)."""
-    import json
-
-    vision = json.loads((official / "config.json").read_text(encoding="utf-8")).get("vision_config", {})
-    return (vision.get("width", {}).get("sam_vit_b") or {}).get("layers", 12) >= 4

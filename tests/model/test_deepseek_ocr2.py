@@ -1,6 +1,7 @@
 """DeepSeek-OCR-2 behind the backbone seam, held to transformers' own class and processor: the same pages give the
 same placeholders and the same first-token logits, a folder transformers' class saved is recognized by its
 content and summarizes, and beam search over tiled pages reads each document's own tiles."""
+import dataclasses
 import json
 
 import pytest
@@ -147,3 +148,58 @@ def test_save_pretrained_writes_names_the_trainer_resumes_and_transformers_class
         "DeepseekOcr2ForConditionalGeneration"]
     again = DeepseekOcr2ForConditionalGeneration.from_pretrained(tmp_path)
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow  # the command and the app as the fast lane checks them for DeepSeek-OCR, on the other backbone
+def test_infer_and_the_api_serve_a_deepseek_ocr2_folder(saved_by_transformers, tmp_path, capsys):
+    from inference import infer
+    from inference.api_server import create_app
+    from inference.api_settings import ServerSettings
+    from inference.summarizer import DeepSeekSummarizer
+
+    article = tmp_path / "article.txt"
+    article.write_text("Rivers carry water to the sea. " * 30, encoding="utf-8")
+    assert infer.main(["--model_path", str(saved_by_transformers), "--input_file", str(article),
+                       "--max_new_tokens", "2", "--json", "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["pages"], printed["vision_tokens"], printed["strategy"]) == (1, 144, "direct")
+
+    summarizer = DeepSeekSummarizer.from_pretrained(saved_by_transformers, LoadSettings(device="cpu"))
+    client = create_app(summarizer, ServerSettings(batch_wait_ms=10)).test_client()
+    response = client.post("/summarize/text", json={"text": article.read_text(), "max_new_tokens": 2})
+    assert response.status_code == 200 and response.get_json()["vision_tokens"] == 144
+
+
+@pytest.mark.slow  # llama.cpp's converter
+def test_export_round_trips_and_the_llamacpp_engine_gives_torchs_greedy_tokens(tmp_path):
+    """The official DeepSeek-OCR-2 layout: the weights under the official names load back equal, llama.cpp's
+    converter reads the folder (architecture DeepseekOCR2ForCausalLM), and on the F32 GGUF the engine's greedy
+    tokens for pages equal torch's."""
+    pytest.importorskip("llama_cpp", reason="installed by bash setup.sh --dev (or --llamacpp)")
+    from config import GenerationSettings
+    from inference.summarizer import DeepSeekSummarizer
+    from model.checkpoint.convert import load_model
+    from model.checkpoint.export import main
+
+    trained = tmp_path / "trained"  # saved as training saves (transformers' names), then exported
+    load_model(deepseek_ocr2.TINY_PRESET).save_pretrained(trained)
+    folder = tmp_path / "official"
+    assert main(["--model", str(trained), "--output", str(folder), "--dtype", "fp32", "--format", "gguf",
+                 "--quant", "f32"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["DeepseekOCR2ForCausalLM"] and "qwen2-0-5b" in config["vision_config"]["width"]
+    assert (folder / "gguf" / "model-F32.gguf").is_file()
+    preset, exported = load_model(deepseek_ocr2.TINY_PRESET).state_dict(), load_model(str(folder)).state_dict()
+    assert set(preset) == set(exported) and all(torch.equal(preset[k], exported[k]) for k in preset)
+
+    float32 = LoadSettings(device="cpu", dtype="float32")
+    on_torch = DeepSeekSummarizer.from_pretrained(folder, float32)
+    on_llama = DeepSeekSummarizer.from_pretrained(folder, float32, engine="llamacpp")
+    greedy = GenerationSettings(max_new_tokens=8, batch_size=4, no_repeat_ngram_size=0).generate_kwargs()
+    small = [on_torch.prepare_text("Rivers carry water to the sea. " * 30), on_torch.prepare_image(page(640, 640))]
+    # Tiled pages too (gundam: the tiles' rows, the global view's, the separator, as the engine lays them out).
+    tiled = [dataclasses.replace(on_torch.prepare_image(page(1280, 1920)), read_mode="gundam"),
+             dataclasses.replace(on_torch.prepare_image(page(1800, 2400)), read_mode="gundam")]
+    for documents in (small, tiled):
+        expected = on_torch.backend.generate(documents, greedy)
+        assert all(expected) and on_llama.backend.generate(documents, greedy) == expected

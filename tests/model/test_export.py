@@ -19,8 +19,9 @@ import torch
 from safetensors import safe_open
 
 from config import GenerationSettings, LoadSettings, RenderConfig
+from model.backbones.deepseek_ocr import BACKBONE
 from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
-from model.checkpoint.export import INDEX_FILE, export_model, main, official_state_dict, write_official_weights
+from model.checkpoint.export import INDEX_FILE, export_model, main, write_official_weights
 from model.checkpoint.gguf import GgufError, decoder_gguf, gguf_files
 from model.checkpoint.load import load_pretrained
 from model.configuration import DeepSeekOCRConfig
@@ -81,7 +82,7 @@ def test_bfloat16_export_is_the_model_in_bfloat16(tmp_path):
 def test_real_size_model_exports_the_official_checkpoint_keys_and_shapes():
     with torch.device("meta"):
         model = DeepSeekOCRForConditionalGeneration(DeepSeekOCRConfig.preset("deepseek-ai/DeepSeek-OCR"))
-    official = official_state_dict(model)
+    official = BACKBONE.official_state_dict(model)
     exported = {key: tuple(value.shape) for key, value in official.items()}
     fixture = json.loads((FIXTURE / "real_checkpoint_keys.json").read_text())
     entries = fixture["keys"]

@@ -1,10 +1,13 @@
 """DeepSeek-OCR-2 trains through the same trainer: its Qwen2 encoder frozen, LoRA on the decoder's layers only,
 a saved folder that summarizes and that transformers' own class loads, a resume that continues the weights."""
+import pytest
 import torch
 
 from config import LoraConfig, OptimizerConfig, RenderConfig, TrainingConfig
 from tests.training.test_collator import bundled_records
 from training.deepseek_trainer import DeepSeekOCRTrainer, dry_run_report
+
+pytestmark = pytest.mark.slow  # training runs (the fast lane trains DeepSeek-OCR, through the same trainer)
 
 
 def ocr2_config(tmp_path, **overrides) -> TrainingConfig:
