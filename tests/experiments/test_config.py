@@ -40,10 +40,11 @@ def test_every_shipped_config_loads_plans_and_estimates(tmp_path):
             assert any("dry-run" in line and "GiB" in line for line in exp.comment), path
 
 
-def _write(tmp_path, mutate) -> Path:
-    data = json.loads(SMOKE.read_text())
+def _write(tmp_path, mutate, config: Path = SMOKE) -> Path:
+    """`config` changed by `mutate`, written as a new config file."""
+    data = json.loads(config.read_text())
     mutate(data)
-    path = tmp_path / "experiment.json"
+    path = tmp_path / f"changed-{config.name}"
     path.write_text(json.dumps(data))
     return path
 
@@ -138,14 +139,6 @@ def test_page_settings_the_preparation_cannot_make_are_refused(tmp_path, capsys)
     assert "render key 'line_spacing'" in capsys.readouterr().err
 
 
-def _write_long(tmp_path, mutate) -> Path:
-    data = json.loads(LONG.read_text())
-    mutate(data)
-    path = tmp_path / "long.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 def _arm(data, name):
     return next(arm for arm in data["arms"] if arm["name"] == name)
 
@@ -168,7 +161,7 @@ def _arm(data, name):
 ])
 def test_a_bad_model_of_or_lead_arm_fails_in_one_line_before_any_work(tmp_path, capsys, mutate, message):
     output = tmp_path / "out"
-    code = main([str(_write_long(tmp_path, mutate)), "--output-dir", str(output), "--estimate-only"])
+    code = main([str(_write(tmp_path, mutate, LONG)), "--output-dir", str(output), "--estimate-only"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
     assert not output.exists()
@@ -178,7 +171,7 @@ def test_an_arm_reading_another_arms_model_generates_with_it_and_trains_nothing(
     # Listed before the arm it reads: the plan still puts that arm's training first.
     data = json.loads(LONG.read_text())
     data["arms"].insert(0, data["arms"].pop(3))
-    exp = read_experiment(_write_long(tmp_path, lambda d: d.update(arms=data["arms"])))
+    exp = read_experiment(_write(tmp_path, lambda d: d.update(arms=data["arms"]), LONG))
     stages = build_plan(exp, tmp_path / "exp")
     ids = [s.id for s in stages]
     by_id = {s.id: s for s in stages}
@@ -196,9 +189,9 @@ def test_an_arm_reading_another_arms_model_generates_with_it_and_trains_nothing(
 
 
 def test_a_pixels_arm_reading_another_arms_model_reads_that_arms_pages(tmp_path):
-    exp = read_experiment(_write_long(tmp_path, lambda d: d["arms"].append(
+    exp = read_experiment(_write(tmp_path, lambda d: d["arms"].append(
         {"name": "tiny-truncated", "type": "pixels", "model_of": "pixels-tiny-36px",
-         "generation": {"long_documents": "truncate"}})))
+         "generation": {"long_documents": "truncate"}}), LONG))
     by_id = {s.id: s for s in build_plan(exp, tmp_path / "exp")}
     assert by_id["generate/tiny-truncated"].settings.data_file == by_id["generate/pixels-tiny-36px"].settings.data_file
     assert "pages-tiny-36px" in by_id["generate/tiny-truncated"].settings.data_file
@@ -208,8 +201,9 @@ def test_the_model_of_arm_is_redone_when_the_model_it_reads_changes(tmp_path):
     before = _fingerprints(read_experiment(LONG), tmp_path)
     retrained = _fingerprints(read_experiment(LONG, {"training.max_steps": 3}), tmp_path)
     assert before["generate/text-hierarchical"] != retrained["generate/text-hierarchical"]
-    regenerated = _fingerprints(read_experiment(_write_long(tmp_path, lambda d: _arm(d, "text-hierarchical")
-                                                            .update(generation={"long_documents": "auto"}))), tmp_path)
+    regenerated = _fingerprints(read_experiment(_write(tmp_path, lambda d: _arm(d, "text-hierarchical")
+                                                            .update(generation={"long_documents": "auto"}), LONG)),
+                                tmp_path)
     changed = {stage for stage in before if before[stage] != regenerated[stage]}
     assert changed == {"generate/text-hierarchical", "evaluate/text-hierarchical"}
 
@@ -218,7 +212,7 @@ def test_lead_3_is_evaluations_baseline_and_lead_n_a_predictions_file(tmp_path):
     def leads(data):
         data["arms"] += [{"name": "lead-3", "type": "lead-3"}, {"name": "lead-three", "type": "lead", "sentences": 3}]
 
-    exp = read_experiment(_write_long(tmp_path, leads))
+    exp = read_experiment(_write(tmp_path, leads, LONG))
     by_id = {s.id: s for s in build_plan(exp, tmp_path / "exp")}
     for name in ("lead-3", "lead-three"):  # the seed's Lead-3, whichever way it is named
         assert f"lead/{name}" not in by_id
