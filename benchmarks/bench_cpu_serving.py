@@ -112,7 +112,8 @@ def build_model(quick: bool, backbone: str):
         return load_model(chosen.presets[0], dtype=torch.bfloat16)
     # The real checkpoint's architecture with seeded random weights, built in bfloat16 from the start (a float32
     # build would hold 13 GB, and 20 GB while cast).
-    return chosen.build(chosen.config("project", None, chosen.hub_ids[0]), torch.bfloat16).eval()
+    hub_id, layout = next(iter(chosen.hub_ids.items()))
+    return chosen.build(chosen.config(layout, None, hub_id), torch.bfloat16).eval()
 
 
 def write_project_folder(model, folder: Path) -> None:

@@ -167,7 +167,7 @@ def backbone_model(model_name: str, backbone: str) -> str:
         raise ConfigError(f"config key 'backbone' must be one of {', '.join(backbones.BACKBONES)}, got {backbone!r}")
     target = backbones.named(backbone)
     for own in backbones.BACKBONES.values():
-        for names, targets in ((own.presets, target.presets), (own.hub_ids, target.hub_ids)):
+        for names, targets in ((own.presets, target.presets), (list(own.hub_ids), list(target.hub_ids))):
             if model_name in names:
                 return targets[names.index(model_name)]
     raise ConfigError(f"config key 'backbone' maps a preset or a known hub id to its {backbone} counterpart; "

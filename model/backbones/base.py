@@ -40,7 +40,8 @@ class Backbone(ABC):
     name: str  # as an experiment arm's "backbone" names it
     title: str  # for model cards and logs
     presets: tuple[str, ...] = ()  # names of its random-weight presets, built in memory
-    hub_ids: tuple[str, ...] = ()  # hub ids whose architecture it knows without the hub (not their weights)
+    # Hub ids whose architecture it knows without the hub (not their weights), and the layout of each.
+    hub_ids: dict[str, Layout] = {}
     model_types: tuple[str, ...] = ()  # `config.model_type` of the models it loads
     encoder_title: str  # what its frozen vision encoder is, in words
     # Parameter-name prefixes of its parts (model.params.parameter_counts): the vision parts, "projector",

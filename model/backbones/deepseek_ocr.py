@@ -24,7 +24,7 @@ class DeepSeekOCR(Backbone):
     name = "deepseek-ocr"
     title = "DeepSeek-OCR"
     presets = (TINY_PRESET,)
-    hub_ids = (OFFICIAL_HUB_ID,)
+    hub_ids = {OFFICIAL_HUB_ID: "official"}
     model_types = (DeepSeekOCRConfig.model_type,)
     encoder_title = "DeepEncoder (SAM + CLIP)"
     parameter_parts = PARTS

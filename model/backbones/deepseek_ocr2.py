@@ -213,7 +213,7 @@ class DeepSeekOCR2(Backbone):
     name = NAME
     title = "DeepSeek-OCR-2"
     presets = (TINY_PRESET,)
-    hub_ids = (HUB_ID,)
+    hub_ids = {HUB_ID: "project"}
     model_types = (MODEL_TYPE,)
     encoder_title = "SAM + Qwen2 encoder"
     parameter_parts = {"sam": ("model.vision_tower.sam_encoder.",), "qwen2_encoder": ("model.vision_tower.",),

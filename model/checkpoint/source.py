@@ -28,7 +28,7 @@ from typing import Literal, Optional
 from config import GenerationSettings, RenderConfig, UserError, first_line, load_run_settings
 from model import backbones
 from model.checkpoint.presets import PRESETS
-from model.configuration import OFFICIAL_HUB_ID, TINY_PRESET
+from model.configuration import TINY_PRESET
 
 SourceKind = Literal["preset", "project", "official", "seq2seq"]
 Task = Literal["deepseek-ocr", "seq2seq"]
@@ -123,8 +123,7 @@ def resolve_model_source(name: str, weights: bool = False) -> ModelSource:
             # A backbone knows the architecture of its own hub ids (DeepSeek-OCR's is DeepSeekOCRConfig(), which
             # fills every key and shape of the real checkpoint: tests/model/test_checkpoint_keys.py): the kind and
             # sizes are known without the hub, only the weights are not (loading them needs the hub or the cache).
-            return ModelSource("official" if name == OFFICIAL_HUB_ID else "project", name, None, hub_id=name,
-                               backbone_name=backbone.name)
+            return ModelSource(backbone.hub_ids[name], name, None, hub_id=name, backbone_name=backbone.name)
         return _folder_source(name, folder, hub_id=name)
     raise ModelSourceError(f"{name!r} is neither a preset ({', '.join(PRESETS)}), an existing folder, nor a hub "
                            "id such as deepseek-ai/DeepSeek-OCR")
