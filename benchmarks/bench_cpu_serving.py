@@ -377,7 +377,8 @@ def tool_rows(bin_dir: Optional[Path], places: dict[str, Path], quick: bool) -> 
 def run_tool(command: list[str]) -> tuple[str, int, float]:
     """(stdout + stderr, peak RSS bytes, wall seconds) of one tool run; a failure is a RuntimeError with its last
     line."""
-    with tempfile.TemporaryFile("w+") as output:
+    # A random model's text may stop inside a UTF-8 sequence: read what the tool printed, whatever it is.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as output:
         began = time.perf_counter()
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         status, peak = wait_peak(process)

@@ -24,13 +24,13 @@ import torch
 
 from config import UserError
 from config.modes import tile_count
+from data.jsonl import write_json_atomic
 from model.backbones.base import Backbone, Layout, seeded
 from model.image_processing import ProcessedImage
 
 NAME = "deepseek-ocr-2"
 TINY_PRESET = "tiny-random-ocr2"
 HUB_ID = "deepseek-community/DeepSeek-OCR-2"  # transformers' layout
-OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR-2"
 MODEL_TYPE = "deepseek_ocr2"
 TILE = 768
 MIN_TILES, MAX_TILES = 2, 6
@@ -50,6 +50,7 @@ _ENCODER = dict(sam_config=dict(hidden_size=768, num_hidden_layers=12, num_atten
                 encoder_config=dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                                     num_key_value_heads=2, intermediate_size=4864, vocab_size=1,
                                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+_DECODER_PARTS = ("model.language_model.", "lm_head.")
 # The official vision schema's SAM keys -> transformers' names.
 _SAM_FIELDS = {"width": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
                "global_attn_indexes": "global_attn_indexes", "downsample_channels": "downsample_channels"}
@@ -77,7 +78,8 @@ def architecture(tiny: bool = False):
 
 def config_from_official(official: dict):
     """transformers' config of an official-layout config.json: DeepSeek-OCR's decoder fields (under
-    `language_config`), the real encoder unless the folder carries its own sizes (`official_config`)."""
+    `language_config`), the real encoder unless the folder carries its own sizes (OWN_VISION_KEY, which
+    `official_config` writes for a preset)."""
     from transformers import DeepseekOcr2Config
 
     language = {**official, **official.get("language_config", {})}
@@ -128,9 +130,23 @@ def _transformers_class():
             config = Path(save_directory) / "config.json"
             saved = json.loads(config.read_text(encoding="utf-8"))
             saved["architectures"] = [DeepseekOcr2ForConditionalGeneration.__name__]  # a class others have
-            config.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            write_json_atomic(config, saved)
 
     return DeepSeekOCR2ForSummarization
+
+
+def _reverted(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the official checkpoint's names: transformers' conversion mapping of the class, reversed."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    # The class's whole mapping, not the part that loading this model used: a folder saved under transformers'
+    # own names (this project's) loads through none of it, and reverting that would rename nothing.
+    loaded = model.__dict__.pop("_weight_conversions", None)
+    try:
+        return revert_weight_conversion(model, dict(state))
+    finally:
+        if loaded is not None:
+            model._weight_conversions = loaded
 
 
 def _in_own_dtype(module: torch.nn.Module, args: tuple) -> tuple:
@@ -242,6 +258,8 @@ class DeepSeekOCR2(Backbone):
     def load(self, layout: Layout, path: Optional[Path], name: str, dtype: torch.dtype, attn_implementation: str,
              experts_implementation: Optional[str], vision_only: bool = False):
         config = self.config(layout, path, name)
+        if vision_only and path is not None:
+            return self._load_vision(config, path, dtype)
         if attn_implementation == "flash_attention_2":  # SAM's relative positions: the class refuses it
             attn_implementation = {"text_config": attn_implementation, "": "sdpa"}
         cls = _transformers_class()
@@ -255,6 +273,34 @@ class DeepSeekOCR2(Backbone):
         if vision_only:
             model.model.language_model = model.lm_head = None
         return model.eval()
+
+    def _load_vision(self, config, path: Path, dtype: torch.dtype):
+        """The vision parts of a folder of either layout, the decoder's weights never read (at real size they are
+        ten times the encoder's, and transformers' loader would convert them all on the way)."""
+        from model.official_layout import read_safetensors_folder
+
+        config.text_config.num_hidden_layers, config.text_config.mlp_layer_types = 0, []
+        model = self.build_empty(config, dtype)
+        vision = {key: value for key, value in model.state_dict().items() if not key.startswith(_DECODER_PARTS)}
+        official = {key: name for key, name in self._official_names(model).items() if key in vision}
+        wanted = {**{key: key for key in vision}, **{name: key for key, name in official.items()}}
+        state = {wanted[name]: tensor for name, tensor in
+                 read_safetensors_folder(path, keep=lambda name: name in wanted).items()}
+        missing = sorted(set(vision) - set(state))
+        if missing:
+            raise UserError(f"{path} lacks {len(missing)} weights of DeepSeek-OCR-2's encoder, e.g. {missing[0]}")
+        model.load_state_dict({key: value.to(vision[key].dtype) for key, value in state.items()}, strict=False)
+        model.model.language_model = model.lm_head = None
+        return model.eval()
+
+    @staticmethod
+    def _official_names(model) -> dict[str, str]:
+        """Each of the model's weights that the official checkpoint holds under another name alone (its vision
+        parts: renamed, not packed) -> that name, from transformers' own mapping."""
+        own = model.state_dict()
+        by_tensor = {id(value): key for key, value in own.items()}
+        return {by_tensor[id(value)]: name for name, value in _reverted(model, own).items()
+                if id(value) in by_tensor}
 
     def build(self, config, dtype: torch.dtype = torch.float32):
         with seeded(dtype):
@@ -297,16 +343,7 @@ class DeepSeekOCR2(Backbone):
 
     def official_state_dict(self, model) -> dict[str, torch.Tensor]:
         # transformers' own conversion mapping, reversed: the names of deepseek-ai/DeepSeek-OCR-2's checkpoint.
-        from transformers.core_model_loading import revert_weight_conversion
-
-        # The class's whole mapping, not the part that loading this model used: a folder saved under transformers'
-        # own names (this project's) loads through none of it, and reverting that would rename nothing.
-        loaded = model.__dict__.pop("_weight_conversions", None)
-        try:
-            return revert_weight_conversion(model, model.state_dict())
-        finally:
-            if loaded is not None:
-                model._weight_conversions = loaded
+        return _reverted(model, model.state_dict())
 
     def official_config(self, config, torch_dtype: str) -> dict:
         """The official repository's config.json: DeepSeek-OCR's decoder fields (the same decoder, so written by

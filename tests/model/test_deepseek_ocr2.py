@@ -191,6 +191,10 @@ def test_export_round_trips_and_the_llamacpp_engine_gives_torchs_greedy_tokens(t
     assert (folder / "gguf" / "model-F32.gguf").is_file()
     preset, exported = load_model(deepseek_ocr2.TINY_PRESET).state_dict(), load_model(str(folder)).state_dict()
     assert set(preset) == set(exported) and all(torch.equal(preset[k], exported[k]) for k in preset)
+    for source in (trained, folder):  # the engine's encoder, read without the decoder from either layout
+        vision = load_model(str(source), vision_only=True).state_dict()
+        assert vision and all(torch.equal(preset[k], v) for k, v in vision.items())
+        assert not any(k.startswith(("model.language_model.", "lm_head.")) for k in vision)
 
     float32 = LoadSettings(device="cpu", dtype="float32")
     on_torch = DeepSeekSummarizer.from_pretrained(folder, float32)
