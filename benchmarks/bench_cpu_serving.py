@@ -528,10 +528,9 @@ def main(argv=None) -> int:
     parser.add_argument("--llama-cpp-bin", metavar="DIR", help="folder holding llama.cpp's " + ", ".join(TOOLS)
                         + " (default: $LLAMA_CPP_BIN); without them those rows say 'not measured'")
     parser.add_argument("--paths", help=f"comma-separated subset of: {', '.join(PATHS)} (default: all)")
-    from model import backbones
-
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=list(backbones.BACKBONES),
-                        help="the model measured (model/backbones); its artifacts are built in their own --workdir")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                        help="the model measured: deepseek-ocr or deepseek-ocr-2 (model/backbones' registry); its "
+                             "artifacts are built in their own --workdir")
     parser.add_argument("--output", metavar="FILE", help="Markdown report, with its JSON beside it (default: "
                         "benchmarks/results/cpu_serving.md; with --quick, printed only)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one path (or the build) in a child process
@@ -539,6 +538,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args)
+    from model import backbones  # after --help, which needs no torch
+
+    if args.backbone not in backbones.BACKBONES:
+        parser.error(f"unknown --backbone {args.backbone!r}; choose from {', '.join(backbones.BACKBONES)}")
     paths = args.paths.split(",") if args.paths else None
     unknown = [name for name in paths or [] if name not in PATHS]
     if unknown:

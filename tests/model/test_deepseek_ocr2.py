@@ -53,8 +53,11 @@ def transformers_inputs(images: list[Image.Image], mode: str):
     return processor(images=images, text="<image>" * len(images) + "\n" + DEFAULT_INSTRUCTION, return_tensors="pt")
 
 
-@pytest.mark.parametrize("mode,size", [("small", (640, 640)), ("base", (1024, 1024)), ("gundam", (1280, 1920)),
-                                       ("gundam", (1800, 2400)), ("gundam", (640, 640))])
+@pytest.mark.parametrize("mode,size", [
+    ("small", (640, 640)), ("gundam", (1280, 1920)),
+    # The other views and grids, in the whole suite (the fast lane keeps one view and one tiled page).
+    *[pytest.param(mode, size, marks=pytest.mark.slow)
+      for mode, size in [("base", (1024, 1024)), ("gundam", (1800, 2400)), ("gundam", (640, 640))]]])
 def test_first_token_logits_equal_transformers_own_class_and_processor(saved_by_transformers, mode, size):
     from transformers import DeepseekOcr2ForConditionalGeneration
 
@@ -110,6 +113,7 @@ def test_tiny_mode_is_refused_in_one_line():
         deepseek_ocr2.BACKBONE.page_processor("tiny")
 
 
+@pytest.mark.slow  # generation with beams over several tiled pages
 def test_beam_search_reads_each_documents_own_tiles(saved_by_transformers):
     """Two documents of tiled pages (2x3 and 2x2 tiles) in one batch with 2 beams give what each gives alone."""
     from inference.summarizer import DeepSeekSummarizer

@@ -8,6 +8,8 @@ from torch.profiler import profile
 from model.checkpoint.convert import build_empty_model, load_model, load_official_state_dict
 from model.configuration import DeepSeekOCRConfig
 
+pytestmark = pytest.mark.slow  # every experts kernel; the fast lane runs the default one everywhere else
+
 IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
 # The aten op that only that implementation's experts forward runs (the eager loop accumulates with index_add_).
 SIGNATURE_OP = {"eager": "aten::index_add_", "grouped_mm": "aten::_grouped_mm", "batched_mm": "aten::bmm"}

@@ -129,6 +129,7 @@ def test_golden_config_carries_every_official_value(golden_export, official_conf
         assert exported[key] == official_config[key], key
 
 
+@pytest.mark.slow  # a trained folder through export and the summarizer
 def test_trained_folder_exports_its_settings_and_summarizes_identically(tiny_model_dir, tmp_path):
     from inference.summarizer import DeepSeekSummarizer
 

@@ -10,6 +10,8 @@ from transformers import StaticCache
 from model.checkpoint.convert import load_model
 from model.fast_decode import fast_decode_kwargs
 
+pytestmark = pytest.mark.slow  # compiled decoding; the fast lane decodes the default way everywhere else
+
 IMAGE = 128815
 PAGE_TOKENS = 21  # a 256-pixel page of the tiny preset: 4 rows of (4 tokens + newline) + separator
 

@@ -7,6 +7,8 @@ from config import LoadSettings, LoraConfig
 from tests.training.test_deepseek_trainer import tiny_config
 from training.deepseek_trainer import build_model
 
+pytestmark = pytest.mark.slow  # training under each experts kernel; the default one trains in the fast lane
+
 IMAGE = 128815
 
 

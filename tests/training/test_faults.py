@@ -95,7 +95,7 @@ def _finite(folder: Path) -> bool:
     return all(torch.isfinite(t).all() for t in load_file(folder / "model.safetensors").values())
 
 
-@pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
+@pytest.mark.parametrize("kind", ["seq2seq", pytest.param("deepseek", marks=pytest.mark.slow)])  # one trainer fast
 def test_a_nan_loss_stops_the_run_with_one_line_and_the_last_checkpoint_resumes(
         tmp_path, prepared, tiny_config, capsys, monkeypatch, poison, kind):
     out = tmp_path / "run"
