@@ -174,3 +174,16 @@ def test_overwrite_drops_the_parts_too(tmp_path):
     (tmp_path / "pred.jsonl.part-001-of-003").write_text('{"id": "b", "prediction": "old"}\n')
     discard_predictions(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # one and two processes under torchrun, on the other backbone
+def test_two_processes_give_the_one_process_predictions_on_deepseek_ocr2(data_file, tmp_path):
+    one, two = tmp_path / "one" / "pred.jsonl", tmp_path / "two" / "pred.jsonl"
+    one.parent.mkdir()
+    two.parent.mkdir()
+    assert main(_args(data_file, "tiny-random-ocr2", one)) == 0
+    command, env = _two_processes(_args(data_file, "tiny-random-ocr2", two))
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _untimed(two) == _untimed(one) and len(_untimed(one)) == N_RECORDS
+    assert {line["vision_tokens"] / line["pages"] for line in _untimed(one)} == {144}  # its 768 view of small pages

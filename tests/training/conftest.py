@@ -63,9 +63,12 @@ def one_torch_thread():
 
 
 def model_args(kind: str) -> list[str]:
-    """The CLI flags that pick the model: the tiny BART baseline, or DeepSeek-OCR's tiny-random preset."""
+    """The CLI flags that pick the model: the tiny BART baseline, DeepSeek-OCR's tiny-random preset, or
+    DeepSeek-OCR-2's tiny-random-ocr2 (which has no tiny mode)."""
     if kind == "deepseek":
         return ["--use-deepseek-ocr", "--model-name", "tiny-random", "--mode", "tiny"]
+    if kind == "deepseek-ocr-2":
+        return ["--use-deepseek-ocr", "--model-name", "tiny-random-ocr2", "--mode", "small"]
     return ["--model-name", TINY_BART]
 
 

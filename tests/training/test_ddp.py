@@ -29,7 +29,7 @@ Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
 """
 
 
-@pytest.mark.parametrize("kind", ["seq2seq", "deepseek"])
+@pytest.mark.parametrize("kind", ["seq2seq", "deepseek", "deepseek-ocr-2"])
 def test_two_process_ddp_run(tmp_path, prepared, tiny_config, kind):
     script, digests, out = tmp_path / "rank_run.py", tmp_path / "digests", tmp_path / "ddp"
     script.write_text(RANK_RUN)
