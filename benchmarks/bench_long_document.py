@@ -61,7 +61,7 @@ def reading_folder(source: Path, reads: str, scratch: Path) -> Path:
     """`source` (a model folder) reading documents as `reads` says: links to its files, with its own processor and
     render settings."""
     from config import GenerationSettings, RenderConfig, save_run_settings
-    from model.image_processing import DeepSeekOCRImageProcessor
+    from model.checkpoint.source import resolve_model_source
     from model.processing import EXPORTED_PROCESSOR_CONFIG_NAME, PROCESSOR_CONFIG_NAME, DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
 
@@ -72,7 +72,8 @@ def reading_folder(source: Path, reads: str, scratch: Path) -> Path:
         if item.name not in mine:
             (folder / item.name).symlink_to(item.resolve())
     mode = "small" if reads == "text" else reads
-    processor = DeepSeekOCRProcessor(load_tokenizer(str(source)), DeepSeekOCRImageProcessor.from_mode(mode),
+    pages = resolve_model_source(str(source)).backbone.page_processor(mode)
+    processor = DeepSeekOCRProcessor(load_tokenizer(str(source)), pages,
                                      input_mode="text" if reads == "text" else "pixels")
     exported = (source / EXPORTED_PROCESSOR_CONFIG_NAME).is_file()
     processor.save_pretrained(folder, EXPORTED_PROCESSOR_CONFIG_NAME if exported else PROCESSOR_CONFIG_NAME)
@@ -88,15 +89,17 @@ class StageClock:
     def __init__(self, summarizer):
         self.encode = 0.0
         self.calls: list[tuple[int, float, float]] = []  # (documents, seconds, of which encoding)
-        model, backend = summarizer.backend.model, summarizer.backend
-        encode_images, generate = model.encode_images, backend.generate
+        backend, generate = summarizer.backend, summarizer.backend.generate
+        from model import backbones
 
-        def timed_encode(*args, **kwargs):
-            began = time.perf_counter()
-            try:
-                return encode_images(*args, **kwargs)
-            finally:
-                self.encode += time.perf_counter() - began
+        encoder = backbones.of_model(backend.model).encoder(backend.model)
+        started = []
+        encoder.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+
+        def encoded(*_):
+            self.encode += time.perf_counter() - started.pop()
+
+        encoder.register_forward_hook(encoded)
 
         def timed_generate(documents, kwargs):
             began, encoded = time.perf_counter(), self.encode
@@ -105,7 +108,7 @@ class StageClock:
             finally:
                 self.calls.append((len(documents), time.perf_counter() - began, self.encode - encoded))
 
-        model.encode_images, backend.generate = timed_encode, timed_generate
+        backend.generate = timed_generate
 
 
 def measure(name: str, places: dict, quick: bool) -> dict:

@@ -18,10 +18,10 @@ import torch
 from benchmarks.cli import benchmark_main
 from config import RenderConfig
 from data.dataset_loader import load_records
+from model import backbones
 from model.configuration import TINY_PRESET, DeepSeekOCRConfig
 from model.image_processing import DeepSeekOCRImageProcessor
 from model.modeling import DeepSeekOCRForConditionalGeneration
-from model.params import freeze_vision_encoder
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.collator import DeepSeekOCRCollator
@@ -40,7 +40,7 @@ def build(config: DeepSeekOCRConfig, freeze: bool = True) -> DeepSeekOCRForCondi
     torch.manual_seed(0)
     model = DeepSeekOCRForConditionalGeneration(config)
     if freeze:
-        freeze_vision_encoder(model)
+        backbones.of_model(model).freeze_vision(model)
     return model.train()
 
 
@@ -59,11 +59,7 @@ def time_steps(model, batch: dict, steps: int, cache: VisionFeatureCache | None 
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        step_inputs = dict(inputs)
-        if cache is not None:
-            step_inputs["vision_features"] = cache.features(
-                model, batch["page_keys"], step_inputs.pop("pixel_values"), step_inputs.pop("pixel_values_tiles"),
-                batch["images_spatial_crop"])
+        step_inputs = cache.model_inputs(model, batch) if cache is not None else dict(inputs)
         model(**step_inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

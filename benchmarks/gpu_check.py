@@ -21,10 +21,11 @@ from benchmarks.timing import median_seconds
 from config import RenderConfig
 from config.cli import Parser
 from data.text_to_image import TextToImageConverter
+from model import backbones
 from model.configuration import DeepSeekOCRConfig
 from model.image_processing import DeepSeekOCRImageProcessor
 from model.modeling import DeepSeekOCRForConditionalGeneration
-from model.params import freeze_vision_encoder, parameter_counts
+from model.params import parameter_counts
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 
@@ -93,6 +94,7 @@ def main() -> None:
     start = time.perf_counter()
     with torch.device(device):
         model = DeepSeekOCRForConditionalGeneration(config).to(dtype)
+    backbone = backbones.of_model(model)
     report["build_seconds"] = round(time.perf_counter() - start, 1)
     default_experts = model.config._experts_implementation
     report["experts_implementation_default"] = default_experts
@@ -109,14 +111,14 @@ def main() -> None:
         for impl in ("sdpa", "eager"):
             model.set_attn_implementation(impl) if hasattr(model, "set_attn_implementation") else None
             try:
-                secs = median_seconds(lambda: model.encode_images(pixels), device, args.repeats)
+                secs = median_seconds(lambda: backbone.encode_views(model, pixels, None), device, args.repeats)
                 report[f"encoder_seconds_per_page_{impl}"] = round(secs / pixels.shape[0], 4)
             except Exception as err:  # report and go on: one failing section must not hide the others
                 report[f"encoder_{impl}_error"] = repr(err)[:300]
         model.set_attn_implementation("sdpa") if hasattr(model, "set_attn_implementation") else None
     save()
 
-    freeze_vision_encoder(model)
+    backbone.freeze_vision(model)
     model.gradient_checkpointing_enable()
     for experts in experts_implementations:
         model.set_experts_implementation(experts)
@@ -134,12 +136,13 @@ def main() -> None:
 
     # Generation: KV cache + one batched call against one document at a time.
     model.eval()
-    prompt = {k: v for k, v in processor([[TextToImageConverter(RenderConfig(mode=args.mode)).render(ARTICLE)
-                                            .pages[0].convert("RGB")]] * args.batch_size).items()
-              if k not in REPORTING_KEYS}
-    prompt = {k: v.to(device) for k, v in prompt.items()}
+    page = TextToImageConverter(RenderConfig(mode=args.mode)).render(ARTICLE).pages[0].convert("RGB")
+
+    def prompts(documents: int) -> dict:
+        return {k: v.to(device) for k, v in processor([[page]] * documents).items() if k not in REPORTING_KEYS}
+
+    prompt, per_doc = prompts(args.batch_size), prompts(1)
     gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
-    per_doc = {k: (v[:1] if k not in ("pixel_values_tiles",) else v) for k, v in prompt.items()}
     for experts in experts_implementations:
         model.set_experts_implementation(experts)
         with torch.no_grad():
@@ -154,9 +157,10 @@ def main() -> None:
     try:
         from peft import LoraConfig, get_peft_model
 
-        lora = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-        freeze_vision_encoder(lora.base_model.model)
+        # The decoder's projections alone (the backbone's pattern: the frozen encoder has q/k/v_proj too).
+        lora = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=backbone.lora_pattern(
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])))
+        backbone.freeze_vision(lora.base_model.model)
         _peak_reset(device)
         report["lora_trainable_parameters"] = sum(p.numel() for p in lora.parameters() if p.requires_grad)
         report["lora_step_seconds"] = round(train_steps(lora, batch, device, args.repeats), 3)

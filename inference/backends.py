@@ -47,7 +47,7 @@ class ContextExceeded(RuntimeError):
 def torch_backend(name: str, load: LoadSettings):
     """(backend, LoadedModel) of a model source on torch."""
     loaded = load_pretrained(name, load)
-    if loaded.source.is_deepseek_ocr:
+    if loaded.source.has_backbone:
         return OCRBackend(loaded.model, loaded.processor, loaded.device), loaded
     return Seq2SeqBackend(loaded.model, loaded.processor, loaded.device, loaded.source_prefix,
                           loaded.max_source_length), loaded

@@ -137,7 +137,7 @@ def _gguf(job: GenerateJob, source) -> Optional[str]:
         return None
     if job.load.gguf:
         return str(Path(job.load.gguf).resolve())
-    if source.path is None or not source.is_deepseek_ocr:
+    if source.path is None or not source.has_backbone:
         return None
     return str(decoder_gguf(source.path).resolve())
 
@@ -153,7 +153,7 @@ def _precisions(job: GenerateJob, source) -> dict[str, str]:
     quiet, rule.logger.disabled = rule.logger.disabled, True
     try:
         dtypes = {"precision": rule.resolve_precision(job.load.dtype, device)}
-        if source.is_deepseek_ocr:
+        if source.has_backbone:
             dtypes["encoder_precision"] = rule.resolve_encoder_precision(job.load.dtype, device)
     finally:
         rule.logger.disabled = quiet

@@ -249,7 +249,7 @@ def load_llamacpp(name: str, load: LoadSettings) -> tuple[LlamaCppBackend, Loade
     """The engine for a model source: its GGUF decoder (`load.gguf`, default the folder's) and llama.cpp are
     checked before the encoder, read without the decoder, loads."""
     source = resolve_model_source(name)
-    if not source.is_deepseek_ocr:
+    if not source.has_backbone:
         raise ModelLoadError("the llamacpp engine serves DeepSeek-OCR models; a seq2seq baseline runs on torch")
     try:
         import_llama_cpp()

@@ -108,6 +108,16 @@ class DeepSeekOCRImageProcessor:
         return vision_tokens(self.global_size, self.image_size, self.crop_grid(width, height))
 
     @staticmethod
+    def page_views(batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each page's (global view [3, B, B], tiles [n, 3, T, T]) in a batch of model inputs, in batch order."""
+        views, start = [], 0
+        for page, grid in enumerate(batch["images_spatial_crop"].tolist()):
+            n_tiles = tile_count(grid)
+            views.append((batch["pixel_values"][page], batch["pixel_values_tiles"][start:start + n_tiles]))
+            start += n_tiles
+        return views
+
+    @staticmethod
     def batch(pages: list[ProcessedImage]) -> dict[str, torch.Tensor]:
         """The model inputs of a batch's pages (in prompt order)."""
         return {"pixel_values": torch.cat([page.global_view for page in pages]),

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from config import RenderConfig
-from config.modes import tile_count
 from data.text_to_image import TextToImageConverter
 from inference.backends import ContextExceeded
 from model.processing import DeepSeekOCRProcessor
@@ -30,17 +29,6 @@ def page_key(global_view: torch.Tensor, tiles: torch.Tensor) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def batch_page_keys(batch) -> list[str]:
-    """One key per page of a processor batch, pages in batch order (tiles split by each page's grid)."""
-    keys, start = [], 0
-    tiles = batch["pixel_values_tiles"]
-    for page, grid in enumerate(batch["images_spatial_crop"].tolist()):
-        n_tiles = tile_count(grid)
-        keys.append(page_key(batch["pixel_values"][page], tiles[start:start + n_tiles]))
-        start += n_tiles
-    return keys
 
 
 class DeepSeekOCRCollator:
@@ -111,7 +99,7 @@ class DeepSeekOCRCollator:
             raise ContextExceeded(f"a training sequence of {longest} positions exceeds the decoder's context of "
                                   f"{self.context}: such records are left out before training")
         if self.with_page_keys:
-            batch["page_keys"] = batch_page_keys(batch)
+            batch["page_keys"] = [page_key(*view) for view in self.processor.image_processor.page_views(batch)]
         return batch
 
 

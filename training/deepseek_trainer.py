@@ -188,17 +188,15 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        page_keys = inputs.pop("page_keys", None)
         truncated = inputs.pop("target_truncated", None)
         sources_cut = inputs.pop("source_truncated", None)
         for key in REPORTING_KEYS:
             inputs.pop(key, None)
-        if self.vision_cache is not None and page_keys is not None:
+        if self.vision_cache is not None and "page_keys" in inputs:
             # Called outside forward, so outside the autocast accelerate wraps forward in.
             with self.accelerator.autocast():
-                inputs["vision_features"] = self.vision_cache.features(
-                    self.accelerator.unwrap_model(model), page_keys, inputs.pop("pixel_values"),
-                    inputs.pop("pixel_values_tiles", None), inputs["images_spatial_crop"])
+                inputs = self.vision_cache.model_inputs(self.accelerator.unwrap_model(model), inputs)
+        inputs.pop("page_keys", None)
         outputs = model(**inputs)
         if model.training:
             self._record(outputs, truncated)

@@ -89,11 +89,11 @@ def resolve_task(cfg: TrainingConfig) -> TrainingConfig:
     from model.checkpoint.source import resolve_model_source
 
     source = resolve_model_source(cfg.model_name)
-    task = cfg.task or ("deepseek-ocr" if source.is_deepseek_ocr else "seq2seq")
-    if task == "seq2seq" and source.is_deepseek_ocr:
+    task = cfg.task or ("deepseek-ocr" if source.has_backbone else "seq2seq")
+    if task == "seq2seq" and source.has_backbone:
         raise ConfigError(f"{cfg.model_name} is a DeepSeek-OCR model: it trains with task deepseek-ocr; the seq2seq "
                           "baseline needs a seq2seq model such as facebook/bart-base")
-    if task == "deepseek-ocr" and not source.is_deepseek_ocr:
+    if task == "deepseek-ocr" and not source.has_backbone:
         raise ConfigError(f"{cfg.model_name} is not a DeepSeek-OCR model; use task seq2seq for it, or a DeepSeek-OCR "
                           "model (deepseek-ai/DeepSeek-OCR, tiny-random, a folder trained here)")
     return apply_overrides(cfg, {"task": task})

@@ -1,7 +1,7 @@
-"""Cache of DeepEncoder outputs per page, so epochs after the first skip the frozen encoder.
+"""Cache of the frozen encoder's outputs per page, so epochs after the first skip it.
 
-What is cached is the encoder output *before* the projector (`model.encode_images`), so a trainable projector
-still learns. Keys: the page's pixel content (`training.collator.page_key`) and, on disk, a fingerprint of the
+What is cached is the encoder output *before* the projector (the backbone's `encode_views`), so a trainable
+projector still learns. Keys: the page's pixel content (`training.collator.page_key`) and, on disk, a fingerprint of the
 encoder weights and dtype, so changed weights never reuse stale features.
 """
 from __future__ import annotations
@@ -10,12 +10,11 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
-from config.modes import tile_count
-from model.modeling import VisionFeatures
+from model import backbones
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
@@ -36,9 +35,11 @@ class VisionFeatureCache:
     """
 
     def __init__(self, model, folder: Optional[str | os.PathLike] = None):
-        if any(p.requires_grad for p in model.vision_encoder.parameters()):
+        self.backbone = backbones.of_model(model)
+        encoder = self.backbone.encoder(model)
+        if any(p.requires_grad for p in encoder.parameters()):
             raise ValueError("the vision cache needs a frozen encoder: its features would go stale as it trains")
-        self.fingerprint = encoder_fingerprint(model.vision_encoder)
+        self.fingerprint = encoder_fingerprint(encoder)
         self.folder = Path(folder) / self.fingerprint if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -63,31 +64,32 @@ class VisionFeatureCache:
         os.replace(tmp, self.folder / f"{key}.pt")
 
     @torch.no_grad()
-    def features(self, model, page_keys: Sequence[str], pixel_values: torch.Tensor,
-                 pixel_values_tiles: Optional[torch.Tensor], images_spatial_crop: torch.Tensor) -> VisionFeatures:
-        """The batch's `VisionFeatures`, running the encoder only on the pages not cached yet."""
-        tiles_per_page = [tile_count(grid) for grid in images_spatial_crop.tolist()]
-        starts = [sum(tiles_per_page[:i]) for i in range(len(tiles_per_page))]
+    def model_inputs(self, model, batch: dict) -> dict:
+        """`batch`'s model inputs (its `page_keys` taken out) with each page's encoder output in place of its pixels,
+        running the encoder only on the pages not cached yet."""
+        batch = dict(batch)
+        page_keys = batch.pop("page_keys")
+        views = self.backbone.page_views(batch)
         found = {key: self._load(key) for key in dict.fromkeys(page_keys)}
         first = {}
         for index, key in enumerate(page_keys):
             first.setdefault(key, index)  # a page repeated in one batch is encoded once
         missing = [index for key, index in first.items() if found[key] is None]
         if missing:
-            tile_ids = [t for i in missing for t in range(starts[i], starts[i] + tiles_per_page[i])]
-            new = model.encode_images(pixel_values[missing], pixel_values_tiles[tile_ids] if tile_ids else None)
+            tiles = [views[i][1] for i in missing]
+            global_feats, tile_feats = self.backbone.encode_views(
+                model, torch.stack([views[i][0] for i in missing]), torch.cat(tiles) if sum(map(len, tiles)) else None)
             offset = 0
             for row, page in enumerate(missing):
-                n = tiles_per_page[page]
-                tiles = new.tiles[offset:offset + n] if n else torch.zeros(0)
+                n = len(tiles[row])
+                found[page_keys[page]] = (global_feats[row:row + 1].cpu(),
+                                          tile_feats[offset:offset + n].cpu() if n else torch.zeros(0))
                 offset += n
-                found[page_keys[page]] = (new.global_feats[row:row + 1].cpu(), tiles.cpu())
                 self._store(page_keys[page], *found[page_keys[page]])
         self.misses += len(missing)
         self.hits += len(page_keys) - len(missing)
 
-        device = pixel_values.device
+        device = views[0][0].device
         global_feats = torch.cat([found[key][0] for key in page_keys]).to(device)
-        tile_parts = [found[key][1] for key, n in zip(page_keys, tiles_per_page) if n]
-        tiles = torch.cat(tile_parts).to(device) if tile_parts else None
-        return VisionFeatures(global_feats, tiles)
+        tile_parts = [found[key][1] for key, (_, tiles) in zip(page_keys, views) if len(tiles)]
+        return self.backbone.with_encoded(batch, global_feats, torch.cat(tile_parts).to(device) if tile_parts else None)

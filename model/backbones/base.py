@@ -117,6 +117,21 @@ class Backbone(ABC):
     def maps_projector(self, official_config: dict) -> bool:
         """Whether llama.cpp's projector converter can write this model's mmproj GGUF (it assumes real sizes)."""
 
+    # The vision-feature cache (training/vision_cache.py), for a backbone that `caches_vision_features`: each page's
+    # pixels, the encoder's output for a batch of them, and model inputs that carry that output instead of pixels.
+    def page_views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each page's (global view, tiles) in a batch of model inputs, in batch order."""
+        raise NotImplementedError(f"{self.title} has no vision-feature cache")
+
+    def encode_views(self, model, global_views: torch.Tensor, tiles: Optional[torch.Tensor]
+                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The frozen encoder's output (before what maps it into the decoder, which may train) for pages' views."""
+        raise NotImplementedError(f"{self.title} has no vision-feature cache")
+
+    def with_encoded(self, batch: dict, global_feats: torch.Tensor, tiles: Optional[torch.Tensor]) -> dict:
+        """`batch`'s model inputs with its pages' encoder output in place of their pixels."""
+        raise NotImplementedError(f"{self.title} has no vision-feature cache")
+
     def text_config(self, config):
         """The decoder's config (its context, hidden size and token ids)."""
         return config.get_text_config()

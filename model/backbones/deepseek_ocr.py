@@ -106,6 +106,20 @@ class DeepSeekOCR(Backbone):
         features = model.encode_images(batch["pixel_values"], batch.get("pixel_values_tiles"))
         return model.image_embeddings(features, batch["images_spatial_crop"])
 
+    def page_views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return DeepSeekOCRImageProcessor.page_views(batch)
+
+    def encode_views(self, model, global_views: torch.Tensor, tiles: Optional[torch.Tensor]
+                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        features = model.encode_images(global_views, tiles)
+        return features.global_feats, features.tiles
+
+    def with_encoded(self, batch: dict, global_feats: torch.Tensor, tiles: Optional[torch.Tensor]) -> dict:
+        from model.modeling import VisionFeatures
+
+        inputs = {key: value for key, value in batch.items() if key not in ("pixel_values", "pixel_values_tiles")}
+        return {**inputs, "vision_features": VisionFeatures(global_feats, tiles)}
+
     def official_state_dict(self, model) -> dict[str, torch.Tensor]:
         from model.official_layout import to_official_state_dict
 

@@ -23,7 +23,7 @@ from model.official_layout import (  # noqa: F401 (the official layout's loaders
 def model_config(source: ModelSource | str):
     """The architecture of a DeepSeek-OCR source (a transformers config) without reading its weights."""
     source = source if isinstance(source, ModelSource) else resolve_model_source(source)
-    if not source.is_deepseek_ocr:
+    if not source.has_backbone:
         raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
     return source.backbone.config(source.kind, source.path, source.name)
 
@@ -41,7 +41,7 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
     model); the model has no decoder or lm_head. For an engine that runs the decoder itself
     (inference/llamacpp_engine.py)."""
     source = with_weights(source if isinstance(source, ModelSource) else resolve_model_source(source, weights=True))
-    if not source.is_deepseek_ocr:
+    if not source.has_backbone:
         raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
     model = source.backbone.load(source.kind, source.path, source.name, dtype or torch.float32,
                                  attn_implementation, experts_implementation, vision_only)

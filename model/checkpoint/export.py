@@ -167,7 +167,7 @@ def export_model(name: str, output: str | Path, dtype: str = "bfloat16", overwri
     output = Path(output).expanduser()
     check_output(output, overwrite)
     source = resolve_model_source(name, weights=True)
-    if not source.is_deepseek_ocr:
+    if not source.has_backbone:
         raise ExportError(f"{name} holds a seq2seq model: only DeepSeek-OCR has the official layout")
     model = load_source(source, torch_dtype)
     with staged_folder(output) as tmp:

@@ -53,7 +53,7 @@ def load_pretrained(name: str | ModelSource, load: Optional[LoadSettings] = None
     dtype = resolve_precision(load.dtype, device, training=training)
     device = device if place else torch.device("cpu")
     render, generation = source.saved_settings()
-    if source.is_deepseek_ocr:
+    if source.has_backbone:
         from model.checkpoint.convert import load_model
 
         model = load_model(source, device, dtype, load.attn_implementation, load.experts_implementation,

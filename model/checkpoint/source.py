@@ -57,14 +57,13 @@ class ModelSource:
         return backbones.named(self.backbone_name)
 
     @property
-    def task(self) -> Task:
-        if self.kind == "preset":
-            return PRESETS[self.name]
-        return "seq2seq" if self.kind == "seq2seq" else "deepseek-ocr"
+    def has_backbone(self) -> bool:
+        """A vision-language model this project fine-tunes (a backbone's), not a seq2seq baseline."""
+        return self.backbone_name is not None
 
     @property
-    def is_deepseek_ocr(self) -> bool:
-        return self.task == "deepseek-ocr"
+    def task(self) -> Task:
+        return "deepseek-ocr" if self.has_backbone else "seq2seq"
 
     def saved_settings(self) -> tuple[RenderConfig, GenerationSettings]:
         """The render and generation settings saved with the model; defaults for presets and official folders."""

@@ -23,7 +23,7 @@ def test_kinds(tmp_path):
     assert resolve_model_source(str(official)).kind == "official"
     seq2seq = _folder(tmp_path / "s", {"model_type": "bart", "is_encoder_decoder": True})
     source = resolve_model_source(str(seq2seq))
-    assert source.kind == "seq2seq" and not source.is_deepseek_ocr and source.path == seq2seq
+    assert source.kind == "seq2seq" and not source.has_backbone and source.path == seq2seq
 
 
 def test_local_folders_are_classified_by_their_config_not_their_name(tiny_model_dir, seq2seq_model_dir, tmp_path):
@@ -40,7 +40,7 @@ def test_local_folders_are_classified_by_their_config_not_their_name(tiny_model_
         folder.parent.mkdir(exist_ok=True)
         folder.symlink_to(holds, target_is_directory=True)
         source = resolve_model_source(str(folder))
-        assert (source.kind, source.is_deepseek_ocr) == (kind, kind != "seq2seq"), name
+        assert (source.kind, source.has_backbone) == (kind, kind != "seq2seq"), name
 
 
 def test_hub_ids_are_classified_by_their_config_not_their_name(tmp_path, monkeypatch):
@@ -55,7 +55,7 @@ def test_hub_ids_are_classified_by_their_config_not_their_name(tmp_path, monkeyp
         snapshot = cache_model(tmp_path / "cache", hub_id, _folder(tmp_path / hub_id.replace("/", "_"), config))
         source = resolve_model_source(hub_id)
         assert (source.kind, source.hub_id, source.path) == (kind, hub_id, snapshot), hub_id
-        assert source.is_deepseek_ocr == (kind != "seq2seq"), hub_id
+        assert source.has_backbone == (kind != "seq2seq"), hub_id
 
 
 @pytest.mark.parametrize("name, message", [

@@ -35,8 +35,10 @@ def count_encoder_calls(model) -> list[int]:
 
 
 def cached(cache, model, batch):
-    return cache.features(model, batch["page_keys"], batch["pixel_values"], batch["pixel_values_tiles"],
-                          batch["images_spatial_crop"])
+    """The features the cache puts into the batch's model inputs, in place of the pixels (checked gone)."""
+    inputs = cache.model_inputs(model, batch)
+    assert "page_keys" not in inputs and "pixel_values" not in inputs and "pixel_values_tiles" not in inputs
+    return inputs["vision_features"]
 
 
 def test_memory_cache_encodes_each_page_once_and_matches(batch):
@@ -56,9 +58,7 @@ def test_cached_features_give_the_same_loss_and_train_the_projector(batch):
     model = frozen_model(train_projector=True).train()
     inputs = {k: v for k, v in batch.items() if k != "page_keys"}
     reference = model(**inputs).loss
-    features = cached(VisionFeatureCache(model), model, batch)
-    inputs.pop("pixel_values"), inputs.pop("pixel_values_tiles")
-    loss = model(**inputs, vision_features=features).loss
+    loss = model(**VisionFeatureCache(model).model_inputs(model, batch)).loss
     torch.testing.assert_close(loss, reference, rtol=0, atol=1e-6)
     loss.backward()
     assert model.projector.weight.grad is not None and model.projector.weight.grad.abs().sum() > 0
