@@ -97,13 +97,13 @@ class GenerationSettings:
                                         "recipe: 90, with n-grams of 30)")
     temperature: Float = Field(0.0, ge=0.0, le=5.0, description="0: greedy decoding; above 0: sampling",
                                 json_schema_extra=GENERATE)
-    # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
     # Not passed to generate: how a document longer than the decoder's context is read (inference/long_documents.py).
     long_documents: LongDocuments = Field(
         "auto", description="a document whose prompt and summary do not fit the decoder's context: 'fit' reads its "
         "pages at a lower resolution mode (text no smaller than the legibility floor), 'hierarchical' summarizes "
         "windows of pages that fit and then their summaries, 'truncate' reads what fits from the start, 'error' "
         "refuses it; 'auto': fit when it can, hierarchical beyond")
+    # Not per request (`per_request`): the API server's batcher and the model folder decide these two.
     batch_size: Int = Field(4, ge=1, le=1024, description="documents generated together",
                             json_schema_extra={"per_request": False})
     # Off by default: on a CPU compiling costs more than it saves for a few documents (no CUDA graphs there); see

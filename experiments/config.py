@@ -222,6 +222,10 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
         raise ConfigError(f"{where}: {err}") from None
     if arm.type == "seq2seq" and cfg.lora.enabled:
         raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
+    if arm.type == "pixels" and arm.backbone:
+        from model import backbones
+
+        backbones.named(arm.backbone).page_processor(cfg.render.mode)  # a mode it cannot read: one line, now
     if arm.type == "pixels":
         default = RenderConfig()
         unprepared = [key for key, value in to_dict(cfg.render).items()
@@ -246,7 +250,7 @@ def _check_model_of(exp: ExperimentConfig, arm: ArmSpec, where: str) -> None:
     if other.type != arm.type:
         raise ConfigError(f"{where}: 'model_of' names arm {other.name!r} of type {other.type}; an arm reading its "
                           "model is of that type too")
-    if arm.training or arm.render or arm.model_name or not arm.train:
+    if arm.training or arm.render or arm.model_name or arm.backbone or not arm.train:
         raise ConfigError(f"{where}: reads the model of arm {other.name!r} as trained; 'training', 'render', "
                           "'model_name' and 'train' belong to that arm (only 'generation' is this arm's)")
 

@@ -141,6 +141,6 @@ def _plan_text(doc: Document, backend, budget: Budget, strategy: str) -> Plan:
     starts = range(0, total, step)[:1 if strategy == "truncate" else None]
     readings = [Document(text=doc.text[spans[start][0]:spans[min(start + step, total) - 1][1]],
                          text_tokens=min(step, total - start)) for start in starts]
-    read = sum(reading.text_tokens for reading in readings)
-    return Plan("truncate" if strategy == "truncate" else "hierarchical", readings, total, read,
-                longest_prompt=budget.room + budget.fixed)
+    read = [reading.text_tokens for reading in readings]
+    return Plan("truncate" if strategy == "truncate" else "hierarchical", readings, total, sum(read),
+                longest_prompt=max(read) + budget.fixed)

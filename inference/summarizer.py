@@ -188,16 +188,17 @@ class DeepSeekSummarizer:
         jobs = [_Job(doc, self.plan(doc, settings)) for doc in documents]
         active = list(jobs)
         while active:
-            summaries = self._generate([reading for job in active for reading in job.plan.readings], settings)
+            summaries = iter(self._generate([reading for job in active for reading in job.plan.readings], settings))
             waiting = []
             for job in active:
-                outputs = [summaries.pop(0) for _ in job.plan.readings]
-                job.seconds += sum(seconds for _, seconds in outputs)
-                if len(outputs) == 1 or not any(text.strip() for text, _ in outputs):
-                    job.summary = outputs[0][0] if len(outputs) == 1 else ""  # empty windows: nothing to go on
+                outputs = [next(summaries) for _ in job.plan.readings]
+                # The wall time of each batch its windows were in, once: windows of one document share batches.
+                job.seconds += sum({batch: seconds for _, seconds, batch in outputs}.values())
+                texts = [text for text, *_ in outputs]
+                if len(texts) == 1 or not any(text.strip() for text in texts):
+                    job.summary = texts[0] if len(texts) == 1 else ""  # empty windows: nothing to go on
                     continue
-                job.next_level(self.plan(self._summaries_as_document([text for text, _ in outputs], job),
-                                          settings))
+                job.next_level(self.plan(self._summaries_as_document(texts, job), settings))
                 waiting.append(job)
             active = waiting
         return [self._result(job) for job in jobs]
@@ -215,10 +216,11 @@ class DeepSeekSummarizer:
                                     f"{MAX_LEVELS} levels: lower max_new_tokens")
         return self.prepare_text("\n\n".join(summary for summary in summaries if summary.strip()))
 
-    def _generate(self, readings: list[Document], settings: GenerationSettings) -> list[tuple[str, float]]:
-        """Each reading's summary and the wall time of its batch; batches hold readings of one resolution mode."""
-        results: list[Optional[tuple[str, float]]] = [None] * len(readings)
-        kwargs = self.generate_kwargs(settings)
+    def _generate(self, readings: list[Document], settings: GenerationSettings) -> list[tuple[str, float, int]]:
+        """Each reading's summary, the wall time of its batch and the batch's number; batches hold readings of one
+        resolution mode."""
+        results: list[Optional[tuple[str, float, int]]] = [None] * len(readings)
+        kwargs, batch = self.generate_kwargs(settings), 0
         for mode in dict.fromkeys(reading.read_mode for reading in readings):
             order = [i for i, reading in enumerate(readings) if reading.read_mode == mode]
             for start in range(0, len(order), settings.batch_size):
@@ -228,7 +230,8 @@ class DeepSeekSummarizer:
                     summaries = self.backend.generate([readings[i] for i in chunk], kwargs)
                 seconds = time.perf_counter() - began
                 for i, summary in zip(chunk, summaries):
-                    results[i] = (summary, seconds)
+                    results[i] = (summary, seconds, batch)
+                batch += 1
         return results
 
     def generate_kwargs(self, settings: GenerationSettings) -> dict:
@@ -243,13 +246,14 @@ class DeepSeekSummarizer:
 
     def _result(self, job: "_Job") -> SummaryResult:
         doc, first = job.document, job.first
-        # The vision tokens the decoder read: at the mode fit chose, where it chose one.
+        # The document's vision tokens at the mode its pages were read at (fit's, where it chose one); under
+        # truncate, pages_read says how many of them the decoder saw.
         vision = (sum(self.backend.vision_tokens(page, first.read_mode) for page in doc.pages)
                   if self.backend.reads_images else None)
         ratio = doc.text_tokens / vision if vision and doc.text_tokens is not None else None
         return SummaryResult(job.summary, len(doc.pages), vision, doc.text_tokens, ratio, round(job.seconds, 4),
                              first.strategy, len(first.readings), job.levels, first.pages_read, first.tokens_read,
-                             first.tokens, first.read_mode, job.longest_prompt, self.backend.budget(0).context)
+                             first.tokens, first.read_mode, job.longest_prompt, self.backend.context)
 
     def _run(self, documents: list[Document], single: bool, params: dict):
         results = self.summarize_documents(documents, self.generation_settings(**params))

@@ -17,6 +17,10 @@ PARTS = {
 }
 
 
+# The parts every backbone's decoder has (each backbone names its vision parts itself).
+DECODER_PARTS = ("embed_tokens", "decoder_layers", "lm_head")
+
+
 def parameter_counts(model: torch.nn.Module, parts: dict[str, tuple[str, ...]] = PARTS) -> dict[str, int]:
     """Parameters per part, plus `decoder_total` (embed_tokens + layers + final norm + lm_head), `decoder_active`
     and `total`.
@@ -35,7 +39,7 @@ def parameter_counts(model: torch.nn.Module, parts: dict[str, tuple[str, ...]] =
         if ".mlp.experts." in name:  # packed routed experts: [n_experts, ...]
             routed_total += param.numel()
             routed_active += param.numel() // n_experts * top_k
-    counts["decoder_total"] = counts["embed_tokens"] + counts["decoder_layers"] + counts["lm_head"]
+    counts["decoder_total"] = sum(counts[part] for part in DECODER_PARTS)
     counts["decoder_active"] = counts["decoder_layers"] - routed_total + routed_active + counts["lm_head"]
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts

@@ -25,7 +25,7 @@ from model.checkpoint.device import PRECISIONS
 from model.checkpoint.load import load_pretrained
 from model.checkpoint.lora import merge_lora_state_dict
 from model import backbones
-from model.params import estimate_training_memory, parameter_counts, trainable_parameter_counts
+from model.params import DECODER_PARTS, estimate_training_memory, parameter_counts, trainable_parameter_counts
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from training.arguments import training_arguments, training_device
 from training.collator import DeepSeekOCRCollator
@@ -158,7 +158,7 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
             args, remove_unused_columns=False,
             prediction_loss_only=args.prediction_loss_only or compute_metrics is None,
         )
-        decoder_context(cfg)  # settings that cannot fit are refused before the weights load
+        context = decoder_context(cfg)  # settings that cannot fit are refused before the weights load
         model, tokenizer = build_model(cfg, half)
         backbone = backbones.of_model(model)
         processor = DeepSeekOCRProcessor(tokenizer, backbone.page_processor(cfg.render.mode), cfg.instruction,
@@ -167,7 +167,6 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
         if cfg.vision_cache != "none" and backbone.caches_vision_features:
             folder = os.environ.get(VISION_CACHE_ENV, DEFAULT_VISION_CACHE_DIR) if cfg.vision_cache == "disk" else None
             cache = VisionFeatureCache(model, folder)
-        context = model.config.get_text_config().max_position_embeddings
         collator = DeepSeekOCRCollator(processor, cfg.render, cfg.max_length, with_page_keys=cache is not None,
                                        context=context)
         train_dataset, eval_dataset, over = records_within_context(collator, train_dataset, eval_dataset)
@@ -252,9 +251,6 @@ class DeepSeekOCRTrainer(Resumable, NonFiniteGuard, Trainer):
                                                               "truncated_sources": self.truncated_sources})
         if self.args.push_to_hub and not _internal_call:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-
-DECODER_PARTS = ("embed_tokens", "decoder_layers", "lm_head")
 
 
 def _gib(n_bytes: int) -> str:

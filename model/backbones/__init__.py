@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from config import UserError
 from model.backbones import deepseek_ocr, deepseek_ocr2
 from model.backbones.base import Backbone, Layout
 
@@ -22,6 +23,8 @@ def recognize(config: dict) -> Optional[tuple[Backbone, Layout]]:
 
 
 def named(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; this version knows {', '.join(BACKBONES)}")
     return BACKBONES[name]
 
 
@@ -42,7 +45,7 @@ def of_model(model) -> Backbone:
 
 def of_page_processor(data: dict) -> Backbone:
     """The backbone of a saved page processor (`to_dict`; before backbones existed, DeepSeek-OCR's)."""
-    return BACKBONES[data.get("backbone", DEFAULT)]
+    return named(data.get("backbone", DEFAULT))
 
 
 __all__ = ["BACKBONES", "Backbone", "DEFAULT", "Layout", "named", "of_hub_id", "of_model", "of_page_processor",

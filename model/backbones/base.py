@@ -74,7 +74,7 @@ class Backbone(ABC):
         """The model of `config` without initializing a weight (for a meta-device dry run or a checkpoint load)."""
 
     @abstractmethod
-    def page_processor(self, mode: str, max_tiles: Optional[int] = None):
+    def page_processor(self, mode: str):
         """Page image -> ProcessedImage (global view, tiles, grid, placeholders) for a render mode; it also counts
         a page's positions and vision tokens from its size and batches processed pages into model inputs."""
 
@@ -131,7 +131,3 @@ class Backbone(ABC):
     def with_encoded(self, batch: dict, global_feats: torch.Tensor, tiles: Optional[torch.Tensor]) -> dict:
         """`batch`'s model inputs with its pages' encoder output in place of their pixels."""
         raise NotImplementedError(f"{self.title} has no vision-feature cache")
-
-    def text_config(self, config):
-        """The decoder's config (its context, hidden size and token ids)."""
-        return config.get_text_config()

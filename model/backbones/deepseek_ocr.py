@@ -83,8 +83,8 @@ class DeepSeekOCR(Backbone):
 
         return build_empty_model(config, dtype)
 
-    def page_processor(self, mode: str, max_tiles: Optional[int] = None) -> DeepSeekOCRImageProcessor:
-        return DeepSeekOCRImageProcessor.from_mode(mode, *([max_tiles] if max_tiles else []))
+    def page_processor(self, mode: str) -> DeepSeekOCRImageProcessor:
+        return DeepSeekOCRImageProcessor.from_mode(mode)
 
     def page_processor_from_dict(self, data: dict) -> DeepSeekOCRImageProcessor:
         return DeepSeekOCRImageProcessor.from_dict(data)

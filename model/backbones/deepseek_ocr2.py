@@ -83,7 +83,7 @@ def config_from_official(official: dict):
     from transformers import DeepseekOcr2Config
 
     language = {**official, **official.get("language_config", {})}
-    text = {key: language[key] for key in _DECODER if key in language}
+    text = {key: language[key] for key in (*_DECODER, "rms_norm_eps") if key in language}
     dense = language.get("first_k_dense_replace", 1)
     text["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (language["num_hidden_layers"] - dense)
     if "rope_theta" in language:
@@ -202,6 +202,7 @@ class Ocr2PageProcessor:
         return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(self.crop_grid(width, height))
 
     def num_placeholders(self, crop_grid: tuple[int, int] = (1, 1)) -> int:
+        """The page's vision tokens and the view separator after them."""
         return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(crop_grid) + 1
 
     def __call__(self, image) -> ProcessedImage:
@@ -258,6 +259,7 @@ class DeepSeekOCR2(Backbone):
     def load(self, layout: Layout, path: Optional[Path], name: str, dtype: torch.dtype, attn_implementation: str,
              experts_implementation: Optional[str], vision_only: bool = False):
         config = self.config(layout, path, name)
+        config._experts_implementation = experts_implementation
         if vision_only and path is not None:
             return self._load_vision(config, path, dtype)
         if attn_implementation == "flash_attention_2":  # SAM's relative positions: the class refuses it
@@ -312,8 +314,8 @@ class DeepSeekOCR2(Backbone):
         with seeded(dtype), initialization.no_init_weights():
             return _transformers_class()(config)
 
-    def page_processor(self, mode: str, max_tiles: Optional[int] = None) -> Ocr2PageProcessor:
-        return Ocr2PageProcessor(mode, min(max_tiles or MAX_TILES, MAX_TILES))
+    def page_processor(self, mode: str) -> Ocr2PageProcessor:
+        return Ocr2PageProcessor(mode)
 
     def page_processor_from_dict(self, data: dict) -> Ocr2PageProcessor:
         return Ocr2PageProcessor.from_dict(data)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from model.checkpoint.source import ModelSource, ModelSourceError, resolve_model_source, with_weights
+from model.checkpoint.source import ModelSource, resolve_model_source, with_weights
 from model.official_layout import (  # noqa: F401 (the official layout's loaders, as the parity tests import them)
     build_empty_model,
     check_state_dict,
@@ -23,8 +23,6 @@ from model.official_layout import (  # noqa: F401 (the official layout's loaders
 def model_config(source: ModelSource | str):
     """The architecture of a DeepSeek-OCR source (a transformers config) without reading its weights."""
     source = source if isinstance(source, ModelSource) else resolve_model_source(source)
-    if not source.has_backbone:
-        raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
     return source.backbone.config(source.kind, source.path, source.name)
 
 
@@ -41,8 +39,6 @@ def load_model(source: ModelSource | str, device=None, dtype: Optional[torch.dty
     model); the model has no decoder or lm_head. For an engine that runs the decoder itself
     (inference/llamacpp_engine.py)."""
     source = with_weights(source if isinstance(source, ModelSource) else resolve_model_source(source, weights=True))
-    if not source.has_backbone:
-        raise ModelSourceError(f"{source.name} is a seq2seq model, not DeepSeek-OCR")
     model = source.backbone.load(source.kind, source.path, source.name, dtype or torch.float32,
                                  attn_implementation, experts_implementation, vision_only)
     return model.to(device) if device is not None else model

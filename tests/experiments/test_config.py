@@ -245,3 +245,16 @@ def test_the_synthetic_long_source_needs_no_hub(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     check_dataset(DatasetSpec(source="bundled-long"))  # were it taken for a hub id: "not in the local cache"
+
+
+@pytest.mark.parametrize("arm, message", [
+    ({"name": "v2-tiny", "type": "pixels", "backbone": "deepseek-ocr-2"}, "768 and 1024 px only"),  # smoke's tiny pages
+    ({"name": "v2-reader", "type": "pixels", "model_of": "pixels-12px", "backbone": "deepseek-ocr-2"},
+     "reads the model of arm 'pixels-12px' as trained"),
+    ({"name": "v3", "type": "pixels", "backbone": "deepseek-ocr-3"}, "config key 'backbone' must be one of"),
+])
+def test_a_backbone_an_arm_cannot_have_is_refused_before_anything_runs(tmp_path, capsys, arm, message):
+    path = _write(tmp_path, lambda d: d["arms"].append(arm))
+    assert main([str(path), "--output-dir", str(tmp_path / "out"), "--estimate-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err

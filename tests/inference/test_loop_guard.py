@@ -2,6 +2,7 @@
 summary's tokens), that the tiny-random preset loops without it and does not with the default settings (torch,
 the API; the llama.cpp engine: tests/inference/test_llamacpp_engine.py), and how saved settings keep theirs."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from config.artifacts import GENERATION_SETTINGS_FILE, load_run_settings
 from evaluation.repetition import loops
 from inference.loop_guard import SummaryNGramBlock, guard, without_guard
 
-BUNDLED = "data/bundled/scitldr-a/test.jsonl"
+BUNDLED = Path(__file__).resolve().parents[2] / "data/bundled/scitldr-a/test.jsonl"
 DOCUMENTS = 6  # the first bundled test documents: enough to loop without a guard, few enough for the fast lane
 WINDOW = 6  # a window so short that the tiny model's loops (longer than it) come round again
 

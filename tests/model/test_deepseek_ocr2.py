@@ -174,32 +174,47 @@ def test_infer_and_the_api_serve_a_deepseek_ocr2_folder(saved_by_transformers, t
     assert response.status_code == 200 and response.get_json()["vision_tokens"] == 144
 
 
-@pytest.mark.slow  # llama.cpp's converter
-def test_export_round_trips_and_the_llamacpp_engine_gives_torchs_greedy_tokens(tmp_path):
-    """The official DeepSeek-OCR-2 layout: the weights under the official names load back equal, llama.cpp's
-    converter reads the folder (architecture DeepseekOCR2ForCausalLM), and on the F32 GGUF the engine's greedy
-    tokens for pages equal torch's."""
-    pytest.importorskip("llama_cpp", reason="installed by bash setup.sh --dev (or --llamacpp)")
-    from config import GenerationSettings
-    from inference.summarizer import DeepSeekSummarizer
+@pytest.fixture(scope="module")
+def official_export(tmp_path_factory):
+    """(the preset saved as training saves it, its export in the official layout)."""
     from model.checkpoint.convert import load_model
     from model.checkpoint.export import main
 
-    trained = tmp_path / "trained"  # saved as training saves (transformers' names), then exported
+    trained = tmp_path_factory.mktemp("trained")  # transformers' names, as training saves
     load_model(deepseek_ocr2.TINY_PRESET).save_pretrained(trained)
-    folder = tmp_path / "official"
-    assert main(["--model", str(trained), "--output", str(folder), "--dtype", "fp32", "--format", "gguf",
-                 "--quant", "f32"]) == 0
+    folder = tmp_path_factory.mktemp("export") / "official"
+    assert main(["--model", str(trained), "--output", str(folder), "--dtype", "fp32"]) == 0
+    return trained, folder
+
+
+@pytest.mark.slow  # an export and four loads
+def test_the_official_layout_round_trips_and_the_encoder_loads_alone_from_either_layout(official_export):
+    from model.checkpoint.convert import load_model
+
+    trained, folder = official_export
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["DeepseekOCR2ForCausalLM"] and "qwen2-0-5b" in config["vision_config"]["width"]
-    assert (folder / "gguf" / "model-F32.gguf").is_file()
     preset, exported = load_model(deepseek_ocr2.TINY_PRESET).state_dict(), load_model(str(folder)).state_dict()
     assert set(preset) == set(exported) and all(torch.equal(preset[k], exported[k]) for k in preset)
-    for source in (trained, folder):  # the engine's encoder, read without the decoder from either layout
+    for source in (trained, folder):  # the engine's encoder, read without the decoder
         vision = load_model(str(source), vision_only=True).state_dict()
         assert vision and all(torch.equal(preset[k], v) for k, v in vision.items())
         assert not any(k.startswith(("model.language_model.", "lm_head.")) for k in vision)
 
+
+@pytest.mark.slow  # llama.cpp's converter
+def test_the_llamacpp_engine_gives_torchs_greedy_tokens_on_the_f32_gguf(official_export, tmp_path):
+    """llama.cpp's converter reads the official layout (architecture DeepseekOCR2ForCausalLM), and on the F32 GGUF
+    the engine's greedy tokens for pages equal torch's."""
+    pytest.importorskip("llama_cpp", reason="installed by bash setup.sh --dev (or --llamacpp)")
+    from config import GenerationSettings
+    from inference.summarizer import DeepSeekSummarizer
+    from model.checkpoint.export import main
+
+    folder = tmp_path / "gguf-export"
+    assert main(["--model", str(official_export[0]), "--output", str(folder), "--dtype", "fp32", "--format", "gguf",
+                 "--quant", "f32"]) == 0
+    assert (folder / "gguf" / "model-F32.gguf").is_file()
     float32 = LoadSettings(device="cpu", dtype="float32")
     on_torch = DeepSeekSummarizer.from_pretrained(folder, float32)
     on_llama = DeepSeekSummarizer.from_pretrained(folder, float32, engine="llamacpp")
