@@ -504,15 +504,13 @@ def run(quick: bool = False, workdir: Optional[Path] = None, llama_cpp_bin: Opti
 
 def write_report(rows: list[dict], output: Path, command: str) -> None:
     from benchmarks.run_all import machine
-    from data.jsonl import write_json_atomic
+    from data.jsonl import write_json_atomic, write_text_atomic
 
     goal_rows = goals(rows)
     markdown = "\n".join([f"Machine: {machine()}, {THREADS} threads. Reproduce with `{command}`.", "",
                           table(rows), "", table(goal_rows), ""])
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(markdown, encoding="utf-8")
-    os.replace(tmp, output)
+    write_text_atomic(output, markdown)
     write_json_atomic(output.with_suffix(".json"), {"machine": machine(), "threads": THREADS, "command": command,
                                                     "rows": rows, "goals": goal_rows})
     log(f"wrote {output} and {output.with_suffix('.json').name}")

@@ -162,7 +162,7 @@ def child(name: str, workdir: Path, quick: bool) -> dict:
 
 
 def run(quick: bool, workdir: Optional[Path] = None, rows: Optional[list[str]] = None) -> list[dict]:
-    from data.jsonl import write_json_atomic
+    from data.jsonl import write_json_atomic, write_text_atomic
 
     workdir, rows = workdir or default_workdir(quick), rows or list(ROWS)
     ensure_artifacts(workdir, quick)
@@ -175,8 +175,7 @@ def run(quick: bool, workdir: Optional[Path] = None, rows: Optional[list[str]] =
         RESULTS.mkdir(exist_ok=True)
         write_json_atomic(RESULTS / "long_document.json", {"threads": THREADS, "pages": PAGES,
                                                            "new_tokens": NEW_TOKENS, "rows": results})
-        (RESULTS / "long_document.md").write_text(f"{__doc__.split(chr(10))[0]}\n\n{table(results)}\n",
-                                                  encoding="utf-8")
+        write_text_atomic(RESULTS / "long_document.md", f"{__doc__.split(chr(10))[0]}\n\n{table(results)}\n")
     return results
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -246,21 +245,14 @@ def prompt_rows(folder: Path) -> list[dict]:
     return rows
 
 
-def machine() -> str:
-    import torch
-
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-
-
 def write(output: Path, tables: dict[str, list[dict]], titles: dict[str, str], command: str) -> None:
-    from data.jsonl import write_json_atomic
+    from benchmarks.run_all import machine
+    from data.jsonl import write_json_atomic, write_text_atomic
 
     report = f"Machine: {machine()}. Reproduce with `{command}`.\n\n" + "\n\n".join(
         f"## {titles[key]}\n\n{table(rows)}" for key, rows in tables.items()) + "\n"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report, encoding="utf-8")
+    write_text_atomic(output, report)
     write_json_atomic(output.with_suffix(".json"), {"machine": machine(), "command": command, "titles": titles,
                                                     "guards": GUARDS, **tables})
 

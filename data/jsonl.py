@@ -66,9 +66,14 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """A small JSON document (report, sidecar) written through a temporary name in the same directory."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """A small text file (a report) written through a temporary name in the same directory: never half written."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -222,10 +222,13 @@ def _generate_records(job: GenerateJob, records: list[dict], processes: Processe
                 except InputError as err:  # e.g. a document longer than the page cap: counted, not fatal
                     failed += 1
                     tqdm.write(f"[generate] skipped {record['id']}: {err}")
-            results = summarizer.summarize_documents(documents, settings) if documents else []
+            done_here, errors = _summarize(summarizer, batch, documents, settings)
+            for record, err in errors:
+                failed += 1
+                tqdm.write(f"[generate] skipped {record['id']}: {err}")
             lines = [dumps_record({"id": record["id"], "prediction": result.summary, **result.figures(),
                                    "generated_tokens": count_text_tokens(result.summary) if result.summary else 0})
-                     for record, result in zip(batch, results)]
+                     for record, result in done_here]
             sink.write("".join(lines))  # whole lines only; the file is flushed after every batch
             sink.flush()
             os.fsync(sink.fileno())
@@ -234,6 +237,28 @@ def _generate_records(job: GenerateJob, records: list[dict], processes: Processe
     print(f"[generate] wrote {generated} predictions to {sink_path}"
           + (f"; {failed} records skipped (see above)" if failed else ""))
     return generated, failed
+
+
+def _summarize(summarizer, records: list[dict], documents: list, settings) -> tuple[list, list]:
+    """([(record, result)], [(record, error)]) of a batch. A document can still turn out unreadable at a later level
+    of a hierarchical reading (its window summaries too long to fit); then the batch is redone one document at a
+    time, so that that document alone is skipped."""
+    from inference.inputs import InputError
+
+    if not documents:
+        return [], []
+    try:
+        return list(zip(records, summarizer.summarize_documents(documents, settings))), []
+    except InputError as err:
+        if len(documents) == 1:
+            return [], [(records[0], err)]
+    done, errors = [], []
+    for record, document in zip(records, documents):
+        try:
+            done.append((record, summarizer.summarize_documents([document], settings)[0]))
+        except InputError as err:
+            errors.append((record, err))
+    return done, errors
 
 
 def build_parser() -> Parser:

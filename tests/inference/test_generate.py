@@ -179,3 +179,28 @@ def test_a_settings_file_from_before_engine_and_precision_reads_as_torch_default
     settings.write_text(json.dumps(old))
     assert main(base) == 0 and "nothing to do" in capsys.readouterr().out
     assert json.loads(settings.read_text()) == recorded  # recorded in full from then on
+
+
+def test_a_document_unreadable_past_its_first_level_is_skipped_alone(tiny_model_dir, data_file, tmp_path, capsys,
+                                                                     monkeypatch):
+    """A hierarchical reading can fail at a later level (window summaries still too long); the others of its
+    batch are written all the same."""
+    from inference.long_documents import LongDocumentError
+    from inference.summarizer import DeepSeekSummarizer
+
+    unreadable = json.loads(data_file.read_text().splitlines()[1])
+    summarize = DeepSeekSummarizer.summarize_documents
+
+    def failing_on_one(self, documents, settings=None):
+        if any(document.text == unreadable["text"] for document in documents):
+            raise LongDocumentError("the summaries still did not fit after 4 levels")
+        return summarize(self, documents, settings)
+
+    monkeypatch.setattr(DeepSeekSummarizer, "summarize_documents", failing_on_one)
+    out = tmp_path / "pred.jsonl"
+    assert main([str(data_file), "--model", str(tiny_model_dir), "--output", str(out), "--device", "cpu",
+                 "--max-new-tokens", "2", "--batch-size", "3"]) == 0
+    ids = [json.loads(line)["id"] for line in data_file.read_text().splitlines()]
+    assert [line["id"] for line in _read(out)] == [i for i in ids if i != unreadable["id"]]
+    printed = capsys.readouterr()
+    assert f"skipped {unreadable['id']}: the summaries still did not fit" in printed.out + printed.err
