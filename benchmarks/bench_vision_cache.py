@@ -1,8 +1,10 @@
-"""Training step time with and without the vision feature cache: full-size DeepEncoder + a small decoder.
+"""Training step time with and without the vision feature cache, for each backbone: its real encoder in front
+of its tiny preset's decoder.
 
 The cache replaces the frozen encoder's forward pass by a lookup from the second epoch on, so the gain is the
-encoder's share of a step. The model has the real SAM + CLIP sizes and a 2-layer, 64-wide decoder (as in
-`tiny-random`), pages are rendered in tiny mode (512x512); float32 on CPU. Each step is forward, backward and an
+encoder's share of a step. Each backbone's model has its real encoder (DeepSeek-OCR: SAM + CLIP-L; DeepSeek-OCR-2:
+SAM + the Qwen2 encoder) and its preset's few-layer, 64-wide decoder; pages are rendered in each backbone's smallest
+mode (512 px for DeepSeek-OCR, 768 px for DeepSeek-OCR-2); float32 on CPU. Each step is forward, backward and an
 AdamW step; the figure is the median over the steps, and the ratio is what to compare across machines.
 
     python -m benchmarks.bench_vision_cache [--quick]
@@ -19,36 +21,35 @@ from benchmarks.cli import benchmark_main
 from config import RenderConfig
 from data.dataset_loader import load_records
 from model import backbones
-from model.configuration import TINY_PRESET, DeepSeekOCRConfig
-from model.image_processing import DeepSeekOCRImageProcessor
-from model.modeling import DeepSeekOCRForConditionalGeneration
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
-
-def full_encoder_small_decoder_config() -> DeepSeekOCRConfig:
-    """The real VisionConfig (SAM-B + CLIP-L, 2048-wide features) in front of tiny-random's decoder."""
-    tiny = DeepSeekOCRConfig.preset(TINY_PRESET).to_dict()
-    for key in ("vision_config", "projector_input_dim", "model_type", "transformers_version", "architectures"):
-        tiny.pop(key, None)
-    return DeepSeekOCRConfig(**{**tiny, "num_hidden_layers": 2})
+# Each backbone with the smallest render mode it reads.
+READS = {"deepseek-ocr": "tiny", "deepseek-ocr-2": "small"}
 
 
-def build(config: DeepSeekOCRConfig, freeze: bool = True) -> DeepSeekOCRForConditionalGeneration:
-    torch.manual_seed(0)
-    model = DeepSeekOCRForConditionalGeneration(config)
-    if freeze:
-        backbones.of_model(model).freeze_vision(model)
+def full_encoder_small_decoder(backbone: backbones.Backbone):
+    """The backbone's real encoder (its hub architecture's vision config) before its preset's decoder, frozen,
+    seeded, in training mode."""
+    hub_id, layout = next(iter(backbone.hub_ids.items()))
+    tiny = backbone.config("project", None, backbone.presets[0]).to_dict()
+    for key in ("projector_input_dim", "model_type", "transformers_version", "architectures"):
+        tiny.pop(key, None)  # derived from the vision config, or the class's own
+    real = backbone.config(layout, None, hub_id)
+    config = type(real)(**{**tiny, "vision_config": real.to_dict()["vision_config"]})
+    model = backbone.build(config)
+    backbone.freeze_vision(model)
     return model.train()
 
 
-def make_batch(num_docs: int, with_page_keys: bool = False) -> dict:
-    processor = DeepSeekOCRProcessor(load_tokenizer(None), DeepSeekOCRImageProcessor.from_mode("tiny"))
-    batch = DeepSeekOCRCollator(processor, RenderConfig(mode="tiny"), 64, with_page_keys)(load_records("bundled", max_samples=num_docs)["train"])
+def make_batch(backbone: backbones.Backbone, mode: str, num_docs: int) -> dict:
+    processor = DeepSeekOCRProcessor(load_tokenizer(None), backbone.page_processor(mode))
+    records = load_records("bundled", max_samples=num_docs)["train"]
+    batch = DeepSeekOCRCollator(processor, RenderConfig(mode=mode), 64, with_page_keys=True)(records)
     for key in REPORTING_KEYS:
-        batch.pop(key)
+        batch.pop(key, None)
     return batch
 
 
@@ -69,19 +70,21 @@ def time_steps(model, batch: dict, steps: int, cache: VisionFeatureCache | None 
 
 def run(quick: bool = False) -> list[dict]:
     steps, docs = (3, 1) if quick else (6, 2)
-    model = build(full_encoder_small_decoder_config())
-    batch = make_batch(docs, with_page_keys=True)
-    uncached = time_steps(model, batch, steps)
-    cache = VisionFeatureCache(model)
-    first_epoch = time_steps(model, batch, 1, cache)[0]  # fills the cache
-    cached = time_steps(model, batch, steps, cache)
-    base, fast = statistics.median(uncached), statistics.median(cached)
-    return [
-        {"setting": "no cache", "docs_per_step": docs, "median_step_s": round(base, 3)},
-        {"setting": "cache, first epoch (fill)", "docs_per_step": docs, "median_step_s": round(first_epoch, 3)},
-        {"setting": "cache, later epochs", "docs_per_step": docs, "median_step_s": round(fast, 3),
-         "speedup": round(base / fast, 2)},
-    ]
+    rows = []
+    for name, mode in READS.items():
+        backbone = backbones.named(name)
+        model, batch = full_encoder_small_decoder(backbone), make_batch(backbone, mode, docs)
+        uncached = time_steps(model, batch, steps)
+        cache = VisionFeatureCache(model)
+        first_epoch = time_steps(model, batch, 1, cache)[0]  # fills the cache
+        cached = time_steps(model, batch, steps, cache)
+        base, fast = statistics.median(uncached), statistics.median(cached)
+        row = {"backbone": name, "mode": mode, "docs_per_step": docs}
+        rows += [{**row, "setting": "no cache", "median_step_s": round(base, 3)},
+                 {**row, "setting": "cache, first epoch (fill)", "median_step_s": round(first_epoch, 3)},
+                 {**row, "setting": "cache, later epochs", "median_step_s": round(fast, 3),
+                  "speedup": round(base / fast, 2)}]
+    return rows
 
 
 def main(argv=None) -> int:

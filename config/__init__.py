@@ -7,6 +7,7 @@ from config.artifacts import (
     save_run_settings,
 )
 from config.errors import USER_ERRORS, UserError, first_line
+from config.geometry import DEFAULT_BACKBONE, PAGE_GEOMETRY, BackboneName, PageGeometry, page_geometry
 from config.loading import ConfigError, apply_overrides, flat_items, from_dict, load_json, save_json, to_dict
 from config.modes import (
     MAX_TILES,
@@ -15,7 +16,6 @@ from config.modes import (
     ResolutionMode,
     tile_count,
     tile_grid,
-    valid_vision_tokens,
     vision_tokens,
     vision_tokens_per_view,
 )
@@ -32,8 +32,9 @@ from config.settings import (
 __all__ = [
     "GENERATION_SETTINGS_FILE", "RENDER_CONFIG_FILE", "TRAINING_CONFIG_FILE", "load_run_settings", "save_run_settings",
     "USER_ERRORS", "UserError", "first_line",
+    "DEFAULT_BACKBONE", "PAGE_GEOMETRY", "BackboneName", "PageGeometry", "page_geometry",
     "ConfigError", "apply_overrides", "flat_items", "from_dict", "load_json", "save_json", "to_dict",
-    "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_count", "tile_grid", "valid_vision_tokens", "vision_tokens",
+    "MAX_TILES", "RESOLUTION_MODES", "TILE_SIZE", "tile_count", "tile_grid", "vision_tokens",
     "GenerationSettings", "LoraConfig", "OptimizerConfig", "RenderConfig", "ResolutionMode", "TrainingConfig",
     "vision_tokens_per_view", "EXPERTS_IMPLEMENTATIONS", "LoadSettings",
 ]

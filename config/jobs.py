@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from config.loading import Bool, Int, Str, settings
+from config.geometry import DEFAULT_BACKBONE, PAGE_GEOMETRY, BackboneName
+from config.loading import Bool, ConfigError, Int, Str, settings
 from config.settings import GenerationSettings, LoadSettings, RenderConfig
 
 POSITIONAL = {"positional": True}
@@ -36,6 +37,15 @@ class PrepareJob:
     workers: Optional[Int] = Field(None, ge=1, description="rendering processes (default: CPU count)")
     render: RenderConfig = Field(default_factory=RenderConfig,
                                  json_schema_extra={"flatten": True, "group": "page images (with --generate-images)"})
+    backbone: BackboneName = Field(DEFAULT_BACKBONE, description="the model whose page geometry counts each "
+                                   "record's vision tokens and decoder positions (a small page: deepseek-ocr 100, "
+                                   "deepseek-ocr-2 144)")
+
+    def __post_init__(self) -> None:
+        views = PAGE_GEOMETRY[self.backbone].views
+        if self.render.mode not in views:
+            raise ConfigError(f"config key 'mode' must be one of {', '.join(views)} for backbone {self.backbone}, "
+                              f"got {self.render.mode!r}")
 
 
 @settings

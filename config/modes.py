@@ -102,20 +102,3 @@ def tile_grid(width: int, height: int, min_tiles: int = MIN_TILES, max_tiles: in
         elif diff == best_diff and width * height > 0.5 * tile_size * tile_size * cols * rows:
             best = (cols, rows)
     return best
-
-
-def _mode_grid(mode: str, width: int, height: int, max_tiles: int) -> tuple[int, int]:
-    return tile_grid(width, height, max_tiles=max_tiles) if RESOLUTION_MODES[mode].crop_mode else (1, 1)
-
-
-def valid_vision_tokens(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
-    """Vision tokens (the paper's count, without layout positions) that one page of this size costs in `mode`."""
-    return vision_tokens(RESOLUTION_MODES[mode].base_size, TILE_SIZE, _mode_grid(mode, width, height, max_tiles))
-
-
-def page_placeholders(mode: str, width: int, height: int, max_tiles: int = MAX_TILES) -> int:
-    """Decoder positions of one page of this size read in `mode`: its vision tokens with their layout (what
-    `DeepSeekOCRImageProcessor.from_mode(mode)` gives it)."""
-    base_size = RESOLUTION_MODES[mode].base_size
-    return layout_placeholders(tokens_per_side(base_size), tokens_per_side(TILE_SIZE),
-                               _mode_grid(mode, width, height, max_tiles))

@@ -230,7 +230,7 @@ class TrainingConfig:
     train_projector: Bool = Field(False, description="DeepSeek-OCR: also train the vision projector")
     lora: LoraConfig = field(default_factory=LoraConfig)
     vision_cache: Literal["none", "memory", "disk"] = Field(
-        "none", description="DeepSeek-OCR: cache the frozen encoder's outputs per page")
+        "none", description="cache the frozen vision encoder's outputs per page (later epochs skip it)")
     load: LoadSettings = field(default_factory=LoadSettings)
     render: RenderConfig = field(default_factory=RenderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)

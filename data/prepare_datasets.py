@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from config import RenderConfig, TrainingConfig, first_line, from_dict, save_json, to_dict
+from config import RenderConfig, TrainingConfig, first_line, from_dict, page_geometry, save_json, to_dict
 from config.cli import Parser, add_settings_arguments, run_command, settings_from_args
 from config.jobs import PrepareJob
-from config.modes import DECODER_CONTEXT, page_placeholders
+from config.modes import DECODER_CONTEXT
 from data.dataset_loader import SPLITS, DatasetLoader, file_stem
 from data.jsonl import AtomicJsonlWriter, write_json_atomic
 from data.tokens import count_text_tokens, prompt_positions
@@ -39,15 +39,17 @@ REPORT = "prepare_report.json"
 _converter = None  # one renderer per worker process, built once by _init_worker
 
 
-def _init_worker(config: dict[str, Any]) -> None:
+def _init_worker(config: dict[str, Any], backbone: str) -> None:
     global _converter
     from data.text_to_image import TextToImageConverter
 
-    _converter = TextToImageConverter(from_dict(RenderConfig, config))
+    _converter = TextToImageConverter(from_dict(RenderConfig, config), backbone=backbone)
 
 
-def _config_fingerprint(config: RenderConfig) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+def _config_fingerprint(config: RenderConfig, backbone: str) -> str:
+    """Of what a record's sidecar holds: its pages (the render settings) and their token counts (the backbone)."""
+    settings = {**to_dict(config), "backbone": backbone}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _text_digest(text: str) -> str:
@@ -91,18 +93,18 @@ def _drop_index(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, config: RenderConfig
-                 ) -> Iterator[tuple[Any, Any]]:
+def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, config: RenderConfig,
+                 backbone: str) -> Iterator[tuple[Any, Any]]:
     """(key, fn(task)) for each (key, task) in input order; at most a few tasks per worker are in flight,
     so memory stays flat however long the stream is."""
     if workers == 1:
-        _init_worker(to_dict(config))
+        _init_worker(to_dict(config), backbone)
         yield from ((key, fn(task)) for key, task in items)
         return
     # "spawn": the parent may hold pyarrow/datasets threads, which a forked child must not inherit.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(to_dict(config),)) as pool:
+                             initargs=(to_dict(config), backbone)) as pool:
         pending: deque = deque()
         for key, task in items:
             pending.append((key, pool.submit(fn, task)))
@@ -115,20 +117,21 @@ def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, c
 
 
 class ContextCount:
-    """Counts, per split, the records whose training sequence would be longer than DeepSeek-OCR's decoder context
-    (`config.modes.DECODER_CONTEXT`): BOS, the pages' placeholders, the instruction and the summary with its EOS,
+    """Counts, per split, the records whose training sequence would be longer than the decoder's context
+    (`config.modes.DECODER_CONTEXT`, both backbones'): BOS, the pages' placeholders as the backbone lays them out,
+    the instruction and the summary with its EOS,
     at the default training settings (TrainingConfig's instruction and summary length). Records are only counted,
     never dropped: the context is that of the model trained on them, known only to training, which leaves such
     records out and says how many (training/context.py)."""
 
-    def __init__(self, render: RenderConfig):
+    def __init__(self, render: RenderConfig, backbone: str):
         defaults = TrainingConfig()
         geometry = render.geometry
-        self.render = render
+        self.render, self.backbone = render, backbone
         self.max_length = defaults.max_length
         self.fixed = prompt_positions(defaults.instruction)
         # Rendered pages all have the mode's page size, so each takes the same positions.
-        self.page = page_placeholders(render.mode, geometry.page_width, geometry.page_height)
+        self.page = page_geometry(backbone).positions(render.mode, geometry.page_width, geometry.page_height)
         self.over: Counter[str] = Counter()
         self._converter = None
 
@@ -138,7 +141,7 @@ class ContextCount:
             return record["render"]["pages"]
         from data.text_to_image import RenderError, TextToImageConverter
 
-        self._converter = self._converter or TextToImageConverter(self.render)
+        self._converter = self._converter or TextToImageConverter(self.render, backbone=self.backbone)
         try:
             return self._converter.count_pages(record["text"])
         except RenderError:  # training would refuse it in the same words; there is no sequence to count
@@ -156,7 +159,7 @@ class ContextCount:
         self.over[split] += positions is not None and positions > DECODER_CONTEXT
 
     def describe(self) -> dict[str, int]:
-        return {"positions": DECODER_CONTEXT, "max_length": self.max_length}
+        return {"positions": DECODER_CONTEXT, "max_length": self.max_length, "backbone": self.backbone}
 
 
 @dataclass
@@ -181,10 +184,10 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    fingerprint = _config_fingerprint(job.render)
+    fingerprint = _config_fingerprint(job.render, job.backbone)
     render_failed: Counter[str] = Counter()
     image_counts: Counter[str] = Counter()
-    context = ContextCount(job.render)
+    context = ContextCount(job.render, job.backbone)
 
     def tasks() -> Iterator[tuple[tuple[str, dict], tuple[str, str, str, str, str]]]:
         for split, record in loader:
@@ -195,7 +198,8 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
         if not job.generate_images:
             yield from ((split, record) for (split, record), _ in tasks())
             return
-        for (split, record), (status, payload) in _ordered_map(_render_record, tasks(), workers, job.render):
+        for (split, record), (status, payload) in _ordered_map(_render_record, tasks(), workers, job.render,
+                                                                   job.backbone):
             image_counts[status] += 1
             if status == "failed":
                 render_failed[split] += 1
@@ -259,8 +263,9 @@ def format_report(report: dict[str, Any]) -> str:
                      f"longer than the context: {counts['over_context']}")
     over, context = sum(counts["over_context"] for counts in report["splits"].values()), report["context"]
     if over:
-        lines.append(f"  {over} records (kept) take more than the {context['positions']} positions of DeepSeek-OCR's "
-                     f"decoder with a summary of up to {context['max_length']} tokens: training leaves them out")
+        lines.append(f"  {over} records (kept) take more than the {context['positions']} positions of the decoder "
+                     f"(pages as {context['backbone']} reads them) with a summary of up to {context['max_length']} "
+                     "tokens: training leaves them out")
     speed = report["throughput"]
     lines.append(f"  {speed['records_per_s']} records/s in {speed['elapsed_s']} s")
     if report["images"]:

@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from config import RenderConfig, UserError, valid_vision_tokens
+from config import DEFAULT_BACKBONE, RenderConfig, UserError, page_geometry
 from data.tokens import count_text_tokens
 
 FONT_PATH = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
@@ -45,8 +45,9 @@ class RenderError(UserError, ValueError):
 class RenderedDocument:
     pages: list[Image.Image]
     mode: str
+    backbone: str  # whose vision tokens are counted
     text_tokens: int  # DeepSeek-OCR text tokens of the whole (cleaned) text
-    vision_tokens: int  # config.valid_vision_tokens per page, summed
+    vision_tokens: int  # the backbone's vision tokens per page (config/geometry.py), summed
     compression_ratio: float  # text_tokens / vision_tokens
     missing_characters: list[str]  # characters the font lacks, drawn as its .notdef box
 
@@ -56,7 +57,8 @@ class RenderedDocument:
 
     def stats(self) -> dict:
         return {"pages": self.num_pages, "text_tokens": self.text_tokens, "vision_tokens": self.vision_tokens,
-                "compression_ratio": self.compression_ratio, "mode": self.mode}
+                "compression_ratio": self.compression_ratio, "mode": self.mode,
+                "backbone": self.backbone}
 
 
 class _Bitmap(NamedTuple):
@@ -86,10 +88,13 @@ def clean_text(text: str) -> str:
 
 
 class TextToImageConverter:
-    """Renders text into pages of `config.mode`'s size; reuse one instance, its glyph and word caches are warm."""
+    """Renders text into pages of `config.mode`'s size, counting their vision tokens as `backbone` reads them; reuse
+    one instance, its glyph and word caches are warm."""
 
-    def __init__(self, config: RenderConfig | None = None, **overrides) -> None:
+    def __init__(self, config: RenderConfig | None = None, *, backbone: str = DEFAULT_BACKBONE, **overrides) -> None:
         self.config = replace(config or RenderConfig(), **overrides)  # replace() re-runs validation
+        self.backbone, self.geometry = backbone, page_geometry(backbone)
+        self.geometry.view(self.config.mode)  # a mode the backbone cannot read: one line, before any page
         self._glyphs: dict[str, _Bitmap] = {}
         self._words: dict[str, _Bitmap] = {}
         self._word_bytes = 0
@@ -98,10 +103,10 @@ class TextToImageConverter:
         self._band = sum(self._font.getmetrics())  # rows of one line of text: ascent + descent
 
     def __getstate__(self) -> dict:  # worker processes rebuild the caches instead of receiving them
-        return {"config": self.config}
+        return {"config": self.config, "backbone": self.backbone}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["config"])
+        self.__init__(state["config"], backbone=state["backbone"])
 
     # Geometry.
     def _text_width(self) -> int:
@@ -262,12 +267,12 @@ class TextToImageConverter:
         text, chunks = self._paginate(text)
         needed, config = len(chunks), self.config
         pages = [self._draw(chunk) for chunk in chunks]
-        geometry = config.geometry
-        vision_tokens = needed * valid_vision_tokens(config.mode, geometry.page_width, geometry.page_height)
+        page = config.geometry
+        vision_tokens = needed * self.geometry.vision_tokens(config.mode, page.page_width, page.page_height)
         text_tokens = count_text_tokens(text)
         missing = [char for char in dict.fromkeys(text) if char not in " \n" and self._is_missing(char)]
-        return RenderedDocument(pages, config.mode, text_tokens, vision_tokens, text_tokens / vision_tokens,
-                                missing)
+        return RenderedDocument(pages, config.mode, self.backbone, text_tokens, vision_tokens,
+                                text_tokens / vision_tokens, missing)
 
     def save_pages(self, document: RenderedDocument, out_dir, stem: str) -> list[Path]:
         """Write pages as `{stem}_p{index:03d}.png` (index from 0), each atomically; returns the paths."""

@@ -305,11 +305,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def end_process_group() -> None:
-    """Under torchrun, destroy the process group before the interpreter exits: left to the exit, gloo's threads
-    can abort a finished process ("terminate called without an active exception", seen once in test_ddp.py)."""
+    """Under torchrun, free the process group while the interpreter is whole. A group still referenced at exit (by
+    a DDP reducer in a reference cycle of the trainer) is torn down during interpreter finalization, where gloo's
+    threads abort a finished process ("terminate called without an active exception", seen twice in
+    test_ddp.py): so the ranks meet, the cycles are collected, then the group is destroyed."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -1,10 +1,11 @@
 """The backbones, registered in one place: a new vision-language model of the family is one module and one line
-of `BACKBONES`. Callers ask the registry, never which backbone they hold."""
+of `BACKBONES` (with its page geometry in config/geometry.py, which data/ counts tokens with). Callers ask the
+registry, never which backbone they hold."""
 from __future__ import annotations
 
 from typing import Optional
 
-from config import UserError
+from config.geometry import page_geometry
 from model.backbones import deepseek_ocr, deepseek_ocr2
 from model.backbones.base import Backbone, Layout
 
@@ -23,8 +24,7 @@ def recognize(config: dict) -> Optional[tuple[Backbone, Layout]]:
 
 
 def named(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; this version knows {', '.join(BACKBONES)}")
+    page_geometry(name)  # an unknown name: one line
     return BACKBONES[name]
 
 

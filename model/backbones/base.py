@@ -47,7 +47,7 @@ class Backbone(ABC):
     # Parameter-name prefixes of its parts (model.params.parameter_counts): the vision parts, "projector",
     # "embed_tokens", "decoder_layers" and "lm_head".
     parameter_parts: dict[str, tuple[str, ...]]
-    # Whether training may cache its encoder's output per page (training/vision_cache.py reads DeepSeek-OCR's).
+    # Whether training may cache its encoder's output per page (training/vision_cache.py).
     caches_vision_features: bool = False
 
     @abstractmethod

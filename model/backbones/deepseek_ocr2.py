@@ -6,7 +6,7 @@ depend on whether torchvision is installed). Nothing of the network is written h
 What differs from DeepSeek-OCR, and lives here:
 - views of 768 px (144 queries) or 1024 px (256), tiles of 768 px (144 each), 2-6 tiles; a page's placeholders are
   its tiles', then its global view's, then one separator (no newline positions). The project's render modes map
-  to views below (`VIEWS`): tiny has no OCR-2 view and is refused;
+  to views in config/geometry.py: tiny has no OCR-2 view and is refused;
 - layouts: "project" is transformers' (`model_type` deepseek_ocr2: `deepseek-community/DeepSeek-OCR-2` and any
   `save_pretrained` of the class); "official" the official repository's (`deepseek-ai/DeepSeek-OCR-2`, and
   `model.export`'s), whose config.json is mapped here and whose weights transformers' conversion mapping reads;
@@ -23,6 +23,7 @@ from typing import Iterable, Optional
 import torch
 
 from config import UserError
+from config.geometry import PAGE_GEOMETRY
 from config.modes import tile_count
 from data.jsonl import write_json_atomic
 from model.backbones.base import Backbone, Layout, seeded
@@ -32,12 +33,10 @@ NAME = "deepseek-ocr-2"
 TINY_PRESET = "tiny-random-ocr2"
 HUB_ID = "deepseek-community/DeepSeek-OCR-2"  # transformers' layout
 MODEL_TYPE = "deepseek_ocr2"
-TILE = 768
-MIN_TILES, MAX_TILES = 2, 6
-QUERIES = {768: 144, 1024: 256}  # the encoder's learned queries per view side: its vision tokens
-# Render mode -> (global view side, whether pages larger than a tile are also read in tiles).
-VIEWS = {"small": (768, False), "base": (1024, False), "large": (1024, True), "gundam": (1024, True),
-         "page": (1024, True)}
+# Views, tiles and the placeholders' layout, declared where data/ counts them without torch (config/geometry.py);
+# the encoder's learned queries per view are its (side/64)^2 vision tokens.
+GEOMETRY = PAGE_GEOMETRY[NAME]
+TILE = GEOMETRY.tile_size
 
 # The decoder is DeepSeek-OCR's (DeepSeek-3B-MoE); the encoder: SAM ViT-B, then a 24-layer Qwen2 of width 896.
 _DECODER = dict(vocab_size=129280, hidden_size=1280, intermediate_size=6848, moe_intermediate_size=896,
@@ -51,9 +50,6 @@ _ENCODER = dict(sam_config=dict(hidden_size=768, num_hidden_layers=12, num_atten
                                     num_key_value_heads=2, intermediate_size=4864, vocab_size=1,
                                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
 _DECODER_PARTS = ("model.language_model.", "lm_head.")
-# The official vision schema's SAM keys -> transformers' names.
-_SAM_FIELDS = {"width": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
-               "global_attn_indexes": "global_attn_indexes", "downsample_channels": "downsample_channels"}
 OWN_VISION_KEY = "summarizer_vision_config"  # as DeepSeek-OCR's export names it
 # The preset: the same architecture at tiny widths (the encoder's width is SAM's last downsample channel).
 _TINY_DECODER = {**_DECODER, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
@@ -88,13 +84,9 @@ def config_from_official(official: dict):
     text["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (language["num_hidden_layers"] - dense)
     if "rope_theta" in language:
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": language["rope_theta"]}
-    vision = official.get("vision_config", {})
-    encoder = vision.get(OWN_VISION_KEY)
-    if encoder is None:
-        sam = vision.get("width", {}).get("sam_vit_b", {})
-        encoder = {"sam_config": {**_ENCODER["sam_config"],
-                                  **{name: sam[key] for key, name in _SAM_FIELDS.items() if key in sam}},
-                   "encoder_config": {**_ENCODER["encoder_config"], "num_hidden_layers": vision.get("layers", 24)}}
+    # The official code builds the real encoder whatever the file's vision schema says (its SAM fields are
+    # DeepSeek-OCR's, downsample channels [512, 1024] included, where the neck it builds ends at 896 channels).
+    encoder = official.get("vision_config", {}).get(OWN_VISION_KEY, _ENCODER)
     return DeepseekOcr2Config(text_config={**_DECODER, **text}, vision_config=encoder,
                               image_token_id=official.get("image_token_id", 128815))
 
@@ -115,6 +107,7 @@ def _transformers_class():
             # projector: each takes its input in its own dtype.
             for module in (self.model.vision_tower, self.model.multi_modal_projector):
                 module.register_forward_pre_hook(_in_own_dtype)
+            _passes_its_own_output(self.model.vision_tower)
 
         def train(self, mode: bool = True):
             super().train(mode)
@@ -149,6 +142,21 @@ def _reverted(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             model._weight_conversions = loaded
 
 
+def _passes_its_own_output(tower: torch.nn.Module) -> None:
+    """The tower reads pixels [N, 3, H, W] as before and passes its own output [N, tokens, width] through: what
+    training's vision-feature cache hands it in `pixel_values`, so that transformers' own `get_image_features` maps
+    cached features into the decoder (the projector after the tower may train). The instance's forward is wrapped,
+    not its class or names, so its weights keep transformers' names."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    reads_pixels = tower.forward
+
+    def forward(views: torch.Tensor, **kwargs):
+        return BaseModelOutput(last_hidden_state=views) if views.ndim == 3 else reads_pixels(views, **kwargs)
+
+    tower.forward = forward
+
+
 def _in_own_dtype(module: torch.nn.Module, args: tuple) -> tuple:
     dtype = next(module.parameters()).dtype
     return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
@@ -159,17 +167,14 @@ class Ocr2PageProcessor:
     a render mode), and the placeholders it takes."""
 
     image_size = TILE
-    min_tiles = MIN_TILES
+    min_tiles = GEOMETRY.min_tiles
 
-    def __init__(self, mode: str, max_tiles: int = MAX_TILES):
-        if mode not in VIEWS:
-            raise UserError(f"DeepSeek-OCR-2 reads pages at {', '.join(VIEWS)}, not {mode!r} (its encoder has views "
-                            "of 768 and 1024 px only)")
+    def __init__(self, mode: str, max_tiles: int = GEOMETRY.max_tiles):
         self.mode, self.max_tiles = mode, max_tiles
-        self.global_size, self.crop_mode = VIEWS[mode]
+        self.global_size, self.crop_mode = GEOMETRY.view(mode)
 
     @classmethod
-    def from_mode(cls, mode: str, max_tiles: int = MAX_TILES) -> "Ocr2PageProcessor":
+    def from_mode(cls, mode: str, max_tiles: int = GEOMETRY.max_tiles) -> "Ocr2PageProcessor":
         return cls(mode, max_tiles)
 
     def to_dict(self) -> dict:
@@ -177,7 +182,7 @@ class Ocr2PageProcessor:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Ocr2PageProcessor":
-        return cls(data["mode"], data.get("max_tiles", MAX_TILES))
+        return cls(data["mode"], data.get("max_tiles", GEOMETRY.max_tiles))
 
     def _images(self):
         from transformers import DeepseekOcr2ImageProcessorPil
@@ -186,7 +191,7 @@ class Ocr2PageProcessor:
         # Without tiles transformers reads the global view at tile_size and counts it at size: both are the view.
         return DeepseekOcr2ImageProcessorPil(size={"height": side, "width": side},
                                              tile_size=TILE if self.crop_mode else side,
-                                             crop_to_patches=self.crop_mode, min_patches=MIN_TILES,
+                                             crop_to_patches=self.crop_mode, min_patches=GEOMETRY.min_tiles,
                                              max_patches=self.max_tiles)
 
     def crop_grid(self, width: int, height: int) -> tuple[int, int]:
@@ -195,15 +200,15 @@ class Ocr2PageProcessor:
             return (1, 1)
         from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import get_optimal_tiled_canvas
 
-        return tuple(get_optimal_tiled_canvas((height, width), (TILE, TILE), MIN_TILES, self.max_tiles))
+        return tuple(get_optimal_tiled_canvas((height, width), (TILE, TILE), GEOMETRY.min_tiles, self.max_tiles))
 
     def vision_tokens(self, width: int, height: int) -> int:
         """The encoder's output tokens for a page of this size (the separator not counted)."""
-        return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(self.crop_grid(width, height))
+        return GEOMETRY.grid_vision_tokens(self.mode, self.crop_grid(width, height))
 
     def num_placeholders(self, crop_grid: tuple[int, int] = (1, 1)) -> int:
-        """The page's vision tokens and the view separator after them."""
-        return QUERIES[self.global_size] + QUERIES[TILE] * tile_count(crop_grid) + 1
+        """The page's vision tokens (its tiles', then its global view's) and the view separator after them."""
+        return GEOMETRY.grid_positions(self.mode, crop_grid)
 
     def __call__(self, image) -> ProcessedImage:
         image = image.convert("RGB")
@@ -215,6 +220,14 @@ class Ocr2PageProcessor:
         if tiles.shape[0] != tile_count(grid):
             raise ValueError(f"transformers cut {tiles.shape[0]} tiles where the grid {grid} has {tile_count(grid)}")
         return ProcessedImage(out["pixel_values"], tiles, grid, self.num_placeholders(grid))
+
+    @staticmethod
+    def page_views(batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each page's (global view [3, S, S], tiles [n, 3, 768, 768]) in a batch of model inputs, in batch order."""
+        counts = batch["num_local_patches"].tolist()
+        tiles = batch.get("pixel_values_local", batch["pixel_values"].new_zeros(0, 3, TILE, TILE))
+        starts = [sum(counts[:page]) for page in range(len(counts))]
+        return [(view, tiles[start:start + n]) for view, start, n in zip(batch["pixel_values"], starts, counts)]
 
     @staticmethod
     def batch(pages: list[ProcessedImage]) -> dict[str, torch.Tensor]:
@@ -233,6 +246,7 @@ class DeepSeekOCR2(Backbone):
     hub_ids = {HUB_ID: "project"}
     model_types = (MODEL_TYPE,)
     encoder_title = "SAM + Qwen2 encoder"
+    caches_vision_features = True
     parameter_parts = {"sam": ("model.vision_tower.sam_encoder.",), "qwen2_encoder": ("model.vision_tower.",),
                        "projector": ("model.multi_modal_projector.", "model.view_separator"),
                        "embed_tokens": ("model.language_model.embed_tokens.",),
@@ -342,6 +356,19 @@ class DeepSeekOCR2(Backbone):
         features = model.model.get_image_features(batch["pixel_values"], batch.get("pixel_values_local"),
                                                   batch["num_local_patches"])
         return torch.cat(features.pooler_output)
+
+    def page_views(self, batch: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return Ocr2PageProcessor.page_views(batch)
+
+    def encode_views(self, model, global_views: torch.Tensor, tiles: Optional[torch.Tensor]
+                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        tower = model.model.vision_tower
+        return tower(global_views).last_hidden_state, None if tiles is None else tower(tiles).last_hidden_state
+
+    def with_encoded(self, batch: dict, global_feats: torch.Tensor, tiles: Optional[torch.Tensor]) -> dict:
+        inputs = {key: value for key, value in batch.items() if key not in ("pixel_values", "pixel_values_local")}
+        # The tower passes its own output through (`_passes_its_own_output`).
+        return {**inputs, "pixel_values": global_feats, **({"pixel_values_local": tiles} if tiles is not None else {})}
 
     def official_state_dict(self, model) -> dict[str, torch.Tensor]:
         # transformers' own conversion mapping, reversed: the names of deepseek-ai/DeepSeek-OCR-2's checkpoint.

@@ -4,17 +4,19 @@ import json
 import pytest
 
 from config import (
+    PAGE_GEOMETRY,
     ConfigError,
     GenerationSettings,
     LoraConfig,
     RenderConfig,
     TrainingConfig,
+    UserError,
     apply_overrides,
     from_dict,
     load_json,
+    page_geometry,
     save_json,
     tile_grid,
-    valid_vision_tokens,
 )
 
 README_CONFIG = {
@@ -125,9 +127,21 @@ def test_tile_grid(size, grid):
 
 
 def test_vision_tokens_per_mode():
-    assert [valid_vision_tokens(m, 100, 100) for m in ("tiny", "small", "base", "large")] == [64, 100, 256, 400]
+    v1, v2 = PAGE_GEOMETRY["deepseek-ocr"], PAGE_GEOMETRY["deepseek-ocr-2"]
+    assert [v1.vision_tokens(m, 100, 100) for m in ("tiny", "small", "base", "large")] == [64, 100, 256, 400]
     # Gundam: the 1024 global view (256) plus six 640 tiles (100 each).
-    assert valid_vision_tokens("gundam", 1280, 1920) == 256 + 6 * 100
+    assert v1.vision_tokens("gundam", 1280, 1920) == 256 + 6 * 100
+    # DeepSeek-OCR-2 (its paper): 144 per 768 px view or tile, 256 per 1024 px view, 256-1,120 per page.
+    assert [v2.vision_tokens(m, 100, 100) for m in ("small", "base", "large")] == [144, 256, 256]
+    assert v2.vision_tokens("gundam", 1280, 1920) == 256 + 6 * 144 == 1120
+    assert v2.positions("gundam", 1280, 1920) == 1121  # and one view separator
+
+
+def test_a_mode_a_backbone_cannot_read_is_one_line():
+    with pytest.raises(UserError, match="DeepSeek-OCR-2 reads pages at small, base, large, gundam, page, not 'tiny'"):
+        PAGE_GEOMETRY["deepseek-ocr-2"].positions("tiny", 512, 512)
+    with pytest.raises(UserError, match="unknown backbone 'ocr3'"):
+        page_geometry("ocr3")
 
 
 def test_run_settings_round_trip_and_defaults(tmp_path):

@@ -17,6 +17,7 @@ from config.cli import settings_from_args, to_argv
 from config.jobs import PrepareJob
 from data.jsonl import read_jsonl
 from data.prepare_datasets import build_parser, main, prepare
+from data.tokens import count_text_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "data.prepare_datasets"]
@@ -53,14 +54,17 @@ def test_cli_writes_splits_images_config_and_report(prepared):
         for record in records:
             assert set(record) == {"id", "text", "summary", "references", "images", "render"}
             assert record["render"]["mode"] == "tiny" and record["render"]["pages"] == len(record["images"]) >= 1
-            assert set(record["render"]) == {"pages", "text_tokens", "vision_tokens", "compression_ratio", "mode"}
+            assert set(record["render"]) == {"pages", "text_tokens", "vision_tokens", "compression_ratio", "mode",
+                                             "backbone"}
+            assert record["render"]["vision_tokens"] == 64 * record["render"]["pages"]  # DeepSeek-OCR's 512 px view
             for image in record["images"]:
                 assert image.startswith(f"images/{split}/")
                 assert Image.open(out / image).size == (512, 512)
     assert json.loads((out / "render_config.json").read_text())["mode"] == "tiny"
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["splits"]["val"] == {"written": 3, "skipped": {}, "over_context": 0}
-    assert report["context"] == {"positions": 8192, "max_length": 512} and report["throughput"]["records_per_s"] > 0
+    assert report["context"] == {"positions": 8192, "max_length": 512, "backbone": "deepseek-ocr"}
+    assert report["throughput"]["records_per_s"] > 0
     assert not list(out.rglob("*.tmp"))
 
 
@@ -137,7 +141,8 @@ def test_records_longer_than_the_real_context_are_counted_and_kept(tmp_path, cap
     assert sum(split["written"] for split in report["splits"].values()) == 3  # counted, not dropped
     assert sum(split["over_context"] for split in report["splits"].values()) == 1
     printed = capsys.readouterr().out
-    assert "1 records (kept) take more than the 8192 positions of DeepSeek-OCR's decoder" in printed
+    assert "1 records (kept) take more than the 8192 positions of the decoder (pages as deepseek-ocr reads them)" \
+        in printed
     per_split = re.findall(r"longer than the context: (\d+)", printed)
     assert len(per_split) == 3 and sum(map(int, per_split)) == 1
 
@@ -159,6 +164,27 @@ def test_rendered_pages_are_counted_against_the_context(tmp_path, monkeypatch):
     assert 0 < sum(split["over_context"] for split in report["splits"].values()) < 12
 
 
+def test_pages_are_counted_as_the_chosen_backbone_reads_them(tmp_path, monkeypatch):
+    """DeepSeek-OCR-2 reads a small page as a 768 px view: 144 vision tokens and 145 positions (DeepSeek-OCR: 100
+    and 111); a rerun with the other backbone reuses no sidecar that counted for the first."""
+    from data import prepare_datasets
+
+    monkeypatch.setattr(prepare_datasets, "DECODER_CONTEXT", 7 + 145 + 16)  # BOS and instruction, a page, a summary
+    out, counts = tmp_path / "out", {}
+    for backbone, vision, positions in (("deepseek-ocr-2", 144, 145), ("deepseek-ocr", 100, 111)):
+        report = prepare(PrepareJob(output_dir=str(out), max_samples=4, generate_images=True, workers=1,
+                                    backbone=backbone), progress=False).report
+        assert report["context"]["backbone"] == backbone and report["throughput"]["reused"] == 0
+        records = read_jsonl(out / "test.jsonl")
+        assert all(r["render"]["vision_tokens"] == vision * r["render"]["pages"] for r in records)
+        assert all(r["render"]["backbone"] == backbone for r in records)
+        counts[backbone] = sum(split["over_context"] for split in report["splits"].values())
+        expected = sum(7 + positions * len(r["images"]) + count_text_tokens(r["summary"].strip()) + 1 > 7 + 145 + 16
+                       for split in ("train", "val", "test") for r in read_jsonl(out / f"{split}.jsonl"))
+        assert counts[backbone] == expected
+    assert counts["deepseek-ocr-2"] > counts["deepseek-ocr"]
+
+
 def test_wrong_field_is_one_line_error(tmp_path, capsys):
     source = tmp_path / "docs.csv"
     source.write_text("body,tldr\nSome text.,Short.\n")
@@ -173,6 +199,9 @@ def test_wrong_field_is_one_line_error(tmp_path, capsys):
     (["bundled", "--workers", "0"], "argument --workers: input should be greater than or equal to 1"),
     (["bundled", "--font-size", "2"], "argument --font-size: input should be greater than or equal to 4"),
     (["bundled", "--mode", "huge"], "mode"),
+    (["bundled", "--backbone", "deepseek-ocr-2", "--mode", "tiny"], "'mode' must be one of small, base, large, "
+     "gundam, page for backbone deepseek-ocr-2, got 'tiny'"),
+    (["bundled", "--backbone", "ocr3"], "--backbone"),
     (["bundled", "--workers", "many"], "--workers"),
 ])
 def test_cli_errors_are_one_line_without_traceback(args, message, tmp_path):

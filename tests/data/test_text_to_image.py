@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import RenderConfig, valid_vision_tokens
+from config import RenderConfig, UserError
 from config.loading import ConfigError
 from data.text_to_image import FONT_PATH, RenderError, TextToImageConverter, clean_text
 from data.tokens import count_text_tokens
@@ -173,18 +173,25 @@ def test_renders_are_deterministic(tmp_path):
     assert digest == DETERMINISM_SHA256
 
 
-def test_stats_arithmetic():
+@pytest.mark.parametrize("backbone, per_page", [("deepseek-ocr", 256 + 6 * 100), ("deepseek-ocr-2", 256 + 6 * 144)])
+def test_stats_arithmetic(backbone, per_page):
+    """A 1280x1920 gundam page: a 1024 px view (256 tokens) and six tiles (640 px: 100 each; DeepSeek-OCR-2's
+    768 px: 144 each)."""
     text = abstracts(2)
-    document = TextToImageConverter(mode="gundam", font_size=16).render(text)
-    per_page = valid_vision_tokens("gundam", 1280, 1920)
+    document = TextToImageConverter(mode="gundam", font_size=16, backbone=backbone).render(text)
     assert document.vision_tokens == document.num_pages * per_page
     assert document.text_tokens == count_text_tokens(clean_text(text))
     assert document.compression_ratio == pytest.approx(document.text_tokens / document.vision_tokens)
     stats = document.stats()
     assert stats == {"pages": document.num_pages, "text_tokens": document.text_tokens,
                      "vision_tokens": document.vision_tokens, "compression_ratio": document.compression_ratio,
-                     "mode": "gundam"}
+                     "mode": "gundam", "backbone": backbone}
     json.dumps(stats)
+
+
+def test_a_mode_the_backbone_cannot_read_is_refused_before_any_page():
+    with pytest.raises(UserError, match="DeepSeek-OCR-2 reads pages at small, base, large, gundam, page, not 'tiny'"):
+        TextToImageConverter(mode="tiny", backbone="deepseek-ocr-2")
 
 
 def test_save_pages_writes_numbered_pngs_atomically(tmp_path):

@@ -109,7 +109,7 @@ def test_page_positions_match_transformers_processor_per_mode():
 def test_tiny_mode_is_refused_in_one_line():
     from config import UserError
 
-    with pytest.raises(UserError, match="768 and 1024"):
+    with pytest.raises(UserError, match="its views are 768 and 1024 px"):
         deepseek_ocr2.BACKBONE.page_processor("tiny")
 
 
@@ -226,3 +226,38 @@ def test_the_llamacpp_engine_gives_torchs_greedy_tokens_on_the_f32_gguf(official
     for documents in (small, tiled):
         expected = on_torch.backend.generate(documents, greedy)
         assert all(expected) and on_llama.backend.generate(documents, greedy) == expected
+
+
+# deepseek-ai/DeepSeek-OCR-2's config.json as published (the fields other readers of the file quote, e.g. OpenVINO
+# GenAI's tests): DeepSeek-OCR's schema, whose SAM entry keeps DeepSeek-OCR's downsample channels [512, 1024]
+# although the official code builds a neck ending at 896 channels (the Qwen2 encoder's width), whatever it says.
+PUBLISHED_CONFIG = {
+    "model_type": "deepseek_vl_v2", "architectures": ["DeepseekOCR2ForCausalLM"],
+    "candidate_resolutions": [[1024, 1024]],
+    "language_config": {"vocab_size": 129280, "hidden_size": 1280, "intermediate_size": 6848,
+                        "moe_intermediate_size": 896, "num_hidden_layers": 12, "num_attention_heads": 10,
+                        "num_key_value_heads": 10, "n_routed_experts": 64, "n_shared_experts": 2,
+                        "num_experts_per_tok": 6, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+                        "bos_token_id": 0, "eos_token_id": 1},
+    "vision_config": {"image_size": 1024, "mlp_ratio": 3.7362, "model_name": "deepencoderv2", "model_type": "vision",
+                      "width": {"sam_vit_b": {"width": 768, "layers": 12, "heads": 12,
+                                              "global_attn_indexes": [2, 5, 8, 11],
+                                              "downsample_channels": [512, 1024]},
+                                "qwen2-0-5b": {"dim": 896}}},
+    "projector_config": {"input_dim": 896, "n_embed": 1280, "projector_type": "linear",
+                         "model_type": "mlp_projector"},
+}
+
+
+def test_the_published_official_config_is_recognized_and_builds_the_real_architecture():
+    from model import backbones
+
+    assert backbones.recognize(PUBLISHED_CONFIG) == (deepseek_ocr2.BACKBONE, "official")
+    config = deepseek_ocr2.config_from_official(PUBLISHED_CONFIG)
+    real = deepseek_ocr2.architecture()
+    assert config.vision_config.to_dict() == real.vision_config.to_dict()
+    assert config.vision_config.sam_config.downsample_channels[-1] == config.vision_config.encoder_config.hidden_size
+    assert config.text_config.to_dict() == real.text_config.to_dict()
+    with torch.device("meta"):  # the real sizes, shapes only: the SAM neck feeds the Qwen2 encoder
+        model = deepseek_ocr2.BACKBONE.build_empty(config, torch.float32)
+    assert sum(p.numel() for p in model.parameters()) == 3_389_119_360

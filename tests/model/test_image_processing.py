@@ -3,7 +3,6 @@ import pytest
 import torch
 from PIL import Image
 
-from config import modes
 from config.modes import RESOLUTION_MODES, tile_grid, vision_tokens_per_view
 from model.checkpoint.export import OFFICIAL_PROCESSOR_CONFIG
 from model.image_processing import DeepSeekOCRImageProcessor, normalize_pixels, num_image_placeholders
@@ -111,11 +110,3 @@ def test_processor_dict_roundtrip(mode):
     assert again.to_dict() == processor.to_dict()
     assert again.to_dict()["max_tiles"] == 6
     assert again.crop_mode == RESOLUTION_MODES[mode].crop_mode
-
-
-@pytest.mark.parametrize("mode", list(RESOLUTION_MODES))
-@pytest.mark.parametrize("size", [(512, 512), (640, 641), (1280, 1920), (1800, 2400), (2400, 900), (300, 5000)])
-def test_config_counts_a_pages_placeholders_as_the_processor_does(mode, size):
-    """data counts positions with config.modes (it may not import the model): the processor's numbers."""
-    processor = DeepSeekOCRImageProcessor.from_mode(mode)
-    assert modes.page_placeholders(mode, *size) == processor.num_placeholders(processor.crop_grid(*size))

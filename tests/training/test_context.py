@@ -172,12 +172,14 @@ def test_seq2seq_lengths_past_the_models_positions_are_one_line(tmp_path, prepar
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("images", [True, False])
-def test_prepare_counts_positions_as_training_builds_them(tmp_path, images):
-    """Prepare's count (data may not import the model) agrees with the collator at training's defaults."""
+@pytest.mark.parametrize("images, backbone", [(True, "deepseek-ocr"), (False, "deepseek-ocr"),
+                                             (True, "deepseek-ocr-2")])
+def test_prepare_counts_positions_as_training_builds_them(tmp_path, images, backbone):
+    """Prepare's count (data may not import the model) agrees with the collator at training's defaults, for the
+    backbone prepare was told."""
     from data.jsonl import read_jsonl
     from data.prepare_datasets import ContextCount, prepare
-    from model.image_processing import DeepSeekOCRImageProcessor
+    from model import backbones
     from model.processing import DeepSeekOCRProcessor
     from model.tokenizer import load_tokenizer
     from training.data import load_jsonl_records
@@ -187,13 +189,13 @@ def test_prepare_counts_positions_as_training_builds_them(tmp_path, images):
     book = {**abstracts[0], "id": "book", "text": "\n\n".join(record["text"] for record in bundled_records(40))}
     source = write_jsonl(tmp_path / "docs.jsonl", [*abstracts, book])
     job = PrepareJob(source=str(source), output_dir=str(tmp_path / "p"), generate_images=images, workers=1,
-                     render=render)
+                     render=render, backbone=backbone)
     prepare(job, progress=False)
     defaults = TrainingConfig()
-    processor = DeepSeekOCRProcessor(load_tokenizer(None), DeepSeekOCRImageProcessor.from_mode(render.mode),
+    processor = DeepSeekOCRProcessor(load_tokenizer(None), backbones.named(backbone).page_processor(render.mode),
                                      defaults.instruction)
     collator = DeepSeekOCRCollator(processor, render, defaults.max_length)
-    counter = ContextCount(render)
+    counter = ContextCount(render, backbone)
     pages = []
     for split in ("train", "val", "test"):
         path = tmp_path / "p" / f"{split}.jsonl"

@@ -13,19 +13,23 @@ from tests.training.conftest import REPO, TINY_BART, base_args, model_args
 # Two training processes under torchrun.
 pytestmark = pytest.mark.slow
 
-# Runs the train CLI on each rank, keeping the trainer it builds, then records a digest of that rank's final weights.
+# Runs the train CLI on each rank; a callback records a digest of that rank's final weights. The script keeps no
+# reference to the trainer: the CLI frees its process group before exit, as a user's run does.
 RANK_RUN = """
 import hashlib, os, sys
 from pathlib import Path
+from transformers import TrainerCallback
 import training.train as train
-built = []
+
+class Digest(TrainerCallback):
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        assert args.world_size == 2
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+        Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
+
 build_trainer = train.build_trainer
-train.build_trainer = lambda *args, **kwargs: built.append(build_trainer(*args, **kwargs)) or built[-1]
+train.build_trainer = lambda cfg, tr, val, callbacks: build_trainer(cfg, tr, val, [*callbacks, Digest()])
 assert train.main(sys.argv[2:]) == 0
-trainer = built[0]
-assert trainer.args.world_size == 2
-digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in trainer.model.parameters())).hexdigest()
-Path(sys.argv[1], f"rank{os.environ['RANK']}.sha256").write_text(digest)
 """
 
 

@@ -62,3 +62,19 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 def test_dry_run_counts_the_second_backbone(tmp_path):
     report = dry_run_report(ocr2_config(tmp_path))
     assert "SAM + Qwen2 encoder frozen" in report and "qwen2_encoder" in report and "LoRA r=" in report
+
+
+def test_the_vision_cache_trains_the_weights_the_encoder_does(tmp_path):
+    """Two steps over the same two pages: the second reads the first's cached encoder output, and the weights end
+    as those of a run that encodes every step."""
+    plain = DeepSeekOCRTrainer.from_config(ocr2_config(tmp_path / "plain"), bundled_records(2))
+    plain.train()
+    cached = DeepSeekOCRTrainer.from_config(ocr2_config(tmp_path / "cached", vision_cache="memory"),
+                                            bundled_records(2))
+    cached.train()
+    assert (cached.vision_cache.misses, cached.vision_cache.hits) == (2, 2)
+    a, b = plain.model.state_dict(), cached.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(not torch.equal(a[k], value) for k, value in
+               DeepSeekOCRTrainer.from_config(ocr2_config(tmp_path / "fresh"), bundled_records(2)).model.state_dict()
+               .items())  # and training changed them
