@@ -12,15 +12,18 @@ from tests.training.test_collator import bundled_records
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
 
-# Each backbone's preset, on pages it reads with tiles where it has a tiled mode that stays small on a CPU.
-READS = {"deepseek-ocr": ("tiny-random", "tiny"), "deepseek-ocr-2": ("tiny-random-ocr2", "gundam")}
+# Each backbone's preset and the pages it reads: its smallest mode, and DeepSeek-OCR-2's tiled pages (seven views a
+# page: in the whole suite).
+READS = {"deepseek-ocr": ("tiny-random", "tiny"), "deepseek-ocr-2": ("tiny-random-ocr2", "small"),
+         "deepseek-ocr-2-tiled": ("tiny-random-ocr2", "gundam")}
 
 
-@pytest.fixture(scope="module", params=list(READS))
+@pytest.fixture(scope="module", params=["deepseek-ocr", "deepseek-ocr-2",
+                                        pytest.param("deepseek-ocr-2-tiled", marks=pytest.mark.slow)])
 def run(request):
     """(preset, a collated batch of two documents with their page keys)."""
     preset, mode = READS[request.param]
-    pages = backbones.named(request.param).page_processor(mode)
+    pages = backbones.named(request.param.removesuffix("-tiled")).page_processor(mode)
     processor = DeepSeekOCRProcessor(load_tokenizer(None), pages)
     batch = DeepSeekOCRCollator(processor, RenderConfig(mode=mode), 32, with_page_keys=True)(bundled_records(2))
     for key in REPORTING_KEYS:
@@ -110,7 +113,7 @@ def test_disk_cache_is_keyed_by_content_and_encoder_weights(run, tmp_path):
     assert calls[0] >= 1 and changed.misses == 2
 
 
-@pytest.mark.parametrize("preset", [preset for preset, _ in READS.values()])
+@pytest.mark.parametrize("preset", ["tiny-random", "tiny-random-ocr2"])
 def test_cache_refuses_a_trainable_encoder(preset):
     with pytest.raises(ValueError, match="frozen encoder"):
         VisionFeatureCache(load_model(preset))
