@@ -283,6 +283,7 @@ class DeepSeekOCR2(Backbone):
             if name not in self.presets:
                 raise UserError(f"the weights of {name} are not available offline; pass a local folder")
             model = self.build(config).to(dtype)
+            model.set_attn_implementation(attn_implementation)
         else:
             model = cls.from_pretrained(path, config=config, dtype=dtype, attn_implementation=attn_implementation,
                                         experts_implementation=experts_implementation)

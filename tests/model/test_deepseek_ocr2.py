@@ -261,3 +261,11 @@ def test_the_published_official_config_is_recognized_and_builds_the_real_archite
     with torch.device("meta"):  # the real sizes, shapes only: the SAM neck feeds the Qwen2 encoder
         model = deepseek_ocr2.BACKBONE.build_empty(config, torch.float32)
     assert sum(p.numel() for p in model.parameters()) == 3_389_119_360
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_the_preset_takes_the_attention_asked_for(attention):
+    from model.checkpoint.convert import load_model
+
+    config = load_model("tiny-random-ocr2", attn_implementation=attention).config
+    assert {config.text_config._attn_implementation, config.vision_config._attn_implementation} == {attention}
