@@ -78,8 +78,13 @@ def count_text_tokens(text: str) -> int:
     return len(ocr_backend(bpe_tokenizer_path()).encode(text, add_special_tokens=False).ids)
 
 
+def instruction_text(instruction: str) -> str:
+    """What follows a prompt's document: "\\n" + instruction, right-stripped (the official template strips the whole
+    "<image>...\\n{instruction}" content, so only the end can lose spaces)."""
+    return ("\n" + instruction).rstrip()
+
+
 def prompt_positions(instruction: str) -> int:
-    """Positions of a DeepSeek-OCR prompt besides its document: BOS and the tokens of "\\n" + instruction, right-
-    stripped. model/processing.py builds the prompt itself; this count is for data, which may not import it, and
-    tests/model/test_processing.py holds the two to the same number."""
-    return 1 + count_text_tokens(("\n" + instruction).rstrip())
+    """Positions of a prompt besides its document: BOS and the instruction's tokens (model/processing.py's
+    `build_prompt_ids` lays them out; data counts them without importing it)."""
+    return 1 + count_text_tokens(instruction_text(instruction))

@@ -13,6 +13,8 @@ from typing import Any
 import transformers
 from transformers import AutoConfig, PretrainedConfig
 
+from config.modes import DECODER_CONTEXT
+
 OFFICIAL_HUB_ID = "deepseek-ai/DeepSeek-OCR"
 TINY_PRESET = "tiny-random"
 
@@ -58,6 +60,20 @@ def _vision_config_cls():
     return VisionConfig
 
 
+def official_decoder_fields(official: dict[str, Any]) -> dict[str, Any]:
+    """The decoder fields of an official `config.json` (`language_config` over the top level), checked: MHA, no
+    RoPE scaling, a projector as wide as the decoder. DeepSeek-OCR-2's official files hold the same decoder."""
+    language = {**official, **official.get("language_config", {})}
+    fields = {key: language[key] for key in _OFFICIAL_TEXT_FIELDS if key in language}
+    if language.get("use_mla"):
+        raise ValueError("the official config uses MLA attention; DeepSeek-OCR's decoder does not")
+    if language.get("rope_scaling"):
+        raise ValueError("rope_scaling is not supported (DeepSeek-OCR has none)")
+    if official.get("projector_config", {}).get("n_embed", fields.get("hidden_size")) != fields.get("hidden_size"):
+        raise ValueError("projector_config.n_embed must equal the decoder hidden_size")
+    return fields
+
+
 class DeepSeekOCRConfig(PretrainedConfig):
     """Config of `DeepSeekOCRForConditionalGeneration`; defaults are the real DeepSeek-OCR sizes."""
 
@@ -85,7 +101,7 @@ class DeepSeekOCRConfig(PretrainedConfig):
     routed_scaling_factor: float = 1.0
     aux_loss_alpha: float = 0.001
     seq_aux: bool = True
-    max_position_embeddings: int = 8192
+    max_position_embeddings: int = DECODER_CONTEXT
     rms_norm_eps: float = 1e-6
     rope_parameters: dict | None = None
     hidden_act: str = "silu"
@@ -133,15 +149,8 @@ class DeepSeekOCRConfig(PretrainedConfig):
         The official code hard-codes its vision tower and ignores `vision_config`, so the real `VisionConfig`
         defaults are used; the projector width must equal the decoder width.
         """
-        language = {**official, **official.get("language_config", {})}
-        fields = {key: language[key] for key in _OFFICIAL_TEXT_FIELDS if key in language}
-        if language.get("use_mla"):
-            raise ValueError("the official config uses MLA attention; DeepSeek-OCR's decoder does not")
-        if language.get("rope_scaling"):
-            raise ValueError("rope_scaling is not supported (DeepSeek-OCR has none)")
+        fields = official_decoder_fields(official)
         projector = official.get("projector_config", {})
-        if projector.get("n_embed", fields.get("hidden_size")) != fields.get("hidden_size"):
-            raise ValueError("projector_config.n_embed must equal the decoder hidden_size")
         if "input_dim" in projector:
             fields["projector_input_dim"] = projector["input_dim"]
         if _OWN_VISION_KEY in official.get("vision_config", {}):

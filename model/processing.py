@@ -26,6 +26,7 @@ from transformers import BatchFeature
 
 from config.settings import InputMode
 from data.jsonl import write_json_atomic
+from data.tokens import instruction_text
 from model import backbones
 from model.tokenizer import IMAGE_TOKEN_ID, load_tokenizer
 
@@ -57,8 +58,7 @@ def build_prompt_ids(tokenizer, placeholders_per_page: Sequence[int], instructio
         raise ValueError("a document needs at least one page")
     for count in placeholders_per_page:
         ids.extend([IMAGE_TOKEN_ID] * count)
-    # The official template strips the whole "<image>...\n{instruction}" content: only the end can lose spaces.
-    text = ("\n" + instruction).rstrip()
+    text = instruction_text(instruction)
     if text:
         ids.extend(tokenizer.encode(text, add_special_tokens=False))
     return ids

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
+from config.modes import DECODER_CONTEXT
+
 # The ids and the added-token table live with the token counter (data/tokens.py), one layer down; they are this
 # module's API too.
 from data.tokens import (  # noqa: F401
@@ -33,7 +35,7 @@ from data.tokens import (  # noqa: F401
     ocr_backend,
 )
 
-MODEL_MAX_LENGTH = 8192  # the decoder's max_position_embeddings
+MODEL_MAX_LENGTH = DECODER_CONTEXT  # the decoder's max_position_embeddings
 _LOAD_TIME_KEYS = ("is_local", "local_files_only")
 
 

@@ -24,7 +24,7 @@ import torch
 
 from config import UserError
 from config.geometry import PAGE_GEOMETRY
-from config.modes import tile_count
+from config.modes import DECODER_CONTEXT, tile_count
 from data.jsonl import write_json_atomic
 from model.backbones.base import Backbone, Layout, seeded
 from model.image_processing import ProcessedImage
@@ -41,7 +41,7 @@ TILE = GEOMETRY.tile_size
 # The decoder is DeepSeek-OCR's (DeepSeek-3B-MoE); the encoder: SAM ViT-B, then a 24-layer Qwen2 of width 896.
 _DECODER = dict(vocab_size=129280, hidden_size=1280, intermediate_size=6848, moe_intermediate_size=896,
                 num_hidden_layers=12, num_attention_heads=10, num_key_value_heads=10, n_routed_experts=64,
-                num_experts_per_tok=6, n_shared_experts=2, max_position_embeddings=8192,
+                num_experts_per_tok=6, n_shared_experts=2, max_position_embeddings=DECODER_CONTEXT,
                 mlp_layer_types=["dense"] + ["sparse"] * 11, bos_token_id=0, eos_token_id=1, pad_token_id=2,
                 n_group=1, topk_group=1, topk_method="greedy", routed_scaling_factor=1.0)
 _ENCODER = dict(sam_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -78,12 +78,14 @@ def config_from_official(official: dict):
     `official_config` writes for a preset)."""
     from transformers import DeepseekOcr2Config
 
-    language = {**official, **official.get("language_config", {})}
-    text = {key: language[key] for key in (*_DECODER, "rms_norm_eps") if key in language}
-    dense = language.get("first_k_dense_replace", 1)
-    text["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (language["num_hidden_layers"] - dense)
-    if "rope_theta" in language:
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": language["rope_theta"]}
+    from model.configuration import official_decoder_fields
+
+    decoder = official_decoder_fields(official)  # DeepSeek-OCR's decoder, read and checked as DeepSeek-OCR reads it
+    text = {key: decoder[key] for key in (*_DECODER, "rms_norm_eps") if key in decoder}
+    dense = decoder.get("first_k_dense_replace", 1)
+    text["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (decoder["num_hidden_layers"] - dense)
+    if "rope_theta" in decoder:
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": decoder["rope_theta"]}
     # The official code builds the real encoder whatever the file's vision schema says (its SAM fields are
     # DeepSeek-OCR's, downsample channels [512, 1024] included, where the neck it builds ends at 896 channels).
     encoder = official.get("vision_config", {}).get(OWN_VISION_KEY, _ENCODER)

@@ -261,6 +261,10 @@ def test_the_published_official_config_is_recognized_and_builds_the_real_archite
     with torch.device("meta"):  # the real sizes, shapes only: the SAM neck feeds the Qwen2 encoder
         model = deepseek_ocr2.BACKBONE.build_empty(config, torch.float32)
     assert sum(p.numel() for p in model.parameters()) == 3_389_119_360
+    # The decoder is read and checked as DeepSeek-OCR's is.
+    with pytest.raises(ValueError, match="MLA"):
+        deepseek_ocr2.config_from_official({**PUBLISHED_CONFIG, "language_config": {
+            **PUBLISHED_CONFIG["language_config"], "use_mla": True}})
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
