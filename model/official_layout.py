@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from transformers import initialization
+from transformers.modeling_utils import local_torch_dtype
 
 from model.configuration import DeepSeekOCRConfig
 from model.deep_encoder import convert_official_vision_state_dict
@@ -184,19 +184,9 @@ def read_safetensors_folder(folder: Path, keep: Optional[Callable[[str], bool]] 
     return state
 
 
-@contextmanager
-def _default_dtype(dtype: torch.dtype):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def build_empty_model(config: DeepSeekOCRConfig, dtype: torch.dtype):
     from model.modeling import DeepSeekOCRForConditionalGeneration
 
     # Built directly in the target dtype without random init: every parameter is overwritten by the checkpoint.
-    with initialization.no_init_weights(), _default_dtype(dtype):
+    with initialization.no_init_weights(), local_torch_dtype(dtype):
         return DeepSeekOCRForConditionalGeneration(config)

@@ -26,14 +26,11 @@ Layout = Literal["project", "official"]
 @contextmanager
 def seeded(dtype: torch.dtype):
     """Modules built inside get the same random weights in every process, created in `dtype`."""
-    previous = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[]):
+    from transformers.modeling_utils import local_torch_dtype
+
+    with torch.random.fork_rng(devices=[]), local_torch_dtype(dtype):
         torch.manual_seed(0)
-        torch.set_default_dtype(dtype)
-        try:
-            yield
-        finally:
-            torch.set_default_dtype(previous)
+        yield
 
 
 class Backbone(ABC):
