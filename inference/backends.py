@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from config import LoadSettings, UserError
-from inference.loop_guard import guard, without_guard
+from inference.loop_guard import guarded
 from model.checkpoint.load import load_pretrained
 
 
@@ -136,8 +136,7 @@ class OCRBackend:
         batch = self.inputs(documents)
         self.check_context(batch["attention_mask"].sum(dim=1).tolist(), generate_kwargs["max_new_tokens"])
         # The summary's tokens follow the left-padded prompt, whose width is the same in every row.
-        output = self.model.generate(**batch, **without_guard(generate_kwargs),
-                                     logits_processor=guard(generate_kwargs, batch["input_ids"].shape[1]))
+        output = self.model.generate(**batch, **guarded(generate_kwargs, batch["input_ids"].shape[1]))
         # Decoder-only: the output repeats the (left-padded) prompt; keep the new tokens.
         return [text.strip() for text in self.processor.batch_decode(output[:, batch["input_ids"].shape[1]:])]
 
@@ -177,6 +176,5 @@ class Seq2SeqBackend:
             # trained with the first token global, and without one the summary reads no more than a window.
             batch["global_attention_mask"] = torch.zeros_like(batch["attention_mask"])
             batch["global_attention_mask"][:, 0] = 1
-        output = self.model.generate(**batch, **without_guard(generate_kwargs),
-                                     logits_processor=guard(generate_kwargs, self.DECODER_START))
+        output = self.model.generate(**batch, **guarded(generate_kwargs, self.DECODER_START))
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]

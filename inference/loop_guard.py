@@ -60,3 +60,9 @@ def without_guard(generate_kwargs: dict) -> dict:
     kwargs = {key: value for key, value in generate_kwargs.items() if key != WINDOW}
     kwargs[SIZE] = 0
     return kwargs
+
+
+def guarded(generate_kwargs: dict, prompt_length: int) -> dict:
+    """Keyword arguments for transformers' `generate`: the settings', the guard in the processor list in place of
+    transformers' own n-gram block."""
+    return {**without_guard(generate_kwargs), "logits_processor": guard(generate_kwargs, prompt_length)}

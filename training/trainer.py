@@ -32,6 +32,8 @@ from config import (
     save_run_settings,
 )
 from evaluation.metrics import evaluate_pairs
+from inference.backends import Seq2SeqBackend
+from inference.loop_guard import SIZE, WINDOW, guarded
 from model.checkpoint.load import load_pretrained, position_limits
 from training.arguments import training_arguments
 from training.faults import NonFiniteGuard
@@ -152,6 +154,16 @@ class SummarizationTrainer(Resumable, NonFiniteGuard, Seq2SeqTrainer):
             training_config=cfg,
             on_nonfinite=cfg.on_nonfinite,
         )
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        """Validation summaries decode as inference's (inference/backends.py): the summary's loop guard, its window
+        too, in place of transformers' own n-gram block, which has none."""
+        if self.training_config is not None and not prediction_loss_only:
+            settings = self.training_config.generation
+            gen_kwargs = {**(gen_kwargs or getattr(self, "_gen_kwargs", {})),
+                          **guarded({SIZE: settings.no_repeat_ngram_size, WINDOW: settings.no_repeat_ngram_window},
+                                    Seq2SeqBackend.DECODER_START)}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """Weights, tokenizer and generation config, plus the render/generation settings and training config."""

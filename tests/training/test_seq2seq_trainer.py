@@ -97,3 +97,31 @@ def test_half_precision_on_cpu_falls_back_to_float32(tmp_path, precision, caplog
     with caplog.at_level("WARNING", logger="model.checkpoint.device"):
         args = training_arguments(TrainingConfig(output_dir=str(tmp_path), mixed_precision=precision))
     assert not args.bf16 and not args.fp16 and "using float32" in caplog.text
+
+
+def test_validation_decodes_with_the_loop_guard_and_its_window_as_inference_does(tmp_path, prepared):
+    """A window lets an n-gram recur once it has left the last `window` tokens: transformers' own n-gram block has
+    no window, so validation runs the summary's guard, and its summaries are those the summarizer gives."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from inference.summarizer import DeepSeekSummarizer
+    from training.trainer import SummarizationTrainer
+
+    generation = GenerationSettings(max_new_tokens=16, no_repeat_ngram_size=1, no_repeat_ngram_window=3)
+    cfg = TrainingConfig(model_name=TINY_BART, output_dir=str(tmp_path / "out"), max_source_length=64,
+                         report_to="none", generation=generation)
+    val = load_jsonl_records(prepared / "val.jsonl")[:3]
+    trainer = SummarizationTrainer.from_config(cfg, val, val)
+    trainer.save_model()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    predicted = [t.strip() for t in tokenizer.batch_decode(
+        [[i for i in row if i >= 0] for row in trainer.predict(trainer.eval_dataset).predictions.tolist()],
+        skip_special_tokens=True)]
+    summarizer = DeepSeekSummarizer.from_pretrained(tmp_path / "out", LoadSettings(device="cpu", dtype="float32"))
+    assert predicted == [summarizer.summarize_text(r["text"]).summary for r in val]
+    # The window mattered: transformers' block, windowless, decodes otherwise.
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out").eval()
+    batch = tokenizer([r["text"] for r in val], max_length=64, truncation=True, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        windowless = tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True)
+    assert [t.strip() for t in windowless] != predicted
