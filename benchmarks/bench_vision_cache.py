@@ -18,17 +18,13 @@ import time
 import torch
 
 from benchmarks.cli import benchmark_main
-from config import RenderConfig
+from config import PAGE_GEOMETRY, RenderConfig
 from data.dataset_loader import load_records
 from model import backbones
 from model.processing import REPORTING_KEYS, DeepSeekOCRProcessor
 from model.tokenizer import load_tokenizer
 from training.collator import DeepSeekOCRCollator
 from training.vision_cache import VisionFeatureCache
-
-# Each backbone with the smallest render mode it reads.
-READS = {"deepseek-ocr": "tiny", "deepseek-ocr-2": "small"}
-
 
 def full_encoder_small_decoder(backbone: backbones.Backbone):
     """The backbone's real encoder (its hub architecture's vision config) before its preset's decoder, frozen,
@@ -71,8 +67,8 @@ def time_steps(model, batch: dict, steps: int, cache: VisionFeatureCache | None 
 def run(quick: bool = False) -> list[dict]:
     steps, docs = (3, 1) if quick else (6, 2)
     rows = []
-    for name, mode in READS.items():
-        backbone = backbones.named(name)
+    for name, backbone in backbones.BACKBONES.items():
+        mode = next(iter(PAGE_GEOMETRY[name].views))  # the smallest render mode it reads
         model, batch = full_encoder_small_decoder(backbone), make_batch(backbone, mode, docs)
         uncached = time_steps(model, batch, steps)
         cache = VisionFeatureCache(model)

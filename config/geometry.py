@@ -10,7 +10,7 @@ backbone declares its geometry here, beside its module in model/backbones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 from config.errors import UserError
 from config.modes import (
@@ -24,10 +24,6 @@ from config.modes import (
     tokens_per_side,
     vision_tokens_per_view,
 )
-
-BackboneName = Literal["deepseek-ocr", "deepseek-ocr-2"]
-DEFAULT_BACKBONE: BackboneName = "deepseek-ocr"
-
 
 @dataclass(frozen=True)
 class PageGeometry:
@@ -80,7 +76,8 @@ PAGE_GEOMETRY: dict[str, PageGeometry] = {
                                                       "page": (1024, True)},
                                    768, 2, 6, row_newlines=False),
 }
-assert set(PAGE_GEOMETRY) == set(get_args(BackboneName))
+BackboneName = Literal[tuple(PAGE_GEOMETRY)]  # the names a setting accepts: the registry's
+DEFAULT_BACKBONE = "deepseek-ocr"
 
 
 def page_geometry(backbone: str) -> PageGeometry:

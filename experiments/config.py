@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from config import (
+    BackboneName,
     ConfigError,
     GenerationSettings,
     RenderConfig,
@@ -81,7 +82,7 @@ class ArmSpec:
     sentences: Optional[Int] = None  # lead: sentences of the document taken as its summary (default 3)
     # pixels and text: the backbone this arm fine-tunes (model/backbones), in place of the shared model's: the
     # same size of the other backbone (tiny-random -> tiny-random-ocr2, the real checkpoint -> the real one).
-    backbone: Optional[Str] = None
+    backbone: Optional[BackboneName] = None
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -163,8 +164,6 @@ def backbone_model(model_name: str, backbone: str) -> str:
     """The model of `backbone` that matches `model_name` (a preset or hub id of another backbone) in size."""
     from model import backbones
 
-    if backbone not in backbones.BACKBONES:
-        raise ConfigError(f"config key 'backbone' must be one of {', '.join(backbones.BACKBONES)}, got {backbone!r}")
     target = backbones.named(backbone)
     for own in backbones.BACKBONES.values():
         for names, targets in ((own.presets, target.presets), (list(own.hub_ids), list(target.hub_ids))):

@@ -251,7 +251,8 @@ def test_the_synthetic_long_source_needs_no_hub(monkeypatch):
     ({"name": "v2-tiny", "type": "pixels", "backbone": "deepseek-ocr-2"}, "its views are 768 and 1024 px"),  # smoke's tiny pages
     ({"name": "v2-reader", "type": "pixels", "model_of": "pixels-12px", "backbone": "deepseek-ocr-2"},
      "reads the model of arm 'pixels-12px' as trained"),
-    ({"name": "v3", "type": "pixels", "backbone": "deepseek-ocr-3"}, "config key 'backbone' must be one of"),
+    ({"name": "v3", "type": "pixels", "backbone": "deepseek-ocr-3"},
+     ".backbone': input should be 'deepseek-ocr' or 'deepseek-ocr-2', got 'deepseek-ocr-3'"),
 ])
 def test_a_backbone_an_arm_cannot_have_is_refused_before_anything_runs(tmp_path, capsys, arm, message):
     path = _write(tmp_path, lambda d: d["arms"].append(arm))
