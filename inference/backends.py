@@ -103,13 +103,9 @@ class OCRBackend:
         return self._processor(mode).page_positions(page)
 
     def text_spans(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of the tokens a text document is read as (a model trained on text input). The whole
-        document, however long: planning its windows is what this is for (verbose=False: no warning that it is
-        longer than the model reads)."""
-        encoded = self.processor.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True,
-                                           return_offsets_mapping=True, verbose=False)
-        start = len(text) - len(text.lstrip())
-        return [(begin + start, end + start) for begin, end in encoded["offset_mapping"]]
+        """Character spans of the tokens a text document is read as (a model trained on text input), the whole
+        document however long: planning its windows is what this is for."""
+        return self.processor.text_spans(text)
 
     def vision_tokens(self, page: Image.Image, mode: Optional[str] = None) -> int:
         """The paper's vision-token count of one page read at `mode` (default: the model's own; layout positions

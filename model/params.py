@@ -1,8 +1,6 @@
 """Parameter accounting, freezing helpers and a training-memory estimate (all work on a meta-device model)."""
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 
 # Parts of DeepSeekOCRForConditionalGeneration by parameter-name prefix (another backbone names its own: the first
@@ -64,34 +62,15 @@ def trainable_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     return {"trainable": trainable, "frozen": total - trainable, "total": total}
 
 
-def lora_parameter_count(model: torch.nn.Module, r: int, target_modules: Iterable[str]) -> int:
-    """Parameters LoRA adds: r * (in + out) per targeted nn.Linear of the decoder layers, where the trainer puts
-    adapters (CLIP's q/k/v_proj in the frozen encoder are left alone; packed routed experts are not Linear)."""
-    targets = tuple(target_modules)
-    return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.removeprefix("model.").startswith("language_model.layers.")
-               and name.rsplit(".", 1)[-1] in targets)
-
-
-def estimate_training_memory(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16, lora_r: int | None = None,
-                             lora_targets: Iterable[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                            "up_proj", "down_proj"),
+def estimate_training_memory(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16,
                              trainable: int | None = None) -> dict[str, int]:
-    """Bytes for weights, gradients and AdamW states, activations excluded.
-
-    Weights: every parameter in `dtype`. Full fine-tuning (lora_r None): gradients of the trainable parameters in
-    `dtype` and AdamW's two moments in float32 (plus a float32 master copy when `dtype` is 16-bit). LoRA: the
-    adapters are trained in float32 (weights, gradients, two moments) and the base weights stay frozen.
-    `trainable` defaults to the parameters that currently require grad.
-    """
+    """Bytes for weights, gradients and AdamW states, activations excluded: every parameter in `dtype`, the
+    `trainable` ones (default: those that require grad, LoRA adapters included) with gradients in `dtype`, AdamW's
+    two moments in float32 and a float32 master copy when `dtype` is 16-bit."""
     size = torch.finfo(dtype).bits // 8
     weights = sum(p.numel() for p in model.parameters()) * size
-    if lora_r is not None:
-        adapters = lora_parameter_count(model, lora_r, lora_targets)
-        result = {"weights": weights + adapters * 4, "gradients": adapters * 4, "optimizer": adapters * 8}
-    else:
-        n = trainable if trainable is not None else sum(p.numel() for p in model.parameters() if p.requires_grad)
-        master = n * 4 if size < 4 else 0
-        result = {"weights": weights + master, "gradients": n * size, "optimizer": n * 8}
+    n = trainable if trainable is not None else sum(p.numel() for p in model.parameters() if p.requires_grad)
+    master = n * 4 if size < 4 else 0
+    result = {"weights": weights + master, "gradients": n * size, "optimizer": n * 8}
     result["total"] = sum(result.values())
     return result

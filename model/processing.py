@@ -169,8 +169,17 @@ class DeepSeekOCRProcessor:
 
     def text_ids(self, text: str) -> list[int]:
         """A text document's tokens, whole (what `max_source_length` would cut is the caller's to decide)."""
-        return self.tokenizer.encode(text.strip(), add_special_tokens=False, split_special_tokens=True,
-                                     verbose=False)
+        return self._text_encoding(text)["input_ids"]
+
+    def text_spans(self, text: str) -> list[tuple[int, int]]:
+        """The character spans in `text` of its `text_ids` (long documents plan text windows with them)."""
+        start = len(text) - len(text.lstrip())
+        return [(begin + start, end + start) for begin, end in self._text_encoding(text)["offset_mapping"]]
+
+    def _text_encoding(self, text: str):
+        # verbose=False: no warning that a document is longer than the model reads; windows are planned from it.
+        return self.tokenizer(text.strip(), add_special_tokens=False, split_special_tokens=True,
+                              return_offsets_mapping=True, verbose=False)
 
     def fixed_positions(self) -> int:
         """Positions of every prompt besides its document: BOS and the instruction."""

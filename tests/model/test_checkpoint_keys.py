@@ -8,7 +8,7 @@ import torch
 from model.checkpoint.convert import check_state_dict, convert_official_state_dict
 from model.configuration import DeepSeekOCRConfig
 from model.modeling import DeepSeekOCRForConditionalGeneration
-from model.params import estimate_training_memory, lora_parameter_count, parameter_counts
+from model.params import estimate_training_memory, parameter_counts
 
 KEYS = Path(__file__).parents[1] / "fixtures" / "deepseek_ocr_reference" / "real_checkpoint_keys.json"
 REAL_TOTAL = 3_336_106_240
@@ -55,9 +55,9 @@ def test_parameter_counts(real_model, checkpoint):
 
 
 def test_memory_estimate_on_meta(real_model):
-    full = estimate_training_memory(real_model, torch.bfloat16, trainable=parameter_counts(real_model)["decoder_total"])
-    lora = estimate_training_memory(real_model, torch.bfloat16, lora_r=16)
+    decoder = parameter_counts(real_model)["decoder_total"]
+    full = estimate_training_memory(real_model, torch.bfloat16, trainable=decoder)
     assert full["weights"] > 3.3e9 * 2 and full["optimizer"] > 2.9e9 * 8
+    assert full["gradients"] == decoder * 2 and full["optimizer"] == decoder * 8  # bf16 gradients, fp32 moments
+    lora = estimate_training_memory(real_model, torch.bfloat16, trainable=12 * 16 * (1280 + 1280))  # r=16 on q_proj
     assert lora["total"] < full["total"] / 4
-    # Decoder layers only: the frozen encoder's CLIP q_proj layers get no adapter.
-    assert lora_parameter_count(real_model, 16, ["q_proj"]) == 12 * 16 * (1280 + 1280)
