@@ -46,10 +46,8 @@ def _init_worker(config: dict[str, Any], backbone: str) -> None:
     _converter = TextToImageConverter(from_dict(RenderConfig, config), backbone=backbone)
 
 
-def _config_fingerprint(config: RenderConfig, backbone: str) -> str:
-    """Of what a record's sidecar holds: its pages (the render settings) and their token counts (the backbone)."""
-    settings = {**to_dict(config), "backbone": backbone}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+def _config_fingerprint(config: RenderConfig) -> str:
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _text_digest(text: str) -> str:
@@ -61,7 +59,7 @@ def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
 
     A sidecar `<stem>.json`, written after all of its pages, marks a record complete: a re-run that finds it
     (made with the same render settings and text, with every page present) reuses the pages instead of rendering
-    again. Pages are overwritten in place, so before that the sidecar goes (a kill midway must not leave it
+    again, their vision tokens counted for this run's backbone. Pages are overwritten in place, so before that the sidecar goes (a kill midway must not leave it
     vouching for a mix of old and new pages), and so does the index of the run that made them (`_drop_index`).
     """
     from data.text_to_image import RenderError
@@ -72,7 +70,7 @@ def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
         done = json.loads(sidecar.read_text(encoding="utf-8"))
         if done.get("config") == fingerprint and done.get("text") == _text_digest(text) \
                 and all(Path(out_dir, p).is_file() for p in done["images"]):
-            return "reused", {"images": done["images"], "render": done["render"]}
+            return "reused", {"images": done["images"], "render": _converter.recount(done["render"])}
         sidecar.unlink()
         _drop_index(Path(out_dir))
     try:
@@ -184,7 +182,7 @@ def prepare(job: PrepareJob, *, progress: bool = True) -> PrepareResult:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    fingerprint = _config_fingerprint(job.render, job.backbone)
+    fingerprint = _config_fingerprint(job.render)
     render_failed: Counter[str] = Counter()
     image_counts: Counter[str] = Counter()
     context = ContextCount(job.render, job.backbone)

@@ -265,14 +265,23 @@ class TextToImageConverter:
 
     def render(self, text: str) -> RenderedDocument:
         text, chunks = self._paginate(text)
-        needed, config = len(chunks), self.config
         pages = [self._draw(chunk) for chunk in chunks]
-        page = config.geometry
-        vision_tokens = needed * self.geometry.vision_tokens(config.mode, page.page_width, page.page_height)
+        vision_tokens = len(pages) * self._page_vision_tokens()
         text_tokens = count_text_tokens(text)
         missing = [char for char in dict.fromkeys(text) if char not in " \n" and self._is_missing(char)]
-        return RenderedDocument(pages, config.mode, self.backbone, text_tokens, vision_tokens,
+        return RenderedDocument(pages, self.config.mode, self.backbone, text_tokens, vision_tokens,
                                 text_tokens / vision_tokens, missing)
+
+    def recount(self, stats: dict) -> dict:
+        """`stats` (RenderedDocument.stats) of pages rendered with these settings, their vision tokens counted as
+        this converter's backbone reads them: the pages are the same whichever model reads them."""
+        vision_tokens = stats["pages"] * self._page_vision_tokens()
+        return {**stats, "vision_tokens": vision_tokens, "compression_ratio": stats["text_tokens"] / vision_tokens,
+                "backbone": self.backbone}
+
+    def _page_vision_tokens(self) -> int:
+        page = self.config.geometry
+        return self.geometry.vision_tokens(self.config.mode, page.page_width, page.page_height)
 
     def save_pages(self, document: RenderedDocument, out_dir, stem: str) -> list[Path]:
         """Write pages as `{stem}_p{index:03d}.png` (index from 0), each atomically; returns the paths."""

@@ -23,7 +23,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Optional
 
-from config import RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
+from config import DEFAULT_BACKBONE, RenderConfig, TrainingConfig, apply_overrides, from_dict, save_json, to_dict
 from config.cli import to_argv
 from config.jobs import EvaluateJob, GenerateJob, PrepareJob
 from data.jsonl import iter_jsonl, write_jsonl_atomic
@@ -70,8 +70,11 @@ def _prepare(exp: ExperimentConfig, folder: Path, name: str, render: RenderConfi
         prepare(job)
         return {}
 
-    # The number of rendering processes changes no output; render settings matter only with images.
+    # The number of rendering processes changes no output; render settings matter only with images. The default
+    # backbone's counts are what a stage prepared before `backbone` existed holds, so it adds nothing to the stage's
+    # identity (an experiment prepared then resumes without preparing, training and generating again).
     unread = ("workers",) if render is not None else ("workers", "render")
+    unread += ("backbone",) if job.backbone == DEFAULT_BACKBONE else ()
     return Stage(f"prepare/{name}", "prepare", None, _consumed(job, *unread), work,
                  lambda resume: _command("data.prepare_datasets", job), settings=job,
                  outputs=[Path(job.output_dir)])

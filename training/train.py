@@ -308,13 +308,13 @@ def end_process_group() -> None:
     """Under torchrun, free the process group while the interpreter is whole. A group still referenced at exit (by
     a DDP reducer in a reference cycle of the trainer) is torn down during interpreter finalization, where gloo's
     threads abort a finished process ("terminate called without an active exception", seen twice in
-    test_ddp.py): so the ranks meet, the cycles are collected, then the group is destroyed."""
+    test_ddp.py): so the cycles are collected, then the group is destroyed. No barrier: rank 0 may still be
+    exporting or uploading, alone, for longer than a collective waits."""
     import gc
 
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         gc.collect()
         dist.destroy_process_group()
 

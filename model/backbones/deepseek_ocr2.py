@@ -58,7 +58,10 @@ _TINY_DECODER = {**_DECODER, "hidden_size": 64, "intermediate_size": 128, "moe_i
                  "mlp_layer_types": ["dense", "sparse", "sparse"]}
 _TINY_ENCODER = dict(sam_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                      global_attn_indexes=[1], output_channels=16, downsample_channels=[32, 64],
-                                     mlp_dim=64),
+                                     mlp_dim=64,
+                                     # SAM's own default (1e-10) draws weights so small that a page's pixels never
+                                     # reach the decoder: a preset whose output did not depend on its pages.
+                                     initializer_range=0.02),
                      encoder_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2, intermediate_size=128, vocab_size=1,
                                          max_position_embeddings=1024))
@@ -153,8 +156,10 @@ def _passes_its_own_output(tower: torch.nn.Module) -> None:
 
     reads_pixels = tower.forward
 
-    def forward(views: torch.Tensor, **kwargs):
-        return BaseModelOutput(last_hidden_state=views) if views.ndim == 3 else reads_pixels(views, **kwargs)
+    def forward(pixel_values: torch.Tensor, *args, **kwargs):
+        if pixel_values.ndim == 3:
+            return BaseModelOutput(last_hidden_state=pixel_values)
+        return reads_pixels(pixel_values, *args, **kwargs)
 
     tower.forward = forward
 

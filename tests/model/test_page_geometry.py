@@ -28,15 +28,21 @@ def test_geometry_counts_a_page_as_the_backbones_processor_does(name):
             assert geometry.vision_tokens(mode, *size) == processor.vision_tokens(*size), (mode, size)
 
 
-def test_deepseek_ocr2_tiles_a_page_as_transformers_own_processor_does():
-    """Independent of this project's processor (which takes its tile limits from the geometry): transformers'
-    image processor at its own defaults, DeepSeek-OCR-2's (768 px tiles, 2 to 6 of them)."""
+def test_deepseek_ocr2_reads_a_page_as_transformers_own_processor_does():
+    """Independent of this project's page processor (which takes its tile limits and counts from the geometry):
+    transformers' processor at its own defaults, DeepSeek-OCR-2's (a 1024 px view, 768 px tiles, 2 to 6 of them),
+    counting the image tokens it puts in the prompt."""
     from PIL import Image
-    from transformers import DeepseekOcr2ImageProcessorPil
+    from transformers import DeepseekOcr2ImageProcessorPil, DeepseekOcr2Processor
 
     from config.modes import tile_count
+    from data.tokens import IMAGE_TOKEN, IMAGE_TOKEN_ID
+    from model.tokenizer import load_tokenizer
 
-    processor, geometry = DeepseekOcr2ImageProcessorPil(), PAGE_GEOMETRY["deepseek-ocr-2"]
+    processor = DeepseekOcr2Processor(image_processor=DeepseekOcr2ImageProcessorPil(), tokenizer=load_tokenizer())
+    geometry = PAGE_GEOMETRY["deepseek-ocr-2"]
     for size in SIZES:
-        tiles = processor(images=[Image.new("RGB", size, "white")], return_tensors="pt")["num_local_patches"]
-        assert tile_count(geometry.grid("gundam", *size)) == int(tiles[0]), size
+        out = processor(images=[Image.new("RGB", size, "white")], text=IMAGE_TOKEN + "\nSummarize.",
+                        return_tensors="pt")
+        assert tile_count(geometry.grid("gundam", *size)) == int(out["num_local_patches"][0]), size
+        assert geometry.positions("gundam", *size) == int((out["input_ids"] == IMAGE_TOKEN_ID).sum()), size

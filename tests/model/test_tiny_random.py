@@ -143,3 +143,21 @@ def test_bf16_frozen_encoder_feeds_a_float32_projector():
     assert features.global_feats.dtype == torch.bfloat16
     embeds = model.image_embeddings(features, torch.tensor([[1, 1]]))
     assert embeds.dtype == torch.float32 and embeds.shape[0] == 73
+
+
+@pytest.mark.parametrize("preset, mode", [("tiny-random", "tiny"), ("tiny-random-ocr2", "large")])
+def test_a_presets_image_features_depend_on_its_pages(preset, mode):
+    """Random weights that let no pixel through (SAM's own initializer draws them 1e-10 wide) would make every test
+    of what a page does to the summary pass vacuously: each view of a page, global and tiles, changes its rows."""
+    from PIL import Image
+
+    from model import backbones
+
+    model = load_model(preset)
+    backbone = backbones.of_model(model)
+    pages = backbone.page_processor(mode)
+    blank, marked = Image.new("RGB", (1536, 768), "white"), Image.new("RGB", (1536, 768), "white")
+    marked.paste((0, 0, 0), (900, 100, 1400, 600))  # in the page's right half: its second tile where it has tiles
+    with torch.no_grad():
+        a, b = (backbone.image_features(model, pages.batch([pages(page)])) for page in (blank, marked))
+    assert a.shape == b.shape and (a - b).abs().amax(dim=-1).gt(1e-3).float().mean() > 0.5

@@ -117,3 +117,30 @@ def test_disk_cache_is_keyed_by_content_and_encoder_weights(run, tmp_path):
 def test_cache_refuses_a_trainable_encoder(preset):
     with pytest.raises(ValueError, match="frozen encoder"):
         VisionFeatureCache(load_model(preset))
+
+
+@pytest.mark.slow  # tiled DeepSeek-OCR-2 pages, as the other tiled runs
+def test_deepseek_ocr2_cache_keeps_each_pages_tiles_in_a_batch_of_tiled_and_untiled_pages():
+    """Pages with tiles and without, in one batch and in two documents: the cached features reach each page's
+    placeholders as the encoder's would (the loss is the uncached one)."""
+    from PIL import Image
+
+    from training.collator import page_key
+
+    pages = backbones.named("deepseek-ocr-2").page_processor("large")
+    processor = DeepSeekOCRProcessor(load_tokenizer(None), pages)
+    wide, square = Image.new("RGB", (1536, 768), "white"), Image.new("RGB", (700, 700), "white")
+    wide.paste((0, 0, 0), (100, 100, 600, 300))
+    batch = dict(processor([[wide, square], [square.rotate(90), wide.rotate(180)]], ["A summary.", "Another."]))
+    assert batch["num_local_patches"].tolist() == [2, 0, 0, 2]
+    for key in REPORTING_KEYS:
+        batch.pop(key, None)
+    batch["page_keys"] = [page_key(*view) for view in pages.page_views(batch)]
+    model = frozen_model("tiny-random-ocr2")
+    cache = VisionFeatureCache(model)
+    with torch.no_grad():
+        reference = loss_of(model, batch)
+        first, again = (loss_of(model, cached(cache, model, batch)) for _ in range(2))
+    assert (cache.misses, cache.hits) == (3, 5)  # the two squares are one page
+    torch.testing.assert_close(first, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(again, reference, rtol=0, atol=1e-6)
