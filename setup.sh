@@ -31,6 +31,10 @@ else
 fi
 
 packages=()
+# A Debian/Ubuntu python3 without ensurepip cannot create the environment: its pythonX.Y-venv package can.
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  packages+=("python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv")
+fi
 if [ "$DEV" = 1 ]; then
   command -v tesseract >/dev/null 2>&1 || packages+=(tesseract-ocr tesseract-ocr-eng)  # the legibility tests
   command -v curl >/dev/null 2>&1 || packages+=(curl)  # the API tests and demo.sh

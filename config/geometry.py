@@ -25,6 +25,7 @@ from config.modes import (
     vision_tokens_per_view,
 )
 
+
 @dataclass(frozen=True)
 class PageGeometry:
     title: str

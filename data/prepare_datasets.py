@@ -59,8 +59,9 @@ def _render_record(task: tuple[str, str, str, str, str]) -> tuple[str, Any]:
 
     A sidecar `<stem>.json`, written after all of its pages, marks a record complete: a re-run that finds it
     (made with the same render settings and text, with every page present) reuses the pages instead of rendering
-    again, their vision tokens counted for this run's backbone. Pages are overwritten in place, so before that the sidecar goes (a kill midway must not leave it
-    vouching for a mix of old and new pages), and so does the index of the run that made them (`_drop_index`).
+    again, their vision tokens counted for this run's backbone. Pages are overwritten in place, so before that the
+    sidecar goes (a kill midway must not leave it vouching for a mix of old and new pages), and so does the index
+    of the run that made them (`_drop_index`).
     """
     from data.text_to_image import RenderError
 
@@ -117,9 +118,8 @@ def _ordered_map(fn: Callable, items: Iterable[tuple[Any, Any]], workers: int, c
 class ContextCount:
     """Counts, per split, the records whose training sequence would be longer than the decoder's context
     (`config.modes.DECODER_CONTEXT`, both backbones'): BOS, the pages' placeholders as the backbone lays them out,
-    the instruction and the summary with its EOS,
-    at the default training settings (TrainingConfig's instruction and summary length). Records are only counted,
-    never dropped: the context is that of the model trained on them, known only to training, which leaves such
+    the instruction and the summary with its EOS, at the default training settings (TrainingConfig's instruction
+    and summary length). Records are only counted, never dropped: the context is that of the model trained on them, known only to training, which leaves such
     records out and says how many (training/context.py)."""
 
     def __init__(self, render: RenderConfig, backbone: str):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from config import (
+    PAGE_GEOMETRY,
     BackboneName,
     ConfigError,
     GenerationSettings,
@@ -222,9 +223,7 @@ def _check_arm(exp: ExperimentConfig, arm: ArmSpec) -> None:
     if arm.type == "seq2seq" and cfg.lora.enabled:
         raise ConfigError(f"{where}: LoRA is for DeepSeek-OCR arms; the seq2seq trainer fine-tunes all weights")
     if arm.type == "pixels" and arm.backbone:
-        from model import backbones
-
-        backbones.named(arm.backbone).page_processor(cfg.render.mode)  # a mode it cannot read: one line, now
+        PAGE_GEOMETRY[arm.backbone].view(cfg.render.mode)  # a mode it cannot read: one line, before anything runs
     if arm.type == "pixels":
         default = RenderConfig()
         unprepared = [key for key, value in to_dict(cfg.render).items()

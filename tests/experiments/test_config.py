@@ -248,7 +248,8 @@ def test_the_synthetic_long_source_needs_no_hub(monkeypatch):
 
 
 @pytest.mark.parametrize("arm, message", [
-    ({"name": "v2-tiny", "type": "pixels", "backbone": "deepseek-ocr-2"}, "its views are 768 and 1024 px"),  # smoke's tiny pages
+    # The smoke config's tiny pages.
+    ({"name": "v2-tiny", "type": "pixels", "backbone": "deepseek-ocr-2"}, "its views are 768 and 1024 px"),
     ({"name": "v2-reader", "type": "pixels", "model_of": "pixels-12px", "backbone": "deepseek-ocr-2"},
      "reads the model of arm 'pixels-12px' as trained"),
     ({"name": "v3", "type": "pixels", "backbone": "deepseek-ocr-3"},
